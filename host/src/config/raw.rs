@@ -1,0 +1,146 @@
+//! The config file exactly as written: serde structs with `deny_unknown_fields`,
+//! defaults applied, nothing checked yet (that is `validate`'s job).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigRaw {
+    #[serde(default)]
+    pub server: ServerRaw,
+    pub admin: Option<AdminRaw>,
+    #[serde(default)]
+    pub connectors: Vec<ConnectorRaw>,
+    #[serde(default)]
+    pub agents: Vec<AgentRaw>,
+    #[serde(default)]
+    pub policies: Vec<PolicyRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRaw {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_separator")]
+    pub tool_separator: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_page_size")]
+    pub list_page_size: u64,
+    #[serde(default = "default_session_idle")]
+    pub session_idle_secs: u64,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u64,
+    pub allowed_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ServerRaw {
+    fn default() -> Self {
+        toml::from_str("").expect("server defaults")
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_separator() -> String {
+    ".".into()
+}
+fn default_max_body() -> u64 {
+    4 * 1024 * 1024
+}
+fn default_page_size() -> u64 {
+    500
+}
+fn default_session_idle() -> u64 {
+    3600
+}
+fn default_max_sessions() -> u64 {
+    100_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRaw {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorRaw {
+    pub id: String,
+    pub name: String,
+    pub target_url: String,
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub disabled_tools: Vec<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRaw {
+    pub id: String,
+    pub org: String,
+    pub key_sha256: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub mcp_servers: Option<Vec<ServerRuleRaw>>,
+}
+
+/// One entry of an agent's `mcpServers` declaration (`mcp_servers` in TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRuleRaw {
+    pub url: String,
+    pub tools: Option<HintsRaw>,
+}
+
+/// The `tools` constraints of a rule: required name patterns and the four hints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HintsRaw {
+    pub required: Option<Vec<String>>,
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+    pub idempotent: Option<bool>,
+    pub open_world: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRaw {
+    pub name: Option<String>,
+    pub module: String,
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default = "default_on_error")]
+    pub on_error: String,
+    #[serde(default = "default_policy_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_policy_memory")]
+    pub memory_limit_mb: u64,
+}
+
+fn default_mode() -> String {
+    "enforce".into()
+}
+fn default_on_error() -> String {
+    "deny".into()
+}
+fn default_policy_timeout() -> u64 {
+    100
+}
+fn default_policy_memory() -> u64 {
+    64
+}

@@ -1,0 +1,369 @@
+//! Turns the raw file into a [`Config`], checking every value and naming the key of
+//! the first problem found.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{ConfigRaw, ConnectorRaw, PolicyRaw, ServerRaw};
+use super::{
+    Admin, Agent, Config, ConfigError, Connector, CredentialSource, ModuleRef, OnError, PolicyMode,
+    PolicySpec, Server, slugify,
+};
+
+pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
+    let server = server(raw.server)?;
+    let admin = match raw.admin {
+        Some(a) => Some(Admin {
+            listen: socket_addr("admin.listen", &a.listen)?,
+        }),
+        None => None,
+    };
+
+    let mut connectors = Vec::with_capacity(raw.connectors.len());
+    let mut ids = HashSet::new();
+    let mut slugs = HashSet::new();
+    for (i, c) in raw.connectors.into_iter().enumerate() {
+        let key = |field: &str| format!("connectors[{i}].{field}");
+        let c = connector(c, &key)?;
+        if !ids.insert(c.id.clone()) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!("duplicate connector id {:?}", c.id),
+            ));
+        }
+        if !slugs.insert(c.slug.clone()) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!(
+                    "slug {:?} is already used by another connector; choose a distinct name",
+                    c.slug
+                ),
+            ));
+        }
+        connectors.push(c);
+    }
+
+    let mut agents = Vec::with_capacity(raw.agents.len());
+    let mut agent_ids = HashSet::new();
+    let mut key_hashes = HashSet::new();
+    for (i, a) in raw.agents.into_iter().enumerate() {
+        let key = |field: &str| format!("agents[{i}].{field}");
+        non_empty_ident(&key("id"), &a.id)?;
+        non_empty_ident(&key("org"), &a.org)?;
+        if !agent_ids.insert(a.id.clone()) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!("duplicate agent id {:?}", a.id),
+            ));
+        }
+        let hash = parse_sha256(&a.key_sha256).ok_or_else(|| {
+            ConfigError::new(
+                key("key_sha256"),
+                "must be 64 hex digits (sha256 of the API key; see `portcullis keys new`)",
+            )
+        })?;
+        if !key_hashes.insert(hash) {
+            return Err(ConfigError::new(
+                key("key_sha256"),
+                "the same API key is configured for two agents",
+            ));
+        }
+        for (j, s) in a.scopes.iter().enumerate() {
+            if s.trim().is_empty() || s.chars().any(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    format!("agents[{i}].scopes[{j}]"),
+                    "a scope is a non-empty word without spaces",
+                ));
+            }
+        }
+        if let Some(rules) = &a.mcp_servers {
+            for (j, r) in rules.iter().enumerate() {
+                if r.url.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("agents[{i}].mcp_servers[{j}].url"),
+                        "must not be empty (use \"*\" for any server)",
+                    ));
+                }
+                let required = r.tools.as_ref().and_then(|t| t.required.as_ref());
+                if required.is_some_and(Vec::is_empty) {
+                    return Err(ConfigError::new(
+                        format!("agents[{i}].mcp_servers[{j}].tools.required"),
+                        "must not be empty: omit it (or use [\"*\"]) to allow every tool name",
+                    ));
+                }
+            }
+        }
+        agents.push(Agent {
+            id: a.id,
+            org: a.org,
+            key_sha256: hash,
+            scopes: a.scopes,
+            mcp_servers: a.mcp_servers,
+        });
+    }
+
+    let mut policies = Vec::with_capacity(raw.policies.len());
+    let mut names = HashSet::new();
+    for (i, p) in raw.policies.into_iter().enumerate() {
+        let p = policy(p, i, base_dir)?;
+        if !names.insert(p.name.clone()) {
+            return Err(ConfigError::new(
+                format!("policies[{i}].name"),
+                format!("duplicate policy name {:?}", p.name),
+            ));
+        }
+        policies.push(p);
+    }
+
+    Ok(Config {
+        server,
+        admin,
+        connectors,
+        agents,
+        policies,
+        base_dir: base_dir.to_path_buf(),
+    })
+}
+
+fn server(s: ServerRaw) -> Result<Server, ConfigError> {
+    let listen = socket_addr("server.listen", &s.listen)?;
+    let sep = &s.tool_separator;
+    if sep.is_empty() || sep.len() > 4 || !sep.chars().all(|c| c == '.' || c == '_') {
+        return Err(ConfigError::new(
+            "server.tool_separator",
+            "must be 1 to 4 characters, each '.' or '_' (e.g. \".\" or \"__\"), so it never occurs inside a slug",
+        ));
+    }
+    if s.max_body_bytes < 1024 {
+        return Err(ConfigError::new(
+            "server.max_body_bytes",
+            "must be at least 1024",
+        ));
+    }
+    if s.list_page_size == 0 {
+        return Err(ConfigError::new(
+            "server.list_page_size",
+            "must be at least 1",
+        ));
+    }
+    if s.session_idle_secs == 0 {
+        return Err(ConfigError::new(
+            "server.session_idle_secs",
+            "must be at least 1",
+        ));
+    }
+    if s.max_sessions == 0 {
+        return Err(ConfigError::new(
+            "server.max_sessions",
+            "must be at least 1",
+        ));
+    }
+    let allowed_hosts = match s.allowed_hosts {
+        Some(hosts) => hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+        // A gateway bound to loopback answers only to loopback names: this is the
+        // DNS-rebinding protection the MCP transport asks for.
+        None if listen.ip().is_loopback() => {
+            vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]
+        }
+        None => Vec::new(),
+    };
+    for (i, o) in s.allowed_origins.iter().enumerate() {
+        if !(o.starts_with("http://") || o.starts_with("https://")) {
+            return Err(ConfigError::new(
+                format!("server.allowed_origins[{i}]"),
+                "an origin looks like https://example.com[:port]",
+            ));
+        }
+    }
+    Ok(Server {
+        listen,
+        tool_separator: s.tool_separator,
+        max_body_bytes: s.max_body_bytes as usize,
+        list_page_size: s.list_page_size as usize,
+        session_idle: Duration::from_secs(s.session_idle_secs),
+        max_sessions: s.max_sessions as usize,
+        allowed_hosts,
+        allowed_origins: s
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
+    })
+}
+
+fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector, ConfigError> {
+    non_empty_ident(&key("id"), &c.id)?;
+    let slug = slugify(&c.name);
+    if slug.is_empty() {
+        return Err(ConfigError::new(
+            key("name"),
+            "must contain at least one ASCII letter or digit (the slug is derived from it)",
+        ));
+    }
+    let uri: http::Uri = c
+        .target_url
+        .parse()
+        .map_err(|e| ConfigError::new(key("target_url"), format!("not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(ConfigError::new(
+                key("target_url"),
+                "must start with http:// or https://",
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key("target_url"), "has no host"));
+    }
+    let credential = match c.credential.as_deref() {
+        None => None,
+        Some(spec) => match spec.strip_prefix("env:") {
+            Some(var) if !var.is_empty() => {
+                if std::env::var_os(var).is_none() {
+                    return Err(ConfigError::new(
+                        key("credential"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+                Some(CredentialSource::Env(var.to_string()))
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    key("credential"),
+                    "must be \"env:VARIABLE\"; credentials are never written into the config itself",
+                ));
+            }
+        },
+    };
+    for (j, t) in c.disabled_tools.iter().enumerate() {
+        if t.is_empty() {
+            return Err(ConfigError::new(
+                format!("{}[{j}]", key("disabled_tools")),
+                "must not be empty",
+            ));
+        }
+    }
+    if c.timeout_ms == 0 || c.timeout_ms > 3_600_000 {
+        return Err(ConfigError::new(
+            key("timeout_ms"),
+            "must be between 1 and 3600000",
+        ));
+    }
+    Ok(Connector {
+        id: c.id,
+        name: c.name,
+        slug,
+        target_url: c.target_url,
+        credential,
+        disabled_tools: c.disabled_tools,
+        timeout: Duration::from_millis(c.timeout_ms),
+    })
+}
+
+fn policy(p: PolicyRaw, i: usize, base_dir: &Path) -> Result<PolicySpec, ConfigError> {
+    let key = |field: &str| format!("policies[{i}].{field}");
+    let module = match p.module.strip_prefix("builtin:") {
+        Some(name) => {
+            if !crate::policy::builtin::NAMES.contains(&name) {
+                return Err(ConfigError::new(
+                    key("module"),
+                    format!(
+                        "unknown built-in {name:?}; built-ins are {}",
+                        crate::policy::builtin::NAMES.join(", ")
+                    ),
+                ));
+            }
+            ModuleRef::Builtin(name.to_string())
+        }
+        None => {
+            if p.module.is_empty() {
+                return Err(ConfigError::new(
+                    key("module"),
+                    "must be builtin:<name> or a path to a .wasm component",
+                ));
+            }
+            ModuleRef::File(base_dir.join(&p.module))
+        }
+    };
+    let name = p.name.unwrap_or_else(|| match &module {
+        ModuleRef::Builtin(n) => n.clone(),
+        ModuleRef::File(path) => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    });
+    non_empty_ident(&key("name"), &name)?;
+    let mode = match p.mode.as_str() {
+        "enforce" => PolicyMode::Enforce,
+        "monitor" => PolicyMode::Monitor,
+        other => {
+            return Err(ConfigError::new(
+                key("mode"),
+                format!("{other:?} is not one of \"enforce\", \"monitor\""),
+            ));
+        }
+    };
+    let on_error = match p.on_error.as_str() {
+        "deny" => OnError::Deny,
+        "allow" => OnError::Allow,
+        other => {
+            return Err(ConfigError::new(
+                key("on_error"),
+                format!("{other:?} is not one of \"deny\", \"allow\""),
+            ));
+        }
+    };
+    if p.timeout_ms == 0 || p.timeout_ms > 10_000 {
+        return Err(ConfigError::new(
+            key("timeout_ms"),
+            "must be between 1 and 10000",
+        ));
+    }
+    if p.memory_limit_mb == 0 || p.memory_limit_mb > 4096 {
+        return Err(ConfigError::new(
+            key("memory_limit_mb"),
+            "must be between 1 and 4096",
+        ));
+    }
+    let settings = serde_json::to_string(&p.settings.unwrap_or_default())
+        .map_err(|e| ConfigError::new(key("settings"), e.to_string()))?;
+    Ok(PolicySpec {
+        name,
+        module,
+        settings,
+        mode,
+        on_error,
+        timeout: Duration::from_millis(p.timeout_ms),
+        memory_limit_bytes: (p.memory_limit_mb as usize) << 20,
+    })
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("{value:?} is not an IP:port address")))
+}
+
+fn non_empty_ident(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > 128 {
+        return Err(ConfigError::new(key, "must be 1 to 128 characters"));
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} may only contain letters, digits, '_', '-', '.'"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_sha256(hex_str: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(hex_str.trim()).ok()?;
+    bytes.try_into().ok()
+}

@@ -1,0 +1,325 @@
+//! `tools/call`: route by name, check with the policy chain, forward over the
+//! session's upstream session, relay what comes back.
+//!
+//! The failure table of the source document:
+//! - 2xx with a JSON-RPC result: the result is forwarded byte for byte;
+//! - 2xx with a JSON-RPC error: the error (code, message, data) is forwarded;
+//! - non-2xx HTTP: -32603, audited 502;
+//! - timeout: -32603 "timeout", audited 504 (and the upstream is told to cancel);
+//! - unknown or hidden tool: -32601 "Tool not found", audited 404.
+//!
+//! Progress and other notifications the upstream sends while the call runs are relayed
+//! to the agent as SSE; `notifications/cancelled` from the agent is forwarded upstream
+//! with the upstream's request id.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sessions::{AgentSession, Endpoint, InFlight};
+use super::{Gateway, Reply, names};
+use crate::audit::{Record, now_ms};
+use crate::config::Connector;
+use crate::mcp::jsonrpc::{self, RpcError};
+use crate::policy::Subject;
+use crate::upstream::{Message, Outcome, UpstreamError};
+
+/// What the forwarding task sends to the request handler.
+enum Event {
+    Notification(String),
+    Final(String),
+}
+
+impl Gateway {
+    pub(super) async fn tools_call(
+        self: &Arc<Self>,
+        session: &Arc<AgentSession>,
+        id: Value,
+        params: Value,
+        accepts_sse: bool,
+    ) -> Reply {
+        let started = Instant::now();
+        let mut record = self.record(session, "tools/call", started, now_ms());
+        let fail = |mut record: Record, err: RpcError, status: u16, reason: Option<String>| {
+            record.status = status;
+            record.rpc_code = Some(err.code);
+            record.reason = reason;
+            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.audit.record(record);
+            Reply::Json(jsonrpc::error(Some(&id), &err))
+        };
+
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            let err = RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                "Invalid params: \"name\" must be a string",
+            );
+            return fail(record, err, 400, None);
+        };
+        record.tool = Some(name.to_string());
+        let Some((connector, tool_name)) = self.route(&session.endpoint, name) else {
+            return fail(
+                record,
+                RpcError::tool_not_found(),
+                404,
+                Some(format!("no connector for tool name {name}")),
+            );
+        };
+        record.connector = Some(connector.id.clone());
+        record.tool = Some(tool_name.to_string());
+
+        let set = match self.catalog.tools(&connector.id).await {
+            Ok(set) => set,
+            Err(e) => {
+                return fail(
+                    record,
+                    upstream_error(&e),
+                    e.audit_status(),
+                    Some(e.to_string()),
+                );
+            }
+        };
+        let set = if set.get(tool_name).is_none() {
+            // The upstream may have added it since we listed: look once more.
+            self.catalog.invalidate(&connector.id);
+            match self.catalog.tools(&connector.id).await {
+                Ok(set) => set,
+                Err(e) => {
+                    return fail(
+                        record,
+                        upstream_error(&e),
+                        e.audit_status(),
+                        Some(e.to_string()),
+                    );
+                }
+            }
+        } else {
+            set
+        };
+        let Some(tool) = set.get(tool_name) else {
+            return fail(
+                record,
+                RpcError::tool_not_found(),
+                404,
+                Some(format!("upstream has no tool {tool_name}")),
+            );
+        };
+
+        let chain = self.policy.current();
+        let arguments = params
+            .get("arguments")
+            .map(Value::to_string)
+            .unwrap_or_else(|| "{}".into());
+        let subject = Subject {
+            identity: &session.identity,
+            declaration: self.declaration(&session.identity),
+            connector: &connector,
+            tools: &set.tools,
+        };
+        let decision = chain.check_call(&subject, tool, &arguments);
+        record.policy = Some(decision.policy.clone());
+        record.policy_digest = Some(decision.digest.clone());
+        if let Some(d) = decision.denial {
+            return fail(
+                record,
+                RpcError::new(d.code, d.message),
+                d.status,
+                Some(d.reason),
+            );
+        }
+
+        // Forward: same params, upstream name.
+        let mut forward = params.clone();
+        forward["name"] = Value::String(tool_name.to_string());
+        let upstream = self.upstream(session, &connector);
+        let upstream_id = upstream.next_request_id();
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        session.start_request(&id, InFlight { cancel: cancel_tx });
+
+        let (tx, mut rx) = mpsc::channel::<Event>(64);
+        let gateway = self.clone();
+        let session2 = session.clone();
+        let tool = tool.clone();
+        let tools = set.clone();
+        let id2 = id.clone();
+        tokio::spawn(async move {
+            let relay = tx.clone();
+            let catalog = gateway.catalog.clone();
+            let connector_id = connector.id.clone();
+            let on_message = move |msg: Message| {
+                if super::catalog::is_list_changed(&msg) {
+                    catalog.invalidate(&connector_id);
+                } else if let Message::Notification { method, params } = msg {
+                    let _ = relay
+                        .try_send(Event::Notification(jsonrpc::notification(&method, &params)));
+                }
+            };
+            let call = upstream.request(upstream_id, "tools/call", &forward, on_message);
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(connector.timeout, call) => r.unwrap_or(Err(UpstreamError::Timeout)),
+                _ = cancel_rx => Err(UpstreamError::Cancelled),
+            };
+            session2.finish_request(&id2);
+            if matches!(
+                outcome,
+                Err(UpstreamError::Timeout | UpstreamError::Cancelled)
+            ) {
+                let reason = if matches!(outcome, Err(UpstreamError::Timeout)) {
+                    "timeout"
+                } else {
+                    "cancelled by the client"
+                };
+                let up = upstream.clone();
+                tokio::spawn(async move {
+                    let _ = up
+                        .notify(
+                            "notifications/cancelled",
+                            &json!({"requestId": upstream_id, "reason": reason}),
+                        )
+                        .await;
+                });
+            }
+            let subject = Subject {
+                identity: &session2.identity,
+                declaration: gateway.declaration(&session2.identity),
+                connector: &connector,
+                tools: &tools.tools,
+            };
+            let text = gateway.finish(&mut record, &id2, outcome, &chain, &subject, &tool);
+            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            gateway.audit.record(record);
+            if let Some(text) = text {
+                let _ = tx.send(Event::Final(text)).await;
+            }
+        });
+
+        // Plain JSON unless the upstream sends notifications before its answer.
+        match rx.recv().await {
+            Some(Event::Final(text)) => Reply::Json(text),
+            Some(Event::Notification(first)) if accepts_sse => {
+                let (out_tx, out_rx) = mpsc::channel(64);
+                tokio::spawn(async move {
+                    if out_tx.send(first).await.is_err() {
+                        return;
+                    }
+                    while let Some(ev) = rx.recv().await {
+                        let (Event::Notification(t) | Event::Final(t)) = ev;
+                        if out_tx.send(t).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Reply::Stream(out_rx)
+            }
+            Some(Event::Notification(_)) => loop {
+                match rx.recv().await {
+                    Some(Event::Final(text)) => break Reply::Json(text),
+                    Some(Event::Notification(_)) => continue,
+                    None => break cancelled(&id, accepts_sse),
+                }
+            },
+            None => cancelled(&id, accepts_sse),
+        }
+    }
+
+    /// Resolves a tool name on an endpoint to its connector and upstream name.
+    fn route<'n>(&self, endpoint: &Endpoint, name: &'n str) -> Option<(Arc<Connector>, &'n str)> {
+        match endpoint {
+            Endpoint::All => {
+                let (slug, tool) = names::split(name, &self.config.server.tool_separator)?;
+                Some((self.by_slug.get(slug)?.clone(), tool))
+            }
+            Endpoint::One(id) => Some((self.by_id.get(id)?.clone(), name)),
+        }
+    }
+
+    /// Turns the upstream outcome into the agent's response text (`None`: no response,
+    /// the request was cancelled) and completes the audit record.
+    fn finish(
+        &self,
+        record: &mut Record,
+        id: &Value,
+        outcome: Result<Outcome, UpstreamError>,
+        chain: &crate::policy::Chain,
+        subject: &Subject,
+        tool: &Value,
+    ) -> Option<String> {
+        match outcome {
+            Ok(Outcome::Result(raw)) => {
+                if chain.is_empty() {
+                    return Some(jsonrpc::raw_result(id, &raw));
+                }
+                let decision = chain.check_result(subject, tool, raw.get());
+                if let Some(d) = decision.denial {
+                    record.status = d.status;
+                    record.rpc_code = Some(d.code);
+                    record.reason = Some(d.reason);
+                    record.policy = Some(decision.policy);
+                    record.policy_digest = Some(decision.digest);
+                    return Some(jsonrpc::error(Some(id), &RpcError::new(d.code, d.message)));
+                }
+                match decision.replacement {
+                    Some(new) => {
+                        record.reason = Some(format!(
+                            "result rewritten by policy chain {}",
+                            decision.policy
+                        ));
+                        let value: Value = serde_json::from_str(&new).unwrap_or(Value::Null);
+                        Some(jsonrpc::result(id, &value))
+                    }
+                    None => Some(jsonrpc::raw_result(id, &raw)),
+                }
+            }
+            Ok(Outcome::Error(err)) => {
+                record.rpc_code = err.get("code").and_then(Value::as_i64);
+                Some(json!({"jsonrpc": "2.0", "id": id, "error": err}).to_string())
+            }
+            Err(UpstreamError::Cancelled) => {
+                record.status = 499;
+                record.reason = Some("cancelled by the client".into());
+                None
+            }
+            Err(e) => {
+                let err = upstream_error(&e);
+                record.status = e.audit_status();
+                record.rpc_code = Some(err.code);
+                record.reason = Some(e.to_string());
+                tracing::warn!(connector = record.connector.as_deref().unwrap_or("-"), kind = e.kind(), error = %e, "upstream call failed");
+                Some(jsonrpc::error(Some(id), &err))
+            }
+        }
+    }
+}
+
+/// The agent-facing error for an upstream failure. Never includes credentials: the
+/// messages are built from status codes and transport errors only.
+fn upstream_error(e: &UpstreamError) -> RpcError {
+    match e {
+        UpstreamError::Timeout => RpcError::new(jsonrpc::INTERNAL_ERROR, "timeout"),
+        UpstreamError::Status(s) => {
+            let mut err = RpcError::new(
+                jsonrpc::INTERNAL_ERROR,
+                format!("Upstream returned HTTP {s}"),
+            );
+            err.data = Some(json!({"upstreamStatus": s}));
+            err
+        }
+        other => RpcError::new(jsonrpc::INTERNAL_ERROR, format!("Upstream error: {other}")),
+    }
+}
+
+/// What a cancelled request's HTTP exchange ends with: an empty SSE stream, or for
+/// a JSON-only client an error, since it must get some answer.
+fn cancelled(id: &Value, accepts_sse: bool) -> Reply {
+    if accepts_sse {
+        let (_tx, rx) = mpsc::channel(1);
+        Reply::Stream(rx)
+    } else {
+        Reply::Json(jsonrpc::error(
+            Some(id),
+            &RpcError::new(jsonrpc::INTERNAL_ERROR, "Request cancelled"),
+        ))
+    }
+}

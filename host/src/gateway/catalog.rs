@@ -1,0 +1,233 @@
+//! The tool catalog: each connector's `tools/list`, fetched through all its pages over
+//! the gateway's own upstream session and cached until the upstream announces
+//! `notifications/tools/list_changed` or an operator asks for a refresh.
+//!
+//! Tools are kept as the JSON the upstream sent, so fields the gateway does not know
+//! reach agents unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::config::Connector;
+use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
+
+/// Upper bound on pages followed for one connector, against a looping cursor.
+const MAX_PAGES: usize = 1000;
+
+/// One connector's cached tool list.
+#[derive(Debug)]
+pub struct ToolSet {
+    /// Tools as received (each an object with a string `name`).
+    pub tools: Vec<Value>,
+    index: HashMap<String, usize>,
+    /// Increases with every fetch, for cursors and policy caches.
+    pub version: u64,
+}
+
+impl ToolSet {
+    fn new(tools: Vec<Value>, version: u64) -> Self {
+        let index = tools
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((t.get("name")?.as_str()?.to_string(), i)))
+            .collect();
+        ToolSet {
+            tools,
+            index,
+            version,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.index.get(name).map(|&i| &self.tools[i])
+    }
+
+    pub fn name(tool: &Value) -> &str {
+        tool.get("name").and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+struct Entry {
+    connector: Arc<Connector>,
+    session: Arc<UpstreamSession>,
+    tools: ArcSwapOption<ToolSet>,
+    fetch_lock: Mutex<()>,
+}
+
+/// The catalog of every connector.
+pub struct Catalog {
+    entries: HashMap<String, Entry>,
+    versions: AtomicU64,
+    changed: broadcast::Sender<String>,
+}
+
+impl Catalog {
+    /// `sessions` gives the gateway-owned upstream session of each connector.
+    pub fn new(
+        connectors: impl IntoIterator<Item = (Arc<Connector>, Arc<UpstreamSession>)>,
+    ) -> Self {
+        let entries = connectors
+            .into_iter()
+            .map(|(connector, session)| {
+                let entry = Entry {
+                    connector: connector.clone(),
+                    session,
+                    tools: ArcSwapOption::empty(),
+                    fetch_lock: Mutex::new(()),
+                };
+                (connector.id.clone(), entry)
+            })
+            .collect();
+        Catalog {
+            entries,
+            versions: AtomicU64::new(0),
+            changed: broadcast::channel(64).0,
+        }
+    }
+
+    /// Connector ids whose list changed, as they change.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.changed.subscribe()
+    }
+
+    /// The cached tools of a connector, fetched first if not cached.
+    pub async fn tools(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
+        let entry = self.entry(connector_id)?;
+        if let Some(tools) = entry.tools.load_full() {
+            return Ok(tools);
+        }
+        let _guard = entry.fetch_lock.lock().await;
+        if let Some(tools) = entry.tools.load_full() {
+            return Ok(tools);
+        }
+        let tools = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        let set = Arc::new(ToolSet::new(
+            tools,
+            self.versions.fetch_add(1, Ordering::Relaxed) + 1,
+        ));
+        entry.tools.store(Some(set.clone()));
+        Ok(set)
+    }
+
+    /// Drops a connector's cached list and tells subscribers.
+    pub fn invalidate(&self, connector_id: &str) {
+        if let Some(entry) = self.entries.get(connector_id) {
+            entry.tools.store(None);
+            let _ = self.changed.send(connector_id.to_string());
+            tracing::info!(connector = connector_id, "tool list invalidated");
+        }
+    }
+
+    /// Drops every cached list (operator refresh).
+    pub fn invalidate_all(&self) {
+        for id in self.entries.keys() {
+            self.invalidate(id);
+        }
+    }
+
+    /// Watches each connector's server-to-client stream for `list_changed`, for as
+    /// long as the returned tasks run. Reconnects with a bounded backoff.
+    pub fn spawn_watchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        self.entries
+            .keys()
+            .map(|id| {
+                let catalog = self.clone();
+                let id = id.clone();
+                tokio::spawn(async move { catalog.watch(&id).await })
+            })
+            .collect()
+    }
+
+    async fn watch(&self, id: &str) {
+        let Ok(entry) = self.entry(id) else { return };
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.watch_once(entry).await {
+                Ok(false) => return, // the upstream offers no list_changed or no stream
+                Ok(true) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::debug!(connector = id, error = %e, "list_changed stream unavailable")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// One listening period; `Ok(false)` means there is nothing to listen to.
+    async fn watch_once(&self, entry: &Entry) -> Result<bool, UpstreamError> {
+        let caps = entry.session.capabilities().await?;
+        if caps.pointer("/tools/listChanged") != Some(&Value::Bool(true)) {
+            return Ok(false);
+        }
+        let Some(mut stream) = entry.session.listen().await? else {
+            return Ok(false);
+        };
+        while let Some(msg) = stream.next().await? {
+            if is_list_changed(&msg) {
+                self.invalidate(&entry.connector.id);
+            }
+        }
+        Ok(true)
+    }
+
+    fn entry(&self, id: &str) -> Result<&Entry, UpstreamError> {
+        self.entries
+            .get(id)
+            .ok_or_else(|| UpstreamError::Protocol(format!("unknown connector {id}")))
+    }
+}
+
+/// Whether an upstream message announces a changed tool list.
+pub fn is_list_changed(msg: &Message) -> bool {
+    matches!(msg, Message::Notification { method, .. } if method == "notifications/tools/list_changed")
+}
+
+async fn fetch_all(session: &UpstreamSession) -> Result<Vec<Value>, UpstreamError> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<Value> = None;
+    for _ in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        let id = session.next_request_id();
+        let outcome = session.request(id, "tools/list", &params, |_| {}).await?;
+        let page: Value = match outcome {
+            Outcome::Result(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?,
+            Outcome::Error(e) => {
+                return Err(UpstreamError::Protocol(format!("tools/list failed: {e}")));
+            }
+        };
+        let Some(list) = page.get("tools").and_then(Value::as_array) else {
+            return Err(UpstreamError::Protocol(
+                "tools/list result has no tools array".into(),
+            ));
+        };
+        tools.extend(
+            list.iter()
+                .filter(|t| {
+                    t.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| !n.is_empty())
+                })
+                .cloned(),
+        );
+        match page.get("nextCursor") {
+            Some(c) if !c.is_null() && cursor.as_ref() != Some(c) => cursor = Some(c.clone()),
+            _ => return Ok(tools),
+        }
+    }
+    Err(UpstreamError::Protocol(format!(
+        "tools/list has more than {MAX_PAGES} pages"
+    )))
+}

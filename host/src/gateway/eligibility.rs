@@ -1,0 +1,76 @@
+//! `portcullis agents eligible`: which connectors an agent may use, and which of their
+//! tools, under the current policy chain — the operator's view of what the agent's
+//! `tools/list` would show, computed by the same chain.
+
+use std::fmt::Write as _;
+
+use super::Gateway;
+use super::catalog::ToolSet;
+use crate::policy::Subject;
+
+impl Gateway {
+    pub async fn eligibility(&self, agent: &str) -> anyhow::Result<String> {
+        let cfg = self
+            .config
+            .agents
+            .iter()
+            .find(|a| a.id == agent)
+            .ok_or_else(|| anyhow::anyhow!("no agent {agent:?} in the config"))?;
+        let identity = crate::auth::Identity {
+            agent: cfg.id.clone(),
+            org: cfg.org.clone(),
+            scopes: cfg.scopes.clone(),
+        };
+        let chain = self.policy.current();
+        let mut out = String::new();
+        writeln!(
+            out,
+            "agent {} (org {}), policy chain {} ({})",
+            identity.agent,
+            identity.org,
+            chain.names,
+            &chain.digest[..12]
+        )?;
+        for c in &self.connectors {
+            let set = match self.catalog.tools(&c.id).await {
+                Ok(set) => set,
+                Err(e) => {
+                    writeln!(
+                        out,
+                        "{}\t{}\tunknown\tupstream unavailable: {e}",
+                        c.id, c.slug
+                    )?;
+                    continue;
+                }
+            };
+            let subject = Subject {
+                identity: &identity,
+                declaration: self.declaration(&identity),
+                connector: c,
+                tools: &set.tools,
+            };
+            let visible: Vec<&str> = set
+                .tools
+                .iter()
+                .zip(chain.filter_tools(&subject))
+                .filter(|(_, v)| *v)
+                .map(|(t, _)| ToolSet::name(t))
+                .collect();
+            let verdict = if visible.is_empty() {
+                "not eligible"
+            } else {
+                "eligible"
+            };
+            writeln!(
+                out,
+                "{}\t{}\t{verdict}\t{}/{} tools: {}",
+                c.id,
+                c.slug,
+                visible.len(),
+                set.tools.len(),
+                visible.join(", ")
+            )?;
+        }
+        Ok(out)
+    }
+}

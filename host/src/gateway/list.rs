@@ -1,0 +1,146 @@
+//! `tools/list`: the catalogs of the endpoint's connectors, filtered by the policy
+//! chain (one batched evaluation per connector and policy), renamed with the slug
+//! prefix on `/mcp`, and paginated towards the agent with an opaque cursor.
+//!
+//! On `/mcp` a connector that cannot be reached is left out of the list (and logged)
+//! so one broken upstream does not hide all the others; on `/mcp/<id>` it is an error.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use super::sessions::{AgentSession, Endpoint};
+use super::{Gateway, Reply, names};
+use crate::audit::now_ms;
+use crate::mcp::jsonrpc::{self, RpcError};
+use crate::policy::Subject;
+
+impl Gateway {
+    pub(super) async fn tools_list(
+        self: &Arc<Self>,
+        session: &Arc<AgentSession>,
+        id: &Value,
+        params: &Value,
+    ) -> Reply {
+        let started = Instant::now();
+        let time_ms = now_ms();
+        let mut record = self.record(session, "tools/list", started, time_ms);
+        let connectors = self.endpoint_connectors(&session.endpoint);
+        if let Endpoint::One(c) = &session.endpoint {
+            record.connector = Some(c.clone());
+        }
+        let sets = join_all(connectors.iter().map(|c| self.catalog.tools(&c.id))).await;
+        let chain = self.policy.current();
+        let sep = &self.config.server.tool_separator;
+        let mut tools = Vec::new();
+        let mut versions = Vec::with_capacity(sets.len());
+        for (connector, set) in connectors.iter().zip(sets) {
+            let set = match set {
+                Ok(set) => set,
+                Err(e) if session.endpoint == Endpoint::All => {
+                    tracing::warn!(connector = %connector.id, error = %e, "connector left out of tools/list");
+                    continue;
+                }
+                Err(e) => {
+                    let err = RpcError::new(
+                        jsonrpc::INTERNAL_ERROR,
+                        format!("Upstream unavailable: {e}"),
+                    );
+                    record.status = e.audit_status();
+                    record.rpc_code = Some(err.code);
+                    record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    self.audit.record(record);
+                    return Reply::Json(jsonrpc::error(Some(id), &err));
+                }
+            };
+            versions.push(set.version);
+            let subject = Subject {
+                identity: &session.identity,
+                declaration: self.declaration(&session.identity),
+                connector,
+                tools: &set.tools,
+            };
+            let visible = chain.filter_tools(&subject);
+            for (tool, _) in set.tools.iter().zip(visible).filter(|(_, v)| *v) {
+                match session.endpoint {
+                    Endpoint::All => {
+                        let mut renamed = tool.clone();
+                        let name = names::prefixed(
+                            &connector.slug,
+                            sep,
+                            super::catalog::ToolSet::name(tool),
+                        );
+                        renamed["name"] = Value::String(name);
+                        tools.push(renamed);
+                    }
+                    Endpoint::One(_) => tools.push(tool.clone()),
+                }
+            }
+        }
+        record.policy = Some(chain.names.clone());
+        record.policy_digest = Some(chain.digest.clone());
+
+        let stamp = stamp(&versions, &chain.digest);
+        let offset = match params.get("cursor") {
+            None | Some(Value::Null) => 0,
+            Some(c) => match decode_cursor(c, &stamp) {
+                Some(o) if o <= tools.len() => o,
+                _ => {
+                    let err = RpcError::new(
+                        jsonrpc::INVALID_PARAMS,
+                        "Invalid cursor (the tool list changed; list again from the start)",
+                    );
+                    record.status = 400;
+                    record.rpc_code = Some(err.code);
+                    self.audit.record(record);
+                    return Reply::Json(jsonrpc::error(Some(id), &err));
+                }
+            },
+        };
+        let page_size = self.config.server.list_page_size;
+        let end = (offset + page_size).min(tools.len());
+        let mut result = json!({ "tools": &tools[offset..end] });
+        if end < tools.len() {
+            result["nextCursor"] = Value::String(encode_cursor(end, &stamp));
+        }
+        record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.audit.record(record);
+        Reply::Json(jsonrpc::result(id, &result))
+    }
+}
+
+/// Identifies the exact list a cursor points into.
+fn stamp(versions: &[u64], chain_digest: &str) -> String {
+    let text = format!("{versions:?}{chain_digest}");
+    hex::encode(&crate::auth::sha256(text.as_bytes())[..8])
+}
+
+fn encode_cursor(offset: usize, stamp: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{offset}:{stamp}"))
+}
+
+fn decode_cursor(cursor: &Value, stamp: &str) -> Option<usize> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor.as_str()?).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (offset, s) = text.split_once(':')?;
+    (s == stamp).then(|| offset.parse().ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_expire() {
+        let s = stamp(&[1, 2], "abc");
+        let c = Value::String(encode_cursor(500, &s));
+        assert_eq!(decode_cursor(&c, &s), Some(500));
+        assert_eq!(decode_cursor(&c, &stamp(&[1, 3], "abc")), None);
+        assert_eq!(decode_cursor(&Value::String("garbage".into()), &s), None);
+        assert_eq!(decode_cursor(&json!(5), &s), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! The gateway proper: what happens to an authenticated MCP message.
+//!
+//! `server` hands each JSON-RPC message here with the caller's session. Requests are
+//! dispatched by method: `initialize` opens a session, `tools/list` (`list`) merges
+//! and filters the connectors' catalogs, `tools/call` (`call`) routes, checks and
+//! forwards one call. Every governance decision goes through the policy chain.
+
+mod call;
+pub mod catalog;
+mod eligibility;
+mod list;
+pub mod names;
+pub mod sessions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::audit::{AuditLog, Record};
+use crate::auth::{Authenticator, Identity};
+use crate::config::{Config, Connector, CredentialSource, ServerRule};
+use crate::mcp::{self, jsonrpc, jsonrpc::RpcError};
+use crate::policy::PolicyEngine;
+use crate::upstream::{Credential, HttpClient, UpstreamSession};
+use catalog::Catalog;
+use sessions::{AgentSession, Endpoint, SessionStore, TooManySessions};
+
+/// What the transport sends back for one message.
+pub enum Reply {
+    /// One JSON-RPC response.
+    Json(String),
+    /// Messages to send as SSE; the stream ends after the response (or without one
+    /// when the request was cancelled).
+    Stream(mpsc::Receiver<String>),
+    /// A notification or response was accepted (HTTP 202).
+    Accepted,
+}
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub auth: Authenticator,
+    pub catalog: Arc<Catalog>,
+    pub sessions: SessionStore,
+    pub policy: Arc<PolicyEngine>,
+    pub audit: AuditLog,
+    client: HttpClient,
+    connectors: Vec<Arc<Connector>>,
+    by_id: HashMap<String, Arc<Connector>>,
+    by_slug: HashMap<String, Arc<Connector>>,
+    credentials: HashMap<String, Option<Credential>>,
+    declarations: HashMap<String, Option<Vec<ServerRule>>>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Config,
+        policy: Arc<PolicyEngine>,
+        audit: AuditLog,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        let client = crate::upstream::new_client();
+        let connectors: Vec<Arc<Connector>> =
+            config.connectors.iter().cloned().map(Arc::new).collect();
+        let mut credentials = HashMap::new();
+        for c in &connectors {
+            credentials.insert(c.id.clone(), credential(c)?);
+        }
+        let catalog = Catalog::new(connectors.iter().map(|c| {
+            let session = UpstreamSession::new(client.clone(), uri(c), credentials[&c.id].clone());
+            (c.clone(), Arc::new(session))
+        }));
+        Ok(Arc::new(Gateway {
+            auth: Authenticator::new(&config.agents),
+            catalog: Arc::new(catalog),
+            sessions: SessionStore::new(config.server.session_idle, config.server.max_sessions),
+            policy,
+            audit,
+            client,
+            by_id: connectors
+                .iter()
+                .map(|c| (c.id.clone(), c.clone()))
+                .collect(),
+            by_slug: connectors
+                .iter()
+                .map(|c| (c.slug.clone(), c.clone()))
+                .collect(),
+            declarations: config
+                .agents
+                .iter()
+                .map(|a| (a.id.clone(), a.mcp_servers.clone()))
+                .collect(),
+            connectors,
+            credentials,
+            config: Arc::new(config),
+        }))
+    }
+
+    pub fn connector(&self, id: &str) -> Option<&Arc<Connector>> {
+        self.by_id.get(id)
+    }
+
+    /// Handles `initialize`: negotiates the version and opens a session.
+    pub fn initialize(
+        &self,
+        identity: Arc<Identity>,
+        endpoint: Endpoint,
+        id: &Value,
+        params: &Value,
+    ) -> Result<(Arc<AgentSession>, String), TooManySessions> {
+        let asked = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let version = if mcp::is_supported(asked) {
+            asked
+        } else {
+            mcp::LATEST_VERSION
+        };
+        let session = self
+            .sessions
+            .create(identity, endpoint.clone(), version.to_string())?;
+        let instructions = match &endpoint {
+            Endpoint::All => format!(
+                "Portcullis gateway. Tools of every connector are named <connector-slug>{}<tool>.",
+                self.config.server.tool_separator
+            ),
+            Endpoint::One(c) => format!("Portcullis gateway, connector {c}."),
+        };
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": true}},
+            "serverInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": instructions,
+        });
+        tracing::debug!(session = %session.id, agent = %session.identity.agent, version, "session opened");
+        Ok((session.clone(), jsonrpc::result(id, &result)))
+    }
+
+    /// Handles a request on an open session.
+    pub async fn request(
+        self: &Arc<Self>,
+        session: &Arc<AgentSession>,
+        id: Value,
+        method: &str,
+        params: Value,
+        accepts_sse: bool,
+    ) -> Reply {
+        match method {
+            "ping" => Reply::Json(jsonrpc::result(&id, &json!({}))),
+            "tools/list" => self.tools_list(session, &id, &params).await,
+            "tools/call" => self.tools_call(session, id, params, accepts_sse).await,
+            "initialize" => Reply::Json(jsonrpc::error(
+                Some(&id),
+                &RpcError::new(jsonrpc::INVALID_REQUEST, "Session already initialized"),
+            )),
+            _ => Reply::Json(jsonrpc::error(
+                Some(&id),
+                &RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!("Method not found: {method}"),
+                ),
+            )),
+        }
+    }
+
+    /// Handles a notification from the agent.
+    pub async fn notification(&self, session: &Arc<AgentSession>, method: &str, params: &Value) {
+        if method == "notifications/cancelled" {
+            let Some(request_id) = params.get("requestId") else {
+                return;
+            };
+            if let Some(flight) = session.take_request(request_id) {
+                let _ = flight.cancel.send(());
+            }
+        }
+    }
+
+    /// Ends a session and the upstream sessions it opened.
+    pub async fn end_session(&self, session: &Arc<AgentSession>) {
+        self.sessions.remove(&session.id);
+        session.close().await;
+    }
+
+    /// Closes idle sessions; run periodically.
+    pub async fn expire_sessions(&self) {
+        for s in self.sessions.expire() {
+            tracing::debug!(session = %s.id, "session expired");
+            s.close().await;
+        }
+    }
+
+    /// The upstream session `session` uses for `connector`.
+    fn upstream(&self, session: &AgentSession, connector: &Connector) -> Arc<UpstreamSession> {
+        session.upstream(&connector.id, || {
+            UpstreamSession::new(
+                self.client.clone(),
+                uri(connector),
+                self.credentials[&connector.id].clone(),
+            )
+        })
+    }
+
+    fn declaration(&self, identity: &Identity) -> Option<&[ServerRule]> {
+        self.declarations
+            .get(&identity.agent)
+            .and_then(|d| d.as_deref())
+    }
+
+    /// Connectors reachable from a session's endpoint.
+    fn endpoint_connectors(&self, endpoint: &Endpoint) -> Vec<Arc<Connector>> {
+        match endpoint {
+            Endpoint::All => self.connectors.clone(),
+            Endpoint::One(id) => self.by_id.get(id).cloned().into_iter().collect(),
+        }
+    }
+
+    fn record(
+        &self,
+        session: &AgentSession,
+        method: &str,
+        started: Instant,
+        time_ms: u64,
+    ) -> Record {
+        Record {
+            time_ms,
+            request_id: new_request_id(),
+            session_id: Some(session.id.clone()),
+            org: session.identity.org.clone(),
+            agent: session.identity.agent.clone(),
+            connector: None,
+            tool: None,
+            method: method.to_string(),
+            status: 200,
+            rpc_code: None,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            policy: None,
+            policy_digest: None,
+            reason: None,
+        }
+    }
+}
+
+fn uri(c: &Connector) -> http::Uri {
+    c.target_url.parse().expect("validated at config load")
+}
+
+fn credential(c: &Connector) -> anyhow::Result<Option<Credential>> {
+    let Some(source) = &c.credential else {
+        return Ok(None);
+    };
+    let CredentialSource::Env(var) = source;
+    let token = std::env::var(var).map_err(|_| {
+        anyhow::anyhow!("connector {}: environment variable {var} is not set", c.id)
+    })?;
+    let mut value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        anyhow::anyhow!(
+            "connector {}: the credential in {var} is not a valid header value",
+            c.id
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(Some(Credential {
+        header: http::header::AUTHORIZATION,
+        value,
+    }))
+}
+
+/// A random id for one audited request.
+pub fn new_request_id() -> String {
+    let mut raw = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    hex::encode(raw)
+}

@@ -1,0 +1,241 @@
+//! Agent sessions: created at `initialize`, identified by a random `MCP-Session-Id`,
+//! bound to the agent that created them and to the endpoint they were opened on.
+//! Each session lazily opens one upstream session per connector it uses, and closes
+//! them when it ends (DELETE, idle expiry or shutdown).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::sync::oneshot;
+
+use crate::auth::Identity;
+use crate::upstream::UpstreamSession;
+
+/// Which endpoint a session was opened on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/mcp`: every connector, names prefixed with the slug.
+    All,
+    /// `/mcp/<connector-id>`: one connector, upstream names.
+    One(String),
+}
+
+/// A request of this session still waiting for its upstream.
+pub struct InFlight {
+    /// Fired when the agent cancels; the forwarding task then tells the upstream.
+    pub cancel: oneshot::Sender<()>,
+}
+
+pub struct AgentSession {
+    pub id: String,
+    pub identity: Arc<Identity>,
+    pub endpoint: Endpoint,
+    pub protocol_version: String,
+    created: Instant,
+    last_seen_ms: AtomicU64,
+    upstreams: Mutex<HashMap<String, Arc<UpstreamSession>>>,
+    /// Keyed by the JSON text of the agent's request id.
+    inflight: Mutex<HashMap<String, InFlight>>,
+}
+
+impl AgentSession {
+    pub fn touch(&self) {
+        self.last_seen_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(last)
+    }
+
+    /// The upstream session for a connector, created by `make` on first use.
+    pub fn upstream(
+        &self,
+        connector: &str,
+        make: impl FnOnce() -> UpstreamSession,
+    ) -> Arc<UpstreamSession> {
+        let mut map = self.upstreams.lock().expect("upstreams lock");
+        map.entry(connector.to_string())
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
+    }
+
+    pub fn start_request(&self, agent_id: &serde_json::Value, flight: InFlight) {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(agent_id.to_string(), flight);
+    }
+
+    pub fn finish_request(&self, agent_id: &serde_json::Value) {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&agent_id.to_string());
+    }
+
+    /// Takes an in-flight request out for cancellation.
+    pub fn take_request(&self, agent_id: &serde_json::Value) -> Option<InFlight> {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&agent_id.to_string())
+    }
+
+    /// Closes every upstream session this session opened.
+    pub async fn close(&self) {
+        let upstreams: Vec<_> = self
+            .upstreams
+            .lock()
+            .expect("upstreams lock")
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in upstreams {
+            s.close().await;
+        }
+    }
+}
+
+/// Why a session could not be created.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooManySessions;
+
+pub struct SessionStore {
+    map: RwLock<HashMap<String, Arc<AgentSession>>>,
+    idle: Duration,
+    max: usize,
+}
+
+impl SessionStore {
+    pub fn new(idle: Duration, max: usize) -> Self {
+        SessionStore {
+            map: RwLock::new(HashMap::new()),
+            idle,
+            max,
+        }
+    }
+
+    pub fn create(
+        &self,
+        identity: Arc<Identity>,
+        endpoint: Endpoint,
+        protocol_version: String,
+    ) -> Result<Arc<AgentSession>, TooManySessions> {
+        let mut raw = [0u8; 24];
+        rand::rng().fill_bytes(&mut raw);
+        let session = Arc::new(AgentSession {
+            id: hex::encode(raw),
+            identity,
+            endpoint,
+            protocol_version,
+            created: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+            upstreams: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+        });
+        let mut map = self.map.write().expect("sessions lock");
+        if map.len() >= self.max {
+            return Err(TooManySessions);
+        }
+        map.insert(session.id.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// The session `id` if it exists and belongs to this agent on this endpoint.
+    /// Someone else's session is reported as unknown, never as forbidden.
+    pub fn get(
+        &self,
+        id: &str,
+        identity: &Identity,
+        endpoint: &Endpoint,
+    ) -> Option<Arc<AgentSession>> {
+        let map = self.map.read().expect("sessions lock");
+        let s = map.get(id)?;
+        (s.identity.agent == identity.agent && &s.endpoint == endpoint).then(|| {
+            s.touch();
+            s.clone()
+        })
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<AgentSession>> {
+        self.map.write().expect("sessions lock").remove(id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.map.read().expect("sessions lock").contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().expect("sessions lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes sessions idle longer than the limit and returns them for closing.
+    pub fn expire(&self) -> Vec<Arc<AgentSession>> {
+        let mut map = self.map.write().expect("sessions lock");
+        let expired: Vec<String> = map
+            .iter()
+            .filter(|(_, s)| s.idle_for() > self.idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        expired.iter().filter_map(|k| map.remove(k)).collect()
+    }
+
+    pub fn drain(&self) -> Vec<Arc<AgentSession>> {
+        self.map
+            .write()
+            .expect("sessions lock")
+            .drain()
+            .map(|(_, s)| s)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(agent: &str) -> Arc<Identity> {
+        Arc::new(Identity {
+            agent: agent.into(),
+            org: "o".into(),
+            scopes: vec![],
+        })
+    }
+
+    #[test]
+    fn sessions_are_bound_to_agent_and_endpoint() {
+        let store = SessionStore::new(Duration::from_secs(60), 10);
+        let s = store
+            .create(ident("a"), Endpoint::All, "2025-11-25".into())
+            .unwrap();
+        assert!(s.id.len() == 48 && s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+        assert!(store.get(&s.id, &ident("a"), &Endpoint::All).is_some());
+        assert!(store.get(&s.id, &ident("b"), &Endpoint::All).is_none());
+        assert!(
+            store
+                .get(&s.id, &ident("a"), &Endpoint::One("c".into()))
+                .is_none()
+        );
+        assert!(store.remove(&s.id).is_some());
+        assert!(store.get(&s.id, &ident("a"), &Endpoint::All).is_none());
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let store = SessionStore::new(Duration::from_secs(60), 1);
+        store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        assert_eq!(
+            store.create(ident("a"), Endpoint::All, "v".into()).err(),
+            Some(TooManySessions)
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! Portcullis: a governance gateway in front of MCP servers. See ARCHITECTURE.md for
+//! where each concern lives and how a request flows.
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+mod logging;
+pub mod mcp;
+pub mod policy;
+mod serve;
+pub mod server;
+pub mod upstream;
+mod util;

@@ -1,0 +1,20 @@
+//! The Model Context Protocol as the gateway speaks it on both sides: JSON-RPC
+//! messages, Server-Sent Events framing and the Streamable HTTP constants.
+
+pub mod jsonrpc;
+pub mod sse;
+
+/// Protocol revisions the gateway accepts from agents, oldest first.
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// The revision the gateway prefers (and offers upstream).
+pub const LATEST_VERSION: &str = "2025-11-25";
+/// Assumed when an agent sends no `MCP-Protocol-Version` header.
+pub const DEFAULT_VERSION: &str = "2025-03-26";
+
+pub const HEADER_SESSION: &str = "mcp-session-id";
+pub const HEADER_VERSION: &str = "mcp-protocol-version";
+
+/// Whether `v` is a revision the gateway speaks.
+pub fn is_supported(v: &str) -> bool {
+    SUPPORTED_VERSIONS.contains(&v)
+}

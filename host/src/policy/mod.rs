@@ -1,0 +1,107 @@
+//! Policies: every decision about what an agent may see and call is made by
+//! WebAssembly components implementing `wit/policy.wit`.
+//!
+//! - `runtime`: wasmtime engine, module cache, fresh store per evaluation, limits.
+//! - `bindings`: the generated world bindings and conversions to WIT records.
+//! - `chain`: the ordered chain and how verdicts combine (modes, fail-closed).
+//! - `builtin`: the four built-in policies embedded in the binary.
+//! - `reload`: hot reload of the chain (file watch, SIGHUP) without a restart.
+
+mod bindings;
+pub mod builtin;
+mod chain;
+pub mod reload;
+mod runtime;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use chain::{Chain, Decision, Denial, Loaded, Subject};
+pub use runtime::{EvalError, Runtime};
+
+use crate::config::{ModuleRef, PolicySpec};
+
+/// The live chain, swapped atomically on reload. A request takes the chain once
+/// (`current`) and finishes on it, whatever reloads happen meanwhile.
+pub struct PolicyEngine {
+    runtime: Arc<Runtime>,
+    chain: ArcSwap<Chain>,
+}
+
+impl PolicyEngine {
+    /// Loads and validates every policy; any failure refuses the whole chain.
+    pub fn new(specs: &[PolicySpec]) -> anyhow::Result<PolicyEngine> {
+        let runtime = Runtime::new()?;
+        let chain = build_chain(&runtime, specs)?;
+        Ok(PolicyEngine {
+            runtime,
+            chain: ArcSwap::from_pointee(chain),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Chain> {
+        self.chain.load_full()
+    }
+
+    /// Builds a new chain from `specs` and swaps it in; on error the current chain stays.
+    pub fn reload(&self, specs: &[PolicySpec]) -> anyhow::Result<(String, String)> {
+        let chain = build_chain(&self.runtime, specs)?;
+        let new = chain.digest.clone();
+        let old = self.chain.swap(Arc::new(chain));
+        let current = self.current();
+        let keep: Vec<&str> = current
+            .policies()
+            .iter()
+            .map(|p| p.module.digest.as_str())
+            .collect();
+        self.runtime.retain(&keep);
+        Ok((old.digest.clone(), new))
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+}
+
+/// Reads a policy's component bytes.
+pub fn module_bytes(module: &ModuleRef) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+    match module {
+        ModuleRef::Builtin(name) => builtin::bytes(name)
+            .map(std::borrow::Cow::Borrowed)
+            .ok_or_else(|| anyhow::anyhow!("unknown built-in policy {name}")),
+        ModuleRef::File(path) => std::fs::read(path)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Loads every policy of `specs` and validates its settings.
+pub fn build_chain(runtime: &Arc<Runtime>, specs: &[PolicySpec]) -> anyhow::Result<Chain> {
+    let mut loaded = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let fail =
+            |e: anyhow::Error| anyhow::anyhow!("policy {:?} ({}): {e:#}", spec.name, spec.module);
+        let bytes = module_bytes(&spec.module).map_err(fail)?;
+        let module = runtime.load(&bytes).map_err(fail)?;
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let limits = runtime::Limits {
+            timeout: spec.timeout,
+            memory_bytes: spec.memory_limit_bytes,
+        };
+        let verdict = runtime
+            .evaluate(&module, &name, limits, |p, store| {
+                p.call_validate_settings(store, &spec.settings)
+            })
+            .map_err(|e| fail(e.into()))?;
+        if let Err(msg) = verdict {
+            return Err(fail(anyhow::anyhow!("invalid settings: {msg}")));
+        }
+        loaded.push(Loaded {
+            spec: spec.clone(),
+            name,
+            module,
+        });
+    }
+    Ok(Chain::new(runtime.clone(), loaded))
+}

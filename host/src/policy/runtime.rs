@@ -1,0 +1,209 @@
+//! The Wasm runtime policies run in.
+//!
+//! One wasmtime [`Engine`] for the process, with the pooling allocator and epoch
+//! interruption (a ticker thread advances the epoch every [`TICK`]). Components are
+//! compiled once and cached by the sha256 of their bytes; each gets one shared
+//! [`PolicyPre`] (a pre-linked `InstancePre`). Every evaluation runs in a fresh
+//! [`Store`] with its own memory cap and deadline, so no state survives between
+//! requests or agents. The only imports granted are `host.log` and a WASI with no
+//! environment, no arguments, no files and no network.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{Policy, PolicyPre};
+
+/// How often the epoch advances; deadlines are whole ticks.
+pub const TICK: Duration = Duration::from_millis(2);
+/// Largest memory any policy may be given (`memory_limit_mb` is capped to this).
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Per-evaluation store data.
+pub struct StoreState {
+    pub policy_name: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Why an evaluation did not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("policy exceeded its time limit")]
+    Timeout,
+    #[error("policy exceeded its memory limit")]
+    Memory,
+    #[error("policy trapped: {0}")]
+    Trap(String),
+    #[error("policy returned an invalid answer: {0}")]
+    Invalid(String),
+}
+
+/// A compiled, pre-linked policy component.
+#[derive(Clone)]
+pub struct Module {
+    /// Hex sha256 of the component bytes.
+    pub digest: String,
+    pub size: usize,
+    pre: PolicyPre<StoreState>,
+}
+
+/// Limits of one evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    modules: Mutex<HashMap<String, Module>>,
+}
+
+impl Runtime {
+    pub fn new() -> anyhow::Result<Arc<Runtime>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(4096)
+            .total_memories(1024)
+            .total_tables(1024)
+            .total_stacks(512)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(16)
+            .table_elements(200_000)
+            .max_memory_size(MAX_MEMORY_BYTES);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(wasm_err)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
+        Policy::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s).map_err(wasm_err)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            modules: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Compiles (or fetches from the cache) a component and links it against the
+    /// policy world. A component of another world is refused here with the reason.
+    pub fn load(&self, bytes: &[u8]) -> anyhow::Result<Module> {
+        let digest = hex::encode(crate::auth::sha256(bytes));
+        if let Some(m) = self.modules.lock().expect("module cache").get(&digest) {
+            return Ok(m.clone());
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("imports something the gateway does not grant: {e:#}"))?;
+        let pre = PolicyPre::new(pre).map_err(|e| {
+            anyhow::anyhow!("does not implement the world portcullis:policy/policy@0.1.0: {e:#}")
+        })?;
+        let module = Module {
+            digest: digest.clone(),
+            size: bytes.len(),
+            pre,
+        };
+        self.modules
+            .lock()
+            .expect("module cache")
+            .insert(digest, module.clone());
+        Ok(module)
+    }
+
+    /// Drops cached modules no longer in `keep` (after a reload).
+    pub fn retain(&self, keep: &[&str]) {
+        self.modules
+            .lock()
+            .expect("module cache")
+            .retain(|d, _| keep.contains(&d.as_str()));
+    }
+
+    /// Instantiates `module` in a fresh store and runs `f` on it.
+    pub fn evaluate<R>(
+        &self,
+        module: &Module,
+        name: &Arc<str>,
+        limits: Limits,
+        f: impl FnOnce(&Policy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, EvalError> {
+        let state = StoreState {
+            policy_name: name.clone(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
+                .instances(64)
+                .tables(16)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let run = module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|policy| f(&policy, &mut store));
+        run.map_err(classify)
+    }
+}
+
+/// wasmtime's error type into anyhow's, keeping the whole chain of causes.
+fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+fn classify(err: wasmtime::Error) -> EvalError {
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => EvalError::Timeout,
+        _ => {
+            let text = format!("{err:#}");
+            if text.contains("memory")
+                && (text.contains("grow") || text.contains("limit") || text.contains("minimum"))
+            {
+                EvalError::Memory
+            } else {
+                EvalError::Trap(text.lines().next().unwrap_or_default().to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `portcullis serve`: load the config and policies (refusing to start on any
+//! error), bind the listeners, start the background tasks (catalog watchers, session
+//! expiry, policy hot reload, SIGUSR1 catalog refresh), serve until SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::policy::{PolicyEngine, reload};
+use crate::server;
+
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let engine = Arc::new(PolicyEngine::new(&config.policies)?);
+    let chain = engine.current();
+    tracing::info!(chain = %chain.names, digest = %chain.digest, "policy chain loaded");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config, engine, config_path))
+}
+
+async fn serve(
+    config: Config,
+    engine: Arc<PolicyEngine>,
+    config_path: &Path,
+) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let admin = config.admin.clone();
+    let gw = Gateway::new(config, engine.clone(), AuditLog::new())?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
+    let addr = listener.local_addr()?;
+
+    let mut tasks = gw.catalog.spawn_watchers();
+    tasks.push(reload::spawn(engine, config_path.to_path_buf(), |_| {})?);
+    let reaper = gw.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            reaper.expire_sessions().await;
+        }
+    }));
+    let refresher = gw.clone();
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    tasks.push(tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: refreshing every connector's tool list");
+            refresher.catalog.invalidate_all();
+        }
+    }));
+    if let Some(admin) = admin {
+        let l = TcpListener::bind(admin.listen).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", admin.listen)
+        })?;
+        println!("admin listening on http://{}", l.local_addr()?);
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(server::serve(
+            l,
+            gw,
+            server::admin::handle,
+            std::future::pending(),
+        )));
+    }
+
+    println!("listening on http://{addr}/mcp");
+    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), "portcullis started");
+
+    server::serve(listener, gw.clone(), server::mcp, shutdown_signal()).await;
+    tracing::info!("shutting down");
+    for s in gw.sessions.drain() {
+        s.close().await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

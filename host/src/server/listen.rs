@@ -1,0 +1,67 @@
+//! The GET stream of a session: server-to-client messages not tied to a request.
+//! The gateway sends `notifications/tools/list_changed` on it when a connector of the
+//! session's endpoint changes its tools. Keep-alive comments every 15 seconds; the
+//! stream ends when the session does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::ACCEPT;
+use http::{HeaderMap, Response, StatusCode};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+
+use super::body::{Body, sse_stream};
+use super::transport::{http_error, sse_response};
+use crate::gateway::Gateway;
+use crate::gateway::sessions::{AgentSession, Endpoint};
+use crate::mcp::jsonrpc;
+
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+pub fn open(gw: &Arc<Gateway>, session: Arc<AgentSession>, headers: &HeaderMap) -> Response<Body> {
+    let accept = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.contains("text/event-stream") && !accept.contains("*/*") {
+        return http_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: GET opens an SSE stream (Accept: text/event-stream)",
+        );
+    }
+    let mut changes = gw.catalog.subscribe();
+    let (tx, rx) = mpsc::channel(16);
+    let gw = gw.clone();
+    let session_id = session.id.clone();
+    let endpoint = session.endpoint.clone();
+    drop(session);
+    tokio::spawn(async move {
+        let note = jsonrpc::notification("notifications/tools/list_changed", &Value::Null);
+        loop {
+            let alive = || gw.sessions.contains(&session_id);
+            match tokio::time::timeout(KEEPALIVE, changes.recv()).await {
+                Ok(Ok(connector)) => {
+                    let relevant = match &endpoint {
+                        Endpoint::All => true,
+                        Endpoint::One(id) => *id == connector,
+                    };
+                    if relevant && tx.send(note.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    if tx.send(note.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return,
+                Err(_) => {}
+            }
+            if !alive() || tx.is_closed() {
+                return;
+            }
+        }
+    });
+    sse_response(sse_stream(rx, Some(KEEPALIVE)))
+}

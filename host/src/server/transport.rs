@@ -1,0 +1,371 @@
+//! The agent-facing Streamable HTTP transport (MCP revisions 2025-03-26, 2025-06-18,
+//! 2025-11-25) on `/mcp` and `/mcp/<connector-id>`.
+//!
+//! Order of checks for every request: path, `Host`/`Origin` (403, DNS rebinding),
+//! bearer key (401), HTTP method; then for POST: content type (415), accepted
+//! responses (406), body size (413), JSON-RPC shape (-32700/-32600 with 400),
+//! `MCP-Protocol-Version` (400), session (400 missing, 404 unknown or not yours).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::body::{Body, empty, full, sse_stream};
+use super::listen;
+use crate::auth::{Authenticator, Identity};
+use crate::config::Server;
+use crate::gateway::sessions::{AgentSession, Endpoint};
+use crate::gateway::{Gateway, Reply};
+use crate::mcp::jsonrpc::{self, Incoming as Message, RpcError};
+use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION};
+
+/// Serves one HTTP request.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/.well-known/oauth-protected-resource"
+        || path.starts_with("/.well-known/oauth-protected-resource/")
+    {
+        return protected_resource_metadata(&gw, req.headers());
+    }
+    let endpoint = match path.trim_end_matches('/') {
+        "/mcp" => Endpoint::All,
+        p => match p.strip_prefix("/mcp/") {
+            Some(id) if gw.connector(id).is_some() => Endpoint::One(id.to_string()),
+            _ => return http_error(StatusCode::NOT_FOUND, "Not found"),
+        },
+    };
+    if let Err(msg) = check_host_origin(&gw.config.server, req.headers()) {
+        return http_error(StatusCode::FORBIDDEN, msg);
+    }
+    let Some(identity) = Authenticator::bearer(req.headers().get(http::header::AUTHORIZATION))
+        .and_then(|key| gw.auth.authenticate(key))
+    else {
+        let mut resp = http_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: a valid API key is required (Authorization: Bearer <key>)",
+        );
+        let challenge = format!(
+            "Bearer realm=\"portcullis\", resource_metadata=\"{}\"",
+            metadata_url(req.headers())
+        );
+        resp.headers_mut()
+            .insert(WWW_AUTHENTICATE, challenge.parse().expect("valid header"));
+        return resp;
+    };
+    match *req.method() {
+        Method::POST => post(gw, identity, endpoint, req).await,
+        Method::GET => match session(&gw, req.headers(), &identity, &endpoint) {
+            Ok(s) => listen::open(&gw, s, req.headers()),
+            Err(resp) => resp,
+        },
+        Method::DELETE => match session(&gw, req.headers(), &identity, &endpoint) {
+            Ok(s) => {
+                gw.end_session(&s).await;
+                with_status(StatusCode::OK, empty())
+            }
+            Err(resp) => resp,
+        },
+        _ => {
+            let mut resp = http_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+            resp.headers_mut()
+                .insert(ALLOW, "GET, POST, DELETE".parse().expect("valid header"));
+            resp
+        }
+    }
+}
+
+async fn post(
+    gw: Arc<Gateway>,
+    identity: Arc<Identity>,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let headers = req.headers().clone();
+    let ct = header_str(&headers, CONTENT_TYPE.as_str());
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/json")
+    {
+        return http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    let accept = header_str(&headers, ACCEPT.as_str()).to_ascii_lowercase();
+    let any = accept.is_empty() || accept.contains("*/*");
+    let accepts_sse = any || accept.contains("text/event-stream");
+    let accepts_json = any || accept.contains("application/json");
+    if !accepts_json && !accepts_sse {
+        return http_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: accept application/json and text/event-stream",
+        );
+    }
+    let limit = gw.config.server.max_body_bytes;
+    let declared = header_str(&headers, CONTENT_LENGTH.as_str())
+        .parse::<usize>()
+        .ok();
+    if declared.is_some_and(|n| n > limit) {
+        return too_large(limit);
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large(limit);
+        }
+        Err(_) => return http_error(StatusCode::BAD_REQUEST, "Could not read the request body"),
+    };
+    let message = match jsonrpc::parse(&body) {
+        Ok(m) => m,
+        Err(err) => return rpc_error(StatusCode::BAD_REQUEST, None, &err),
+    };
+    let version = header_str(&headers, HEADER_VERSION);
+    if !version.is_empty() && !mcp::is_supported(version) {
+        let err = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "Unsupported MCP-Protocol-Version {version:?}; supported: {}",
+                mcp::SUPPORTED_VERSIONS.join(", ")
+            ),
+        );
+        return rpc_error(StatusCode::BAD_REQUEST, None, &err);
+    }
+
+    if let Message::Request { id, method, params } = &message {
+        if method == "initialize" {
+            return match gw.initialize(identity, endpoint, id, params) {
+                Ok((session, text)) => {
+                    let mut resp = json_response(text);
+                    resp.headers_mut()
+                        .insert(HEADER_SESSION, session.id.parse().expect("hex id"));
+                    resp
+                }
+                Err(_) => http_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many sessions; try again later",
+                ),
+            };
+        }
+    }
+    let session = match session(&gw, &headers, &identity, &endpoint) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    match message {
+        Message::Request { id, method, params } => {
+            match gw.request(&session, id, &method, params, accepts_sse).await {
+                Reply::Json(text) => json_response(text),
+                Reply::Stream(rx) => sse_response(sse_stream(rx, None)),
+                Reply::Accepted => with_status(StatusCode::ACCEPTED, empty()),
+            }
+        }
+        Message::Notification { method, params } => {
+            gw.notification(&session, &method, &params).await;
+            with_status(StatusCode::ACCEPTED, empty())
+        }
+        Message::Response { .. } => with_status(StatusCode::ACCEPTED, empty()),
+    }
+}
+
+/// The caller's session from `MCP-Session-Id`: 400 when missing, 404 when unknown,
+/// ended, or someone else's.
+fn session(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    identity: &Identity,
+    endpoint: &Endpoint,
+) -> Result<Arc<AgentSession>, Response<Body>> {
+    let id = header_str(headers, HEADER_SESSION);
+    if id.is_empty() {
+        return Err(http_error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: MCP-Session-Id header is required (send initialize first)",
+        ));
+    }
+    gw.sessions.get(id, identity, endpoint).ok_or_else(|| {
+        http_error(
+            StatusCode::NOT_FOUND,
+            "Session not found; initialize a new session",
+        )
+    })
+}
+
+/// DNS-rebinding protection: the `Host` must be an allowed name, and an `Origin`, when
+/// present, must be an allowed origin or name one of the allowed hosts.
+fn check_host_origin(server: &Server, headers: &HeaderMap) -> Result<(), &'static str> {
+    if !server.allowed_hosts.is_empty() {
+        let host = host_name(header_str(headers, HOST.as_str()));
+        if !server.allowed_hosts.iter().any(|h| *h == host) {
+            return Err("Forbidden: Host not allowed");
+        }
+    }
+    let origin = header_str(headers, ORIGIN.as_str())
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    if origin.is_empty() || server.allowed_origins.contains(&origin) {
+        return Ok(());
+    }
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| host_name(rest))
+        .unwrap_or_default();
+    if !server.allowed_hosts.is_empty() && server.allowed_hosts.contains(&origin_host) {
+        return Ok(());
+    }
+    Err("Forbidden: Origin not allowed")
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    if a.starts_with('[') {
+        return a.split_inclusive(']').next().unwrap_or("").to_string();
+    }
+    a.split(':').next().unwrap_or("").to_string()
+}
+
+/// RFC 9728 metadata: agents authenticate with bearer API keys in the header.
+fn protected_resource_metadata(gw: &Gateway, headers: &HeaderMap) -> Response<Body> {
+    let host = header_str(headers, HOST.as_str());
+    let base = format!(
+        "http://{}",
+        if host.is_empty() {
+            gw.config.server.listen.to_string()
+        } else {
+            host.to_string()
+        }
+    );
+    let body = json!({
+        "resource": format!("{base}/mcp"),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Portcullis MCP gateway",
+    });
+    json_response(body.to_string())
+}
+
+fn metadata_url(headers: &HeaderMap) -> String {
+    format!(
+        "http://{}/.well-known/oauth-protected-resource",
+        header_str(headers, HOST.as_str())
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    http_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("Payload Too Large: the limit is {limit} bytes"),
+    )
+}
+
+pub fn json_response(text: String) -> Response<Body> {
+    let mut resp = with_status(StatusCode::OK, full(Bytes::from(text)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        "application/json".parse().expect("valid header"),
+    );
+    resp
+}
+
+pub fn sse_response(body: Body) -> Response<Body> {
+    let mut resp = with_status(StatusCode::OK, body);
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        "text/event-stream".parse().expect("valid header"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        "no-cache".parse().expect("valid header"),
+    );
+    resp
+}
+
+fn rpc_error(status: StatusCode, id: Option<&serde_json::Value>, err: &RpcError) -> Response<Body> {
+    let mut resp = json_response(jsonrpc::error(id, err));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// An HTTP-level refusal, with a JSON-RPC error body so clients can show the reason.
+pub fn http_error(status: StatusCode, message: &str) -> Response<Body> {
+    rpc_error(
+        status,
+        None,
+        &RpcError::new(jsonrpc::INVALID_REQUEST, message),
+    )
+}
+
+pub fn with_status(status: StatusCode, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(hosts: &[&str], origins: &[&str]) -> Server {
+        Server {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tool_separator: ".".into(),
+            max_body_bytes: 1 << 20,
+            list_page_size: 10,
+            session_idle: std::time::Duration::from_secs(1),
+            max_sessions: 1,
+            allowed_hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn headers(host: &str, origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn rebinding_is_refused() {
+        let s = server(
+            &["localhost", "127.0.0.1", "[::1]"],
+            &["https://app.example.com"],
+        );
+        assert!(check_host_origin(&s, &headers("127.0.0.1:8080", None)).is_ok());
+        assert!(
+            check_host_origin(&s, &headers("[::1]:8080", Some("http://localhost:3000"))).is_ok()
+        );
+        assert!(check_host_origin(&s, &headers("evil.example:8080", None)).is_err());
+        assert!(
+            check_host_origin(&s, &headers("127.0.0.1:8080", Some("http://evil.example"))).is_err()
+        );
+        assert!(
+            check_host_origin(&s, &headers("localhost", Some("https://app.example.com/"))).is_ok()
+        );
+        let open = server(&[], &[]);
+        assert!(check_host_origin(&open, &headers("gw.internal", None)).is_ok());
+        assert!(
+            check_host_origin(&open, &headers("gw.internal", Some("http://evil.example"))).is_err()
+        );
+    }
+}

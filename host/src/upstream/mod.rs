@@ -1,0 +1,57 @@
+//! The gateway as an MCP client of upstream servers (connectors) over Streamable HTTP.
+//!
+//! - `http`: the shared, pooled HTTP client (keep-alive, HTTP/1.1 and HTTP/2, rustls).
+//! - `session`: one MCP session with one upstream: initialize handshake, session id,
+//!   re-initialisation when the upstream lost the session, requests and notifications.
+//! - `stream`: reading a response that is either one JSON object or an SSE stream.
+
+mod http;
+mod session;
+mod stream;
+
+pub use self::http::{HttpClient, new_client};
+pub use session::{Credential, Outcome, UpstreamSession};
+pub use stream::{ListenStream, Message};
+
+/// Why an upstream exchange failed (as opposed to the upstream answering with a
+/// JSON-RPC error, which is an [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream answered with a non-2xx HTTP status.
+    #[error("upstream answered HTTP {0}")]
+    Status(u16),
+    /// The connection failed or broke.
+    #[error("upstream unreachable: {0}")]
+    Transport(String),
+    /// The upstream's answer was not valid MCP.
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    /// The connector's timeout elapsed.
+    #[error("timeout")]
+    Timeout,
+    /// The request was cancelled by the agent.
+    #[error("request cancelled")]
+    Cancelled,
+}
+
+impl UpstreamError {
+    /// The HTTP status recorded in the audit log for this failure.
+    pub fn audit_status(&self) -> u16 {
+        match self {
+            UpstreamError::Timeout => 504,
+            UpstreamError::Cancelled => 499,
+            _ => 502,
+        }
+    }
+
+    /// A short machine-readable kind, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Status(_) => "http_status",
+            UpstreamError::Transport(_) => "transport",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Cancelled => "cancelled",
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Reading what an upstream sends back: a single JSON object or an SSE stream of
+//! JSON-RPC messages, parsed one message at a time as bytes arrive.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::UpstreamError;
+use crate::mcp::sse::{Decoder, Event};
+
+/// Largest upstream message accepted (a whole JSON body or one SSE event).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// One message from an upstream.
+#[derive(Debug)]
+pub enum Message {
+    /// A response; `result` is kept as the exact JSON text received.
+    Response {
+        id: Value,
+        result: Option<Box<RawValue>>,
+        error: Option<Value>,
+    },
+    /// A notification, e.g. progress or `notifications/tools/list_changed`.
+    Notification { method: String, params: Value },
+    /// A server-to-client request (sampling, elicitation, roots...).
+    Request { id: Value, method: String },
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Parses one JSON-RPC message sent by an upstream.
+pub fn parse_message(text: &str) -> Result<Message, UpstreamError> {
+    let wire: Wire = serde_json::from_str(text)
+        .map_err(|e| UpstreamError::Protocol(format!("invalid JSON-RPC message: {e}")))?;
+    match (wire.method, wire.id) {
+        (Some(method), Some(id)) => Ok(Message::Request { id, method }),
+        (Some(method), None) => Ok(Message::Notification {
+            method,
+            params: wire.params.unwrap_or(Value::Null),
+        }),
+        (None, Some(id)) if wire.result.is_some() || wire.error.is_some() => {
+            Ok(Message::Response {
+                id,
+                result: wire.result,
+                error: wire.error,
+            })
+        }
+        _ => Err(UpstreamError::Protocol(
+            "message is neither request, notification nor response".into(),
+        )),
+    }
+}
+
+/// The messages of one upstream HTTP response body.
+pub struct MessageStream {
+    body: Incoming,
+    /// `None` for a plain JSON body.
+    sse: Option<Decoder>,
+    pending: VecDeque<Event>,
+    json_done: bool,
+}
+
+/// A server-to-client stream opened with GET.
+pub type ListenStream = MessageStream;
+
+impl MessageStream {
+    pub fn new(body: Incoming, is_sse: bool) -> Self {
+        MessageStream {
+            body,
+            sse: is_sse.then(Decoder::new),
+            pending: VecDeque::new(),
+            json_done: false,
+        }
+    }
+
+    /// The next message, or `None` when the body ended.
+    pub async fn next(&mut self) -> Result<Option<Message>, UpstreamError> {
+        let Some(decoder) = self.sse.as_mut() else {
+            if self.json_done {
+                return Ok(None);
+            }
+            self.json_done = true;
+            let bytes = read_all(&mut self.body).await?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| UpstreamError::Protocol("response is not UTF-8".into()))?;
+            return parse_message(text).map(Some);
+        };
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                if event.data.trim().is_empty() {
+                    continue; // priming events (2025-11-25) carry an id and no message
+                }
+                return parse_message(&event.data).map(Some);
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(UpstreamError::Transport(e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.extend(decoder.feed(&data));
+                        if decoder.buffered() > MAX_MESSAGE_BYTES {
+                            return Err(UpstreamError::Protocol("SSE event too large".into()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_all(body: &mut Incoming) -> Result<Bytes, UpstreamError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+            if out.len() > MAX_MESSAGE_BYTES {
+                return Err(UpstreamError::Protocol("response too large".into()));
+            }
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind() {
+        assert!(matches!(
+            parse_message(r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#),
+            Ok(Message::Response {
+                result: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_message(
+                r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#
+            ),
+            Ok(Message::Notification { .. })
+        ));
+        assert!(matches!(
+            parse_message(
+                r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#
+            ),
+            Ok(Message::Request { .. })
+        ));
+        assert!(parse_message("{}").is_err());
+        assert!(parse_message("nope").is_err());
+    }
+}

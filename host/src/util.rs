@@ -1,0 +1,17 @@
+//! Small helpers shared by CLI commands.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// POSTs an empty body and returns the status and body text.
+pub async fn http_post(url: &str) -> anyhow::Result<(u16, String)> {
+    let client = crate::upstream::new_client();
+    let req = hyper::Request::post(url).body(Full::new(Bytes::new()))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
