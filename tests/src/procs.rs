@@ -1,0 +1,305 @@
+//! Child processes for tests: the gateway, upstreams, services. Output is captured
+//! line by line (for readiness lines, log assertions and secret scans); the process
+//! is killed when its handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running child process with captured output.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr captured.
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for (stream, tag) in [
+            (Box::new(out) as Box<dyn std::io::Read + Send>, "out"),
+            (Box::new(err), "err"),
+        ] {
+            let lines = lines.clone();
+            let name = name.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("PORTCULLIS_TEST_ECHO").is_some() {
+                        eprintln!("[{name} {tag}] {line}");
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+        }
+    }
+
+    /// Waits until some output line satisfies `pred`; returns that line.
+    pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before it was ready; output:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in {timeout:?}; output:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process printed so far (stdout and stderr interleaved).
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Lines printed so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, `USR1`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// Waits for the process to exit, up to `timeout`; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An upstream MCP server for the gateway to front.
+pub struct Upstream {
+    pub proc: Proc,
+    /// e.g. `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+}
+
+fn url_from_listening(line: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("url in listening line")
+        .to_string()
+}
+
+impl Upstream {
+    /// The in-repo Rust upstream with extra flags (`--response sse`, `--sessions`, ...).
+    pub fn rust(args: &[&str]) -> Upstream {
+        let mut cmd = Command::new(crate::bin("portcullis-test-upstream"));
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        let mut proc = Proc::spawn("rust-upstream", cmd);
+        let line = proc.wait_line(Duration::from_secs(10), |l| l.starts_with("listening on "));
+        Upstream {
+            url: url_from_listening(&line),
+            proc,
+        }
+    }
+
+    /// `@modelcontextprotocol/server-everything` over Streamable HTTP.
+    pub fn everything() -> Upstream {
+        let port = crate::free_port();
+        let mut cmd = Command::new(crate::installed(
+            "tests/node/node_modules/.bin/mcp-server-everything",
+        ));
+        cmd.arg("streamableHttp").env("PORT", port.to_string());
+        let mut proc = Proc::spawn("server-everything", cmd);
+        proc.wait_line(Duration::from_secs(30), |l| l.contains("listening on port"));
+        Upstream {
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            proc,
+        }
+    }
+
+    /// The Python `mcp` server with annotated tools (`tests/peers/fastmcp_server.py`).
+    pub fn fastmcp(args: &[&str]) -> Upstream {
+        let mut cmd = Command::new(crate::installed(".venv/bin/python"));
+        cmd.arg(crate::root().join("tests/peers/fastmcp_server.py"))
+            .args(["--port", "0"])
+            .args(args);
+        let mut proc = Proc::spawn("fastmcp", cmd);
+        let line = proc.wait_line(Duration::from_secs(30), |l| l.starts_with("listening on "));
+        Upstream {
+            url: url_from_listening(&line),
+            proc,
+        }
+    }
+}
+
+/// A running `portcullis serve`.
+pub struct Gateway {
+    pub proc: Proc,
+    /// Base URL, e.g. `http://127.0.0.1:PORT` (the MCP endpoint is `{base}/mcp`).
+    pub base: String,
+    pub admin: Option<String>,
+    pub config_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `config` (full TOML; use `listen = "127.0.0.1:0"`) to a temp dir and starts
+    /// the gateway on it.
+    pub fn start(config: &str) -> Gateway {
+        Gateway::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut gw = Gateway::launch(&path, env, dir);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Starts the gateway and expects it to refuse to start; returns its output.
+    pub fn refuses(config: &str) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut gw = Gateway::launch(&path, &[], dir);
+        let code = gw.proc.wait_exit(Duration::from_secs(30));
+        assert_eq!(
+            code,
+            Some(2),
+            "gateway should refuse to start; output:\n{}",
+            gw.proc.output()
+        );
+        gw.proc.output()
+    }
+
+    fn launch(path: &Path, env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
+        let mut cmd = Command::new(crate::bin("portcullis"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(path)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Gateway {
+            proc: Proc::spawn("portcullis", cmd),
+            base: String::new(),
+            admin: None,
+            config_path: path.to_path_buf(),
+            dir,
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let line = self
+            .proc
+            .wait_line(Duration::from_secs(60), |l| l.starts_with("listening on "));
+        self.base = url_from_listening(&line)
+            .trim_end_matches("/mcp")
+            .to_string();
+        if let Some(l) = self.proc.lines_with("admin listening on ").first() {
+            self.admin = Some(url_from_listening(l));
+        }
+    }
+
+    /// The MCP endpoint URL (`/mcp` or `/mcp/<connector>`).
+    pub fn url(&self, connector: Option<&str>) -> String {
+        match connector {
+            Some(c) => format!("{}/mcp/{c}", self.base),
+            None => format!("{}/mcp", self.base),
+        }
+    }
+
+    /// Audit lines (`portcullis::audit`) printed so far.
+    pub fn audit_lines(&self) -> Vec<String> {
+        self.proc.lines_with("portcullis::audit")
+    }
+}
+
+/// Runs the real Python `mcp` client (`tests/peers/py_client.py`); returns its JSON
+/// output line, or panics with its stderr on exit 2.
+pub fn py_client(url: &str, key: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(crate::installed(".venv/bin/python"))
+        .arg(crate::root().join("tests/peers/py_client.py"))
+        .arg(url)
+        .args(["--key", key, "--timeout", "20"])
+        .args(args)
+        .output()
+        .expect("running py_client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "py_client {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("py_client output not JSON ({e}): {stdout}"))
+}
+
+/// Runs the Inspector CLI; returns (exit code, stdout, stderr).
+pub fn inspector(url: &str, key: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(crate::installed(
+        "tests/node/node_modules/.bin/mcp-inspector",
+    ))
+    .args(["--cli", url, "--transport", "http", "--header"])
+    .arg(format!("Authorization: Bearer {key}"))
+    .args(args)
+    .output()
+    .expect("running the inspector CLI");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
