@@ -8,6 +8,8 @@
 //! a message saying so, never skips it.
 
 pub mod client;
+pub mod extra;
+pub mod policy_support;
 pub mod procs;
 
 use std::path::PathBuf;

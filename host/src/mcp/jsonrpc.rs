@@ -88,13 +88,13 @@ pub fn classify(value: Value) -> Result<Incoming, RpcError> {
         ));
     }
     let id = obj.remove("id");
-    if let Some(id) = &id {
-        if !(id.is_string() || id.is_i64() || id.is_u64()) {
-            return Err(RpcError::new(
-                INVALID_REQUEST,
-                "Invalid Request: \"id\" must be a string or an integer",
-            ));
-        }
+    if let Some(id) = &id
+        && !(id.is_string() || id.is_i64() || id.is_u64())
+    {
+        return Err(RpcError::new(
+            INVALID_REQUEST,
+            "Invalid Request: \"id\" must be a string or an integer",
+        ));
     }
     match (obj.remove("method"), id) {
         (Some(Value::String(method)), id) => {

@@ -11,12 +11,12 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use portcullis::policy::types::{
+pub use self::portcullis::policy::types::{
     Annotations, Denial as WitDenial, Level, ServerRule as WitServerRule, ToolConstraints,
 };
 
 /// The `host.log` import: a policy's log line goes to the gateway log with its name.
-impl portcullis::policy::host::Host for super::runtime::StoreState {
+impl self::portcullis::policy::host::Host for super::runtime::StoreState {
     fn log(&mut self, level: Level, message: String) {
         let policy = &*self.policy_name;
         let message: String = message.chars().take(2048).collect();
@@ -29,7 +29,7 @@ impl portcullis::policy::host::Host for super::runtime::StoreState {
     }
 }
 
-impl portcullis::policy::types::Host for super::runtime::StoreState {}
+impl self::portcullis::policy::types::Host for super::runtime::StoreState {}
 
 /// A tool as policies see it: its upstream name and annotations, with absent hints
 /// kept absent (`None`) so "unannotated" stays distinguishable.
@@ -59,13 +59,13 @@ pub fn context(
     tools: &[Value],
 ) -> Context {
     Context {
-        identity: portcullis::policy::types::Identity {
+        identity: self::portcullis::policy::types::Identity {
             agent: identity.agent.clone(),
             org: identity.org.clone(),
             scopes: identity.scopes.clone(),
         },
         declaration: declaration.map(|rules| rules.iter().map(server_rule).collect()),
-        connector: portcullis::policy::types::Connector {
+        connector: self::portcullis::policy::types::Connector {
             id: connector.id.clone(),
             slug: connector.slug.clone(),
             target_url: connector.target_url.clone(),

@@ -124,10 +124,10 @@ fn watched_files(engine: &PolicyEngine, config_path: &Path) -> HashSet<PathBuf> 
 fn watch_dirs(watcher: &mut impl Watcher, dirs: &mut HashSet<PathBuf>, files: &HashSet<PathBuf>) {
     for f in files {
         let Some(dir) = f.parent() else { continue };
-        if dirs.insert(dir.to_path_buf()) {
-            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory for policy changes");
-            }
+        if dirs.insert(dir.to_path_buf())
+            && let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory for policy changes");
         }
     }
 }

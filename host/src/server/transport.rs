@@ -61,14 +61,14 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         Method::POST => post(gw, identity, endpoint, req).await,
         Method::GET => match session(&gw, req.headers(), &identity, &endpoint) {
             Ok(s) => listen::open(&gw, s, req.headers()),
-            Err(resp) => resp,
+            Err(e) => e.response(),
         },
         Method::DELETE => match session(&gw, req.headers(), &identity, &endpoint) {
             Ok(s) => {
                 gw.end_session(&s).await;
                 with_status(StatusCode::OK, empty())
             }
-            Err(resp) => resp,
+            Err(e) => e.response(),
         },
         _ => {
             let mut resp = http_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
@@ -142,25 +142,26 @@ async fn post(
         return rpc_error(StatusCode::BAD_REQUEST, None, &err);
     }
 
-    if let Message::Request { id, method, params } = &message {
-        if method == "initialize" {
-            return match gw.initialize(identity, endpoint, id, params) {
-                Ok((session, text)) => {
-                    let mut resp = json_response(text);
-                    resp.headers_mut()
-                        .insert(HEADER_SESSION, session.id.parse().expect("hex id"));
-                    resp
-                }
-                Err(_) => http_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Too many sessions; try again later",
-                ),
-            };
-        }
+    if let Message::Request { id, method, params } = &message
+        && method == "initialize"
+    {
+        return match gw.initialize(identity, endpoint, id, params) {
+            Ok((session, text)) => {
+                let mut resp = json_response(text);
+                resp.headers_mut()
+                    .insert(HEADER_SESSION, session.id.parse().expect("hex id"));
+                resp
+            }
+            Err(_) => http_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sessions; try again later",
+            ),
+        };
     }
+
     let session = match session(&gw, &headers, &identity, &endpoint) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(e) => return e.response(),
     };
     match message {
         Message::Request { id, method, params } => {
@@ -178,27 +179,43 @@ async fn post(
     }
 }
 
-/// The caller's session from `MCP-Session-Id`: 400 when missing, 404 when unknown,
-/// ended, or someone else's.
+/// Why a request's session could not be used.
+enum NoSession {
+    /// No `MCP-Session-Id` header (400).
+    Missing,
+    /// Unknown, ended, or someone else's (404).
+    Unknown,
+}
+
+impl NoSession {
+    fn response(self) -> Response<Body> {
+        match self {
+            NoSession::Missing => http_error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: MCP-Session-Id header is required (send initialize first)",
+            ),
+            NoSession::Unknown => http_error(
+                StatusCode::NOT_FOUND,
+                "Session not found; initialize a new session",
+            ),
+        }
+    }
+}
+
+/// The caller's session from `MCP-Session-Id`.
 fn session(
     gw: &Gateway,
     headers: &HeaderMap,
     identity: &Identity,
     endpoint: &Endpoint,
-) -> Result<Arc<AgentSession>, Response<Body>> {
+) -> Result<Arc<AgentSession>, NoSession> {
     let id = header_str(headers, HEADER_SESSION);
     if id.is_empty() {
-        return Err(http_error(
-            StatusCode::BAD_REQUEST,
-            "Bad Request: MCP-Session-Id header is required (send initialize first)",
-        ));
+        return Err(NoSession::Missing);
     }
-    gw.sessions.get(id, identity, endpoint).ok_or_else(|| {
-        http_error(
-            StatusCode::NOT_FOUND,
-            "Session not found; initialize a new session",
-        )
-    })
+    gw.sessions
+        .get(id, identity, endpoint)
+        .ok_or(NoSession::Unknown)
 }
 
 /// DNS-rebinding protection: the `Host` must be an allowed name, and an `Origin`, when
@@ -206,7 +223,7 @@ fn session(
 fn check_host_origin(server: &Server, headers: &HeaderMap) -> Result<(), &'static str> {
     if !server.allowed_hosts.is_empty() {
         let host = host_name(header_str(headers, HOST.as_str()));
-        if !server.allowed_hosts.iter().any(|h| *h == host) {
+        if !server.allowed_hosts.contains(&host) {
             return Err("Forbidden: Host not allowed");
         }
     }

@@ -1,0 +1,36 @@
+# Portcullis: the two commands are `make run` and `make test`.
+# Every target installs what it needs first, idempotently.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run test build lint deps wasm-target bench bench-quick
+
+## Start the gateway on a demo config in front of the in-repo demo upstream.
+run: wasm-target
+	bash host/demo/run.sh
+
+## Install test prerequisites, lint, and run every test (unit, policy, integration).
+test: deps build lint
+	$(CARGO) test --workspace --no-fail-fast
+
+build: wasm-target
+	$(CARGO) build --workspace --bins
+
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Everything the tests talk to: wasm target, redis-server, Python venv, npm peers.
+deps:
+	bash tests/peers/install.sh
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+## Benchmarks (release build; see README for the latest figures).
+bench: wasm-target
+	bash tests/bench/bench.sh
+
+bench-quick: wasm-target
+	bash tests/bench/bench.sh --quick

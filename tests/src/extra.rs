@@ -1,0 +1,250 @@
+//! Helpers for the gateway core tests (`gateway_peers`, `gateway_failures`,
+//! `gateway_http`): upstreams on a fixed port (to restart them in place), audit-line
+//! polling and field extraction, and running the `portcullis` CLI.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::{Gateway, Proc, Upstream};
+
+/// The in-repo Rust upstream listening on `127.0.0.1:<port>` (to restart it on the
+/// same address after dropping an earlier one).
+pub fn rust_upstream_on(port: u16, args: &[&str]) -> Upstream {
+    let mut cmd = Command::new(crate::bin("portcullis-test-upstream"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args);
+    let mut proc = Proc::spawn("rust-upstream", cmd);
+    proc.wait_line(Duration::from_secs(10), |l| l.starts_with("listening on "));
+    Upstream {
+        url: format!("http://127.0.0.1:{port}/mcp"),
+        proc,
+    }
+}
+
+/// server-everything (`streamableHttp`) listening on `<port>`.
+pub fn everything_on(port: u16) -> Upstream {
+    let mut cmd = Command::new(crate::installed(
+        "tests/node/node_modules/.bin/mcp-server-everything",
+    ));
+    cmd.arg("streamableHttp").env("PORT", port.to_string());
+    let mut proc = Proc::spawn("server-everything", cmd);
+    proc.wait_line(Duration::from_secs(30), |l| l.contains("listening on port"));
+    Upstream {
+        url: format!("http://127.0.0.1:{port}/mcp"),
+        proc,
+    }
+}
+
+/// The port of an upstream URL such as `http://127.0.0.1:PORT/mcp`.
+pub fn port_of(url: &str) -> u16 {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... letter`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of `key=value` in a log line (colours and quotes removed), if present.
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let line = strip_ansi(line);
+    let needle = format!("{key}=");
+    let mut rest = line.as_str();
+    while let Some(pos) = rest.find(&needle) {
+        let at_word_start = pos == 0 || rest.as_bytes()[pos - 1] == b' ';
+        let value = &rest[pos + needle.len()..];
+        if at_word_start {
+            if let Some(quoted) = value.strip_prefix('"') {
+                let end = quoted.find('"').unwrap_or(quoted.len());
+                return Some(quoted[..end].to_string());
+            }
+            let end = value.find(' ').unwrap_or(value.len());
+            return Some(value[..end].to_string());
+        }
+        rest = value;
+    }
+    None
+}
+
+/// Polls the gateway's audit lines (bounded) until one satisfies `pred`; returns it.
+pub fn wait_audit(gw: &Gateway, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(l) = gw.audit_lines().into_iter().find(|l| pred(l)) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching audit line within {timeout:?}; audit lines:\n{}",
+            gw.audit_lines().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The audit line for tool `tool` (upstream name) with the given status, waited for.
+pub fn wait_audit_status(gw: &Gateway, tool: &str, status: u16) -> String {
+    wait_audit(gw, Duration::from_secs(10), |l| {
+        field(l, "tool").as_deref() == Some(tool)
+            && field(l, "status").as_deref() == Some(&status.to_string())
+    })
+}
+
+/// Runs `portcullis <args>` to completion (at most 60 s).
+pub fn portcullis(args: &[&str]) -> Output {
+    let mut child = Command::new(crate::bin("portcullis"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running portcullis");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("portcullis status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("portcullis {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("portcullis output")
+}
+
+/// A `[[agents]]` block for an agent with full `mcp:call` scope.
+pub fn agent(id: &str, hash: &str) -> String {
+    format!(
+        "\n[[agents]]\nid = \"{id}\"\norg = \"acme\"\nkey_sha256 = \"{hash}\"\nscopes = [\"mcp:call\"]\n"
+    )
+}
+
+/// A `[[connectors]]` block; `extra` holds more `key = value` lines.
+pub fn connector(id: &str, name: &str, url: &str, extra: &str) -> String {
+    format!("\n[[connectors]]\nid = \"{id}\"\nname = \"{name}\"\ntarget_url = \"{url}\"\n{extra}\n")
+}
+
+/// The exact JSON text of top-level member `key` of a JSON object (e.g. the `result`
+/// of a JSON-RPC response), as it appears in `body`.
+pub fn raw_member(body: &str, key: &str) -> Option<String> {
+    let map: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(body).ok()?;
+    map.get(key).map(|v| v.get().to_string())
+}
+
+/// The JSON text of the JSON-RPC response in a response body (the body itself for
+/// JSON, the last `data:` payload carrying a result or error for SSE).
+pub fn response_text(resp: &crate::Response) -> String {
+    if resp.is_sse() {
+        crate::client::sse_data(&resp.body)
+            .into_iter()
+            .rfind(|d| {
+                serde_json::from_str::<serde_json::Value>(d)
+                    .is_ok_and(|v| v.get("result").is_some() || v.get("error").is_some())
+            })
+            .unwrap_or_else(|| panic!("no response in SSE body: {}", resp.body))
+    } else {
+        resp.body.clone()
+    }
+}
+
+/// POSTs `body` with the session's usual headers and returns the response unread,
+/// for reading an SSE answer as it arrives.
+pub async fn post_streaming(
+    mcp: &crate::Mcp,
+    body: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, http_body_util::Full<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::post(&mcp.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(k) = &mcp.key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(s) = &mcp.session {
+        req = req
+            .header("mcp-session-id", s.as_str())
+            .header("mcp-protocol-version", mcp.version.as_str());
+    }
+    client
+        .request(
+            req.body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap(),
+        )
+        .await
+        .expect("HTTP request")
+}
+
+/// Reads the JSON messages of an SSE body one at a time, as they arrive.
+pub struct SseReader {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl SseReader {
+    pub fn new(body: hyper::body::Incoming) -> SseReader {
+        SseReader {
+            body,
+            buf: String::new(),
+        }
+    }
+
+    /// The next message with a JSON `data:` payload; `None` at the end of the stream
+    /// or when `timeout` passes first.
+    pub async fn next(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let normalized = self.buf.replace("\r\n", "\n");
+            if let Some(pos) = normalized.find("\n\n") {
+                let event = normalized[..pos].to_string();
+                self.buf = normalized[pos + 2..].to_string();
+                let data = crate::client::sse_data(&format!("{event}\n\n"));
+                if let Some(v) = data
+                    .iter()
+                    .find_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                {
+                    return Some(v);
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buf.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+}
+
+/// A second client on the same session as `mcp` (for concurrent requests).
+pub fn same_session(mcp: &crate::Mcp) -> crate::Mcp {
+    let mut other = crate::Mcp::new(&mcp.url, mcp.key.as_deref().unwrap_or(""));
+    other.key = mcp.key.clone();
+    other.session = mcp.session.clone();
+    other.version = mcp.version.clone();
+    other
+}

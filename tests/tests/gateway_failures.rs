@@ -1,0 +1,557 @@
+//! The failure table of the source document, and the other upstream behaviours a
+//! `tools/call` or `tools/list` goes through, with the in-repo Rust upstream (and
+//! server-everything for the lost-session case) behind the real binary.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use portcullis_tests::extra::{
+    SseReader, agent, connector, everything_on, field, port_of, post_streaming, raw_member,
+    response_text, rust_upstream_on, same_session, wait_audit, wait_audit_status,
+};
+use portcullis_tests::{Gateway, Mcp, Upstream, free_port, new_key};
+use serde_json::{Value, json};
+
+/// A gateway config: `server` lines, then the given connector blocks and one agent.
+fn config(server: &str, connectors: &str, hash: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{connectors}\n{}",
+        agent("reporter", hash)
+    )
+}
+
+/// One gateway in front of one Rust upstream (`conn_test`, slug `test-upstream`).
+fn gateway(up: &Upstream, connector_extra: &str, server: &str) -> (Gateway, String) {
+    let (key, hash) = new_key();
+    let conns = connector("conn_test", "Test Upstream", &up.url, connector_extra);
+    (Gateway::start(&config(server, &conns, &hash)), key)
+}
+
+async fn session(gw: &Gateway, endpoint: Option<&str>, key: &str) -> Mcp {
+    let mut mcp = Mcp::new(&gw.url(endpoint), key);
+    mcp.initialize().await;
+    mcp
+}
+
+/// A client talking to the upstream directly (no gateway).
+async fn direct(up: &Upstream) -> Mcp {
+    let mut mcp = Mcp::new(&up.url, "not-needed");
+    mcp.initialize().await;
+    mcp
+}
+
+fn error_of(msg: &Value) -> (i64, String) {
+    let err = &msg["error"];
+    assert!(err.is_object(), "expected a JSON-RPC error: {msg}");
+    (
+        err["code"].as_i64().expect("error code"),
+        err["message"].as_str().expect("error message").to_string(),
+    )
+}
+
+/// A tools/call body with a chosen id.
+fn call_body(id: &Value, name: &str, args: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": name, "arguments": args}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn result_is_forwarded_byte_for_byte() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let text = "h\u{e9}llo \"quoted\" \\ \u{2603} <tag> \u{1F600}";
+
+    let upstream = direct(&up).await;
+    let body = call_body(&json!(41), "echo", json!({"text": text}));
+    let want = upstream.post(&body, &[]).await;
+    assert_eq!(want.status, 200, "{}", want.body);
+    let want_result = raw_member(&response_text(&want), "result").expect("upstream result");
+    assert!(want_result.contains("x-upstream-extra"), "{want_result}");
+
+    for (endpoint, name) in [(None, "test-upstream.echo"), (Some("conn_test"), "echo")] {
+        let mcp = session(&gw, endpoint, &key).await;
+        let got = mcp
+            .post(&call_body(&json!(41), name, json!({"text": text})), &[])
+            .await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        let got_text = response_text(&got);
+        let got_result = raw_member(&got_text, "result")
+            .unwrap_or_else(|| panic!("no result via {endpoint:?}: {got_text}"));
+        assert_eq!(
+            got_result, want_result,
+            "the result must be relayed byte for byte (endpoint {endpoint:?})"
+        );
+        let msg: Value = serde_json::from_str(&got_text).unwrap();
+        assert_eq!(msg["id"], 41);
+        assert_eq!(msg["result"]["x-upstream-extra"], json!({"kept": true}));
+        assert_eq!(msg["result"]["structuredContent"]["text"], text);
+    }
+}
+
+#[tokio::test]
+async fn upstream_rpc_error_is_forwarded_with_code_message_and_data() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let mut mcp = session(&gw, None, &key).await;
+    let msg = mcp
+        .call(
+            "test-upstream.rpc_error",
+            json!({"code": -32042, "message": "upstream says no"}),
+        )
+        .await;
+    assert_eq!(
+        msg["error"],
+        json!({"code": -32042, "message": "upstream says no", "data": {"from": "upstream"}}),
+        "{msg}"
+    );
+    assert!(msg.get("result").is_none(), "{msg}");
+
+    let mut one = session(&gw, Some("conn_test"), &key).await;
+    let msg = one.call("rpc_error", json!({"code": 12345})).await;
+    assert_eq!(msg["error"]["code"], 12345, "{msg}");
+    assert_eq!(msg["error"]["message"], "upstream error", "{msg}");
+    assert_eq!(msg["error"]["data"], json!({"from": "upstream"}), "{msg}");
+}
+
+#[tokio::test]
+async fn non_2xx_is_internal_error_audited_502() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let mut mcp = session(&gw, None, &key).await;
+    for status in [500, 503] {
+        let msg = mcp
+            .call("test-upstream.http_error", json!({"status": status}))
+            .await;
+        let (code, message) = error_of(&msg);
+        assert_eq!(code, -32603, "HTTP {status}: {msg}");
+        assert!(!message.is_empty());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<String> = gw
+            .audit_lines()
+            .into_iter()
+            .filter(|l| field(l, "tool").as_deref() == Some("http_error"))
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 2, "two audited http_error calls: {lines:#?}");
+    for l in &lines {
+        assert_eq!(field(l, "status").as_deref(), Some("502"), "{l}");
+        assert_eq!(field(l, "rpc_code").as_deref(), Some("-32603"), "{l}");
+        assert_eq!(field(l, "connector").as_deref(), Some("conn_test"), "{l}");
+        assert_eq!(field(l, "agent").as_deref(), Some("reporter"), "{l}");
+        assert_eq!(field(l, "org").as_deref(), Some("acme"), "{l}");
+    }
+}
+
+#[tokio::test]
+async fn timeout_is_internal_error_504_and_cancels_upstream() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "timeout_ms = 300", "");
+    let mut mcp = session(&gw, None, &key).await;
+    // Warm the catalog so that only the call itself is timed.
+    assert!(
+        mcp.tool_names()
+            .await
+            .contains(&"test-upstream.sleep".to_string())
+    );
+
+    let started = Instant::now();
+    let msg = mcp.call("test-upstream.sleep", json!({"ms": 2000})).await;
+    let took = started.elapsed();
+    assert_eq!(
+        msg["error"],
+        json!({"code": -32603, "message": "timeout"}),
+        "{msg}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+
+    let line = wait_audit_status(&gw, "sleep", 504);
+    assert_eq!(
+        field(&line, "rpc_code").as_deref(),
+        Some("-32603"),
+        "{line}"
+    );
+
+    // The upstream is told to stop working on it.
+    let mut upstream = direct(&up).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ids = loop {
+        let ids =
+            upstream.call("cancelled_ids", json!({})).await["result"]["structuredContent"]["ids"]
+                .clone();
+        if ids.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        ids.as_array().map(Vec::len),
+        Some(1),
+        "the upstream got exactly one notifications/cancelled: {ids}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_tool_and_unknown_slug_are_tool_not_found_404() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let mut all = session(&gw, None, &key).await;
+    for name in [
+        "test-upstream.no_such_tool",
+        "nosuchslug.echo",
+        "echo",
+        "test-upstream.",
+    ] {
+        let msg = all.call(name, json!({})).await;
+        assert_eq!(
+            msg["error"],
+            json!({"code": -32601, "message": "Tool not found"}),
+            "{name}: {msg}"
+        );
+    }
+    let mut one = session(&gw, Some("conn_test"), &key).await;
+    for name in ["no_such_tool", "test-upstream.echo"] {
+        let msg = one.call(name, json!({})).await;
+        assert_eq!(
+            msg["error"],
+            json!({"code": -32601, "message": "Tool not found"}),
+            "/mcp/conn_test {name}: {msg}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = gw
+            .audit_lines()
+            .iter()
+            .filter(|l| {
+                field(l, "method").as_deref() == Some("tools/call")
+                    && field(l, "status").as_deref() == Some("404")
+                    && field(l, "rpc_code").as_deref() == Some("-32601")
+            })
+            .count();
+        if n == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected 6 audit lines with status=404, got {n}:\n{}",
+            gw.audit_lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_down_is_internal_error_and_others_still_listed() {
+    let up = Upstream::rust(&[]);
+    let closed = free_port();
+    let (key, hash) = new_key();
+    let conns = connector("conn_test", "Test Upstream", &up.url, "")
+        + &connector(
+            "conn_down",
+            "Down Server",
+            &format!("http://127.0.0.1:{closed}/mcp"),
+            "timeout_ms = 5000",
+        );
+    let gw = Gateway::start(&config("", &conns, &hash));
+    let mut mcp = session(&gw, None, &key).await;
+
+    let names = mcp.tool_names().await;
+    assert!(
+        names.contains(&"test-upstream.echo".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("down-server.")),
+        "{names:?}"
+    );
+
+    let msg = mcp.call("down-server.echo", json!({"text": "x"})).await;
+    let (code, _) = error_of(&msg);
+    assert_eq!(code, -32603, "{msg}");
+    let line = wait_audit(&gw, Duration::from_secs(10), |l| {
+        field(l, "connector").as_deref() == Some("conn_down")
+            && field(l, "method").as_deref() == Some("tools/call")
+    });
+    assert_eq!(field(&line, "status").as_deref(), Some("502"), "{line}");
+
+    // The working connector still works.
+    let msg = mcp.call("test-upstream.echo", json!({"text": "up"})).await;
+    assert_eq!(msg["result"]["structuredContent"]["text"], "up", "{msg}");
+
+    // On the down connector's own endpoint, tools/list is an error, not a hang.
+    let mut one = session(&gw, Some("conn_down"), &key).await;
+    let msg = one.request("tools/list", json!({})).await;
+    let (code, _) = error_of(&msg);
+    assert_eq!(code, -32603, "{msg}");
+}
+
+async fn progress_is_relayed_before_the_result(mode: &str) {
+    let up = Upstream::rust(&["--response", mode]);
+    let (gw, key) = gateway(&up, "", "");
+    let mcp = session(&gw, None, &key).await;
+    let steps = 25;
+    let body = json!({"jsonrpc": "2.0", "id": "p-1", "method": "tools/call", "params": {
+        "name": "test-upstream.progress", "arguments": {"steps": steps},
+        "_meta": {"progressToken": "tok-7"}}})
+    .to_string();
+    let resp = post_streaming(&mcp, &body).await;
+    assert_eq!(resp.status(), 200);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+    let mut reader = SseReader::new(resp.into_body());
+    let mut progress = Vec::new();
+    let mut first_at = None;
+    let final_msg = loop {
+        let msg = reader
+            .next(Duration::from_secs(10))
+            .await
+            .expect("the stream ended before the result");
+        if msg.get("method").and_then(Value::as_str) == Some("notifications/progress") {
+            first_at.get_or_insert_with(Instant::now);
+            assert_eq!(msg["params"]["progressToken"], "tok-7", "{msg}");
+            progress.push(msg["params"]["progress"].as_u64().expect("progress"));
+        } else {
+            break msg;
+        }
+    };
+    let result_at = Instant::now();
+    assert_eq!(final_msg["id"], "p-1", "{final_msg}");
+    assert_eq!(
+        final_msg["result"]["content"][0]["text"],
+        format!("done {steps}"),
+        "{final_msg}"
+    );
+    assert_eq!(progress, (1..=steps).collect::<Vec<_>>(), "mode {mode}");
+    // Relayed as they happen, not buffered until the result (25 steps x 20 ms).
+    let lead = result_at - first_at.unwrap();
+    assert!(
+        lead >= Duration::from_millis(200),
+        "the first progress arrived only {lead:?} before the result"
+    );
+    assert!(reader.next(Duration::from_secs(5)).await.is_none());
+}
+
+#[tokio::test]
+async fn progress_is_relayed_from_a_json_upstream() {
+    progress_is_relayed_before_the_result("json").await;
+}
+
+#[tokio::test]
+async fn progress_is_relayed_from_an_sse_upstream() {
+    progress_is_relayed_before_the_result("sse").await;
+}
+
+#[tokio::test]
+async fn cancellation_is_relayed_upstream() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let mcp = session(&gw, None, &key).await;
+    let waiter = same_session(&mcp);
+    let agent_id = json!("agent-wait-1");
+    let body = call_body(
+        &agent_id,
+        "test-upstream.wait_for_cancel",
+        json!({"ms": 10000}),
+    );
+    let started = Instant::now();
+    let pending = tokio::spawn(async move { waiter.post(&body, &[]).await });
+
+    // Wait until the upstream has the call (count_calls counts itself too).
+    let mut upstream = direct(&up).await;
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let n =
+            upstream.call("count_calls", json!({})).await["result"]["structuredContent"]["count"]
+                .as_u64()
+                .unwrap();
+        if n > polls {
+            break;
+        }
+        assert!(polls < 250, "the call never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let note = mcp
+        .notify(
+            "notifications/cancelled",
+            json!({"requestId": agent_id, "reason": "test"}),
+        )
+        .await;
+    assert_eq!(note.status, 202, "{}", note.body);
+    let resp = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the cancelled request must end promptly")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(
+        !resp.body.contains("not cancelled"),
+        "the upstream's late answer must not arrive: {}",
+        resp.body
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ids = loop {
+        let ids =
+            upstream.call("cancelled_ids", json!({})).await["result"]["structuredContent"]["ids"]
+                .clone();
+        if ids.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        ids.as_array().map(Vec::len),
+        Some(1),
+        "the upstream must get notifications/cancelled: {ids}"
+    );
+    let line = wait_audit(&gw, Duration::from_secs(10), |l| {
+        field(l, "tool").as_deref() == Some("wait_for_cancel")
+    });
+    assert_ne!(field(&line, "status").as_deref(), Some("200"), "{line}");
+
+    // The session is still usable.
+    let mut mcp = mcp;
+    let msg = mcp
+        .call("test-upstream.echo", json!({"text": "after"}))
+        .await;
+    assert_eq!(msg["result"]["structuredContent"]["text"], "after");
+}
+
+#[tokio::test]
+async fn big_result_is_intact() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let mut mcp = session(&gw, None, &key).await;
+    let n = 64 * 1024;
+    let msg = mcp.call("test-upstream.big", json!({"bytes": n})).await;
+    let text = msg["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text: {}", &msg.to_string()[..200]));
+    assert_eq!(text.len(), n);
+    assert!(text.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
+async fn upstream_pages_are_merged_completely() {
+    let up = Upstream::rust(&["--page-size", "3", "--extra-tools", "10"]);
+    let mut upstream = direct(&up).await;
+    let want = upstream.tool_names().await;
+    assert_eq!(want.len(), 24, "{want:?}");
+    let (gw, key) = gateway(&up, "", "");
+
+    let mut one = session(&gw, Some("conn_test"), &key).await;
+    assert_eq!(one.tool_names().await, want);
+
+    let mut all = session(&gw, None, &key).await;
+    let got = all.tool_names().await;
+    let prefixed: Vec<String> = want.iter().map(|n| format!("test-upstream.{n}")).collect();
+    assert_eq!(got, prefixed);
+}
+
+#[tokio::test]
+async fn gateway_pages_its_list_with_an_opaque_cursor() {
+    let up = Upstream::rust(&["--extra-tools", "10"]);
+    let (gw, key) = gateway(&up, "", "list_page_size = 5");
+    let mut mcp = session(&gw, None, &key).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<Value> = None;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        assert!(pages <= 10, "too many pages");
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let msg = mcp.request("tools/list", params).await;
+        let tools = msg["result"]["tools"].as_array().expect("tools").clone();
+        assert!(tools.len() <= 5, "page of {}", tools.len());
+        seen.extend(
+            tools
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string()),
+        );
+        match msg["result"].get("nextCursor") {
+            Some(Value::String(c)) => {
+                assert_eq!(tools.len(), 5, "only the last page may be short");
+                cursor = Some(json!(c));
+            }
+            None | Some(Value::Null) => break,
+            Some(other) => panic!("nextCursor must be a string: {other}"),
+        }
+    }
+    assert_eq!(pages, 5, "24 tools in pages of 5");
+    assert_eq!(seen.len(), 24, "{seen:?}");
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), 24, "each tool exactly once: {seen:?}");
+    assert!(seen.iter().all(|n| n.starts_with("test-upstream.")));
+
+    for bad in [json!("garbage"), json!("!!"), json!(17)] {
+        let msg = mcp.request("tools/list", json!({"cursor": bad})).await;
+        let (code, _) = error_of(&msg);
+        assert_eq!(code, -32602, "cursor {bad}: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn rust_upstream_restarted_on_the_same_port_is_reinitialised() {
+    let port = free_port();
+    let first = rust_upstream_on(port, &["--sessions"]);
+    let (gw, key) = gateway(&first, "", "");
+    let mut mcp = session(&gw, None, &key).await;
+    let msg = mcp.call("test-upstream.echo", json!({"text": "one"})).await;
+    assert_eq!(msg["result"]["structuredContent"]["text"], "one", "{msg}");
+    drop(first);
+
+    let _second = rust_upstream_on(port, &["--sessions"]);
+    let msg = mcp.call("test-upstream.echo", json!({"text": "two"})).await;
+    assert_eq!(
+        msg["result"]["structuredContent"]["text"], "two",
+        "the gateway must re-initialise its upstream session after a 404: {msg}"
+    );
+    // The fresh upstream saw exactly this one call.
+    let msg = mcp.call("test-upstream.count_calls", json!({})).await;
+    assert_eq!(msg["result"]["structuredContent"]["count"], 2, "{msg}");
+}
+
+#[tokio::test]
+async fn server_everything_restarted_on_the_same_port_is_reinitialised() {
+    let port = free_port();
+    let first = everything_on(port);
+    let (key, hash) = new_key();
+    let conns = connector("conn_everything", "Everything Server", &first.url, "");
+    let gw = Gateway::start(&config("", &conns, &hash));
+    let mut mcp = session(&gw, None, &key).await;
+    let msg = mcp
+        .call("everything-server.echo", json!({"message": "one"}))
+        .await;
+    assert_eq!(msg["result"]["content"][0]["text"], "Echo: one", "{msg}");
+    drop(first);
+
+    let second = everything_on(port);
+    assert_eq!(port_of(&second.url), port);
+    let msg = mcp
+        .call("everything-server.echo", json!({"message": "two"}))
+        .await;
+    assert_eq!(
+        msg["result"]["content"][0]["text"], "Echo: two",
+        "the gateway must re-initialise after server-everything's 400: {msg}"
+    );
+}
