@@ -248,3 +248,67 @@ pub fn same_session(mcp: &crate::Mcp) -> crate::Mcp {
     other.version = mcp.version.clone();
     other
 }
+
+/// A minimal MCP upstream served from the test process: it answers `initialize`,
+/// `tools/list` (one tool, `raw`) and every `tools/call` with `result_text` spliced in
+/// verbatim, so tests can check that the gateway relays a result's exact bytes even
+/// when they are not in serde's canonical form. GET gets 405. Returns the URL.
+pub async fn raw_result_upstream(result_text: &'static str) -> String {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let method = req.method().clone();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let reply = |status: u16, text: String| {
+                            let mut resp =
+                                hyper::Response::new(Full::new(bytes::Bytes::from(text)));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            resp.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(resp)
+                        };
+                        if method != hyper::Method::POST {
+                            return reply(405, String::new());
+                        }
+                        let msg: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let Some(id) = msg.get("id") else {
+                            return reply(202, String::new());
+                        };
+                        let result = match msg["method"].as_str().unwrap_or("") {
+                        "initialize" => r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"raw","version":"1"}}"#.to_string(),
+                        "tools/list" => r#"{"tools":[{"name":"raw","inputSchema":{"type":"object"}}]}"#.to_string(),
+                        "tools/call" => result_text.to_string(),
+                        _ => "{}".to_string(),
+                    };
+                        reply(
+                            200,
+                            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/mcp")
+}

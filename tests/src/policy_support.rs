@@ -323,3 +323,48 @@ pub fn write_by_rename(path: &Path, text: &[u8]) {
     std::fs::write(&tmp, text).expect("write temp file");
     std::fs::rename(&tmp, path).expect("rename over file");
 }
+
+/// Starts `portcullis serve` on `config` and expects it to refuse to start (exit 2);
+/// returns its output (ANSI stripped) once the error message has been read, which
+/// may be a moment after the process exited.
+pub fn refuses(config: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut cmd = Command::new(crate::bin("portcullis"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "info");
+    let mut proc = Proc::spawn("portcullis", cmd);
+    let code = proc.wait_exit(Duration::from_secs(30));
+    // The output is read by threads: wait until the error line has arrived.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc.lines_with("error").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = strip_ansi(&proc.output());
+    assert_eq!(
+        code,
+        Some(2),
+        "gateway should refuse to start; output:\n{out}"
+    );
+    out
+}
+
+/// `tools/call` on a copy of `m`'s session inside a task, so that a connection the
+/// gateway drops (instead of answering) fails the test with the gateway's log
+/// rather than a bare transport panic.
+pub async fn call_checked(gw: &Gateway, m: &Mcp, name: &str, args: Value) -> Value {
+    let mut copy = Mcp::new(&m.url, m.key.as_deref().unwrap_or_default());
+    copy.session = m.session.clone();
+    copy.version = m.version.clone();
+    let n = name.to_string();
+    match tokio::spawn(async move { copy.call(&n, args).await }).await {
+        Ok(msg) => msg,
+        Err(e) => panic!(
+            "tools/call {name}: no JSON-RPC answer ({e}); gateway output:\n{}",
+            strip_ansi(&gw.proc.output())
+        ),
+    }
+}

@@ -555,3 +555,24 @@ async fn server_everything_restarted_on_the_same_port_is_reinitialised() {
         "the gateway must re-initialise after server-everything's 400: {msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_canonical_result_bytes_are_kept() {
+    // Spaces, escapes, an exponent and unsorted keys: any re-serialisation changes them.
+    const RESULT: &str = "{ \"content\" : [ {\"type\":\"text\", \"text\":\"caf\\u00e9 \\/ 1e2\"} ],\n  \"z\": 1E2, \"a\": 1.50, \"x-extra\": {\"b\":[ ], \"a\":null} }";
+    let url = portcullis_tests::extra::raw_result_upstream(RESULT).await;
+    let (key, hash) = new_key();
+    let conns = connector("conn_raw", "Raw", &url, "");
+    let gw = Gateway::start(&config("", &conns, &hash));
+    let mcp = session(&gw, None, &key).await;
+    let got = mcp
+        .post(&call_body(&json!("r-1"), "raw.raw", json!({})), &[])
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let text = response_text(&got);
+    assert_eq!(
+        raw_member(&text, "result").as_deref(),
+        Some(RESULT),
+        "the result must be relayed byte for byte: {text}"
+    );
+}

@@ -170,7 +170,12 @@ async fn slug_scope_limits_agents_to_their_connectors() {
         agent_toml("one", &h_one, &["mcp:call:conn_a"], ""),
         agent_toml("none", &h_none, &[], ""),
         agent_toml("all", &h_all, &["mcp:call"], ""),
-        agent_toml("other", &h_other, &["mcp:read", "mcp:call:conn_", "mcp:callx"], ""),
+        agent_toml(
+            "other",
+            &h_other,
+            &["mcp:read", "mcp:call:conn_", "mcp:callx"],
+            ""
+        ),
     );
     let gw = Gateway::start(&config);
     let fast_all = sorted(&FAST_TOOLS);
@@ -455,7 +460,11 @@ async fn mcp_servers_multi_service_messaging() {
     )
     .await;
     let mut m = s.mcp("messaging").await;
-    for name in ["msg.send_message", "msg-lh.post_update", "msg.list_channels"] {
+    for name in [
+        "msg.send_message",
+        "msg-lh.post_update",
+        "msg.list_channels",
+    ] {
         expect_ok(&mut m, name).await;
     }
     for name in [
@@ -485,11 +494,7 @@ async fn mcp_servers_output_writing() {
     s.check("writer", &Servers::view([&fast, &fast, &msg, &msg, &[]]))
         .await;
     let mut m = s.mcp("writer").await;
-    for name in [
-        "fast.write_file",
-        "fast-lh.send_message",
-        "msg.post_update",
-    ] {
+    for name in ["fast.write_file", "fast-lh.send_message", "msg.post_update"] {
         expect_ok(&mut m, name).await;
     }
     for name in [

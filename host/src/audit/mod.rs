@@ -4,9 +4,13 @@
 //! Records never carry secrets or call arguments. They are written as one structured
 //! log line each (target `portcullis::audit`).
 
+mod config;
+
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+pub use config::{AuditRaw, AuditSettings, OnFull, SinkSettings, validate as validate_config};
 
 /// One audited request.
 #[derive(Debug, Clone, Serialize)]

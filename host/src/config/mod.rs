@@ -41,6 +41,9 @@ pub struct Config {
     pub connectors: Vec<Connector>,
     pub agents: Vec<Agent>,
     pub policies: Vec<PolicySpec>,
+    pub quota: crate::quota::QuotaSettings,
+    pub vault: crate::vault::VaultSettings,
+    pub audit: crate::audit::AuditSettings,
     /// Directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
 }
@@ -69,6 +72,22 @@ pub struct Admin {
 pub enum CredentialSource {
     /// `env:NAME`: the value of an environment variable, sent as a bearer token.
     Env(String),
+    /// A secret in the encrypted vault, sent as `kind` says.
+    Vault {
+        secret: String,
+        kind: CredentialKind,
+    },
+}
+
+/// How a credential is presented to the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// An OAuth access token, sent as `Authorization: Bearer <token>`.
+    OAuth,
+    /// The secret as the value of the named header (e.g. `X-API-Key`).
+    Header(String),
 }
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,11 @@ pub struct ConfigRaw {
     pub agents: Vec<AgentRaw>,
     #[serde(default)]
     pub policies: Vec<PolicyRaw>,
+    pub quota: Option<crate::quota::QuotaRaw>,
+    #[serde(default)]
+    pub orgs: Vec<crate::quota::OrgRaw>,
+    pub vault: Option<crate::vault::VaultRaw>,
+    pub audit: Option<crate::audit::AuditRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,11 +79,29 @@ pub struct ConnectorRaw {
     pub id: String,
     pub name: String,
     pub target_url: String,
-    pub credential: Option<String>,
+    pub credential: Option<CredentialRaw>,
     #[serde(default)]
     pub disabled_tools: Vec<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// `credential = "env:VAR"` or `credential = { secret = "name", kind = "bearer" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CredentialRaw {
+    Env(String),
+    Secret(SecretRefRaw),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRefRaw {
+    pub secret: String,
+    /// "bearer" (default), "oauth" (an OAuth access token, sent as a bearer token) or
+    /// "header" (sent in the header named by `header`).
+    pub kind: Option<String>,
+    pub header: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{ConfigRaw, ConnectorRaw, PolicyRaw, ServerRaw};
+use super::raw::{ConfigRaw, ConnectorRaw, CredentialRaw, PolicyRaw, ServerRaw};
 use super::{
-    Admin, Agent, Config, ConfigError, Connector, CredentialSource, ModuleRef, OnError, PolicyMode,
-    PolicySpec, Server, slugify,
+    Admin, Agent, Config, ConfigError, Connector, CredentialKind, CredentialSource, ModuleRef,
+    OnError, PolicyMode, PolicySpec, Server, slugify,
 };
 
 pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
@@ -117,12 +117,18 @@ pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> 
         policies.push(p);
     }
 
+    let quota = crate::quota::validate(raw.quota, raw.orgs)?;
+    let vault = crate::vault::validate_config(raw.vault, base_dir)?;
+    let audit = crate::audit::validate_config(raw.audit, base_dir)?;
     Ok(Config {
         server,
         admin,
         connectors,
         agents,
         policies,
+        quota,
+        vault,
+        audit,
         base_dir: base_dir.to_path_buf(),
     })
 }
@@ -218,9 +224,9 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
     if uri.host().is_none_or(str::is_empty) {
         return Err(ConfigError::new(key("target_url"), "has no host"));
     }
-    let credential = match c.credential.as_deref() {
+    let credential = match c.credential {
         None => None,
-        Some(spec) => match spec.strip_prefix("env:") {
+        Some(CredentialRaw::Env(spec)) => match spec.strip_prefix("env:") {
             Some(var) if !var.is_empty() => {
                 if std::env::var_os(var).is_none() {
                     return Err(ConfigError::new(
@@ -233,10 +239,53 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
             _ => {
                 return Err(ConfigError::new(
                     key("credential"),
-                    "must be \"env:VARIABLE\"; credentials are never written into the config itself",
+                    "must be \"env:VARIABLE\" or { secret = \"name\", kind = \"bearer\" }; credentials are never written into the config itself",
                 ));
             }
         },
+        Some(CredentialRaw::Secret(r)) => {
+            if r.secret.is_empty() {
+                return Err(ConfigError::new(
+                    key("credential.secret"),
+                    "must name a vault secret",
+                ));
+            }
+            let kind = match (r.kind.as_deref().unwrap_or("bearer"), r.header) {
+                ("bearer", None) => CredentialKind::Bearer,
+                ("oauth", None) => CredentialKind::OAuth,
+                ("header", Some(h)) => {
+                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return Err(ConfigError::new(
+                            key("credential.header"),
+                            format!("{h:?} is not a valid header name"),
+                        ));
+                    }
+                    CredentialKind::Header(h)
+                }
+                ("header", None) => {
+                    return Err(ConfigError::new(
+                        key("credential.header"),
+                        "required with kind = \"header\"",
+                    ));
+                }
+                ("bearer" | "oauth", Some(_)) => {
+                    return Err(ConfigError::new(
+                        key("credential.header"),
+                        "only used with kind = \"header\"",
+                    ));
+                }
+                (other, _) => {
+                    return Err(ConfigError::new(
+                        key("credential.kind"),
+                        format!("{other:?} is not one of \"bearer\", \"oauth\", \"header\""),
+                    ));
+                }
+            };
+            Some(CredentialSource::Vault {
+                secret: r.secret,
+                kind,
+            })
+        }
     };
     for (j, t) in c.disabled_tools.iter().enumerate() {
         if t.is_empty() {

@@ -24,7 +24,11 @@ use crate::audit::{Record, now_ms};
 use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::policy::Subject;
+use crate::quota::Verdict;
 use crate::upstream::{Message, Outcome, UpstreamError};
+
+/// The source document's exact quota message.
+pub const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
 
 /// What the forwarding task sends to the request handler.
 enum Event {
@@ -128,6 +132,26 @@ impl Gateway {
                 d.status,
                 Some(d.reason),
             );
+        }
+        match self.quota.check(&session.identity.org).await {
+            Verdict::Allowed { .. } | Verdict::Unlimited | Verdict::UnavailableAllowed(_) => {}
+            Verdict::Exceeded { limit } => {
+                let err = RpcError::new(jsonrpc::QUOTA_EXCEEDED, QUOTA_MESSAGE);
+                let reason = format!("org {} used its {limit} calls", session.identity.org);
+                return fail(record, err, 429, Some(reason));
+            }
+            Verdict::Unavailable(e) => {
+                let err = RpcError::new(
+                    jsonrpc::INTERNAL_ERROR,
+                    "Quota service unavailable; try again later",
+                );
+                return fail(
+                    record,
+                    err,
+                    503,
+                    Some(format!("quota backend unavailable: {e}")),
+                );
+            }
         }
 
         // Forward: same params, upstream name.

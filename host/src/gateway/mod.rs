@@ -24,6 +24,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::config::{Config, Connector, CredentialSource, ServerRule};
 use crate::mcp::{self, jsonrpc, jsonrpc::RpcError};
 use crate::policy::PolicyEngine;
+use crate::quota::Quota;
 use crate::upstream::{Credential, HttpClient, UpstreamSession};
 use catalog::Catalog;
 use sessions::{AgentSession, Endpoint, SessionStore, TooManySessions};
@@ -46,6 +47,7 @@ pub struct Gateway {
     pub sessions: SessionStore,
     pub policy: Arc<PolicyEngine>,
     pub audit: AuditLog,
+    pub quota: Quota,
     client: HttpClient,
     connectors: Vec<Arc<Connector>>,
     by_id: HashMap<String, Arc<Connector>>,
@@ -77,6 +79,7 @@ impl Gateway {
             sessions: SessionStore::new(config.server.session_idle, config.server.max_sessions),
             policy,
             audit,
+            quota: Quota::new(&config.quota),
             client,
             by_id: connectors
                 .iter()
@@ -250,7 +253,9 @@ fn credential(c: &Connector) -> anyhow::Result<Option<Credential>> {
     let Some(source) = &c.credential else {
         return Ok(None);
     };
-    let CredentialSource::Env(var) = source;
+    let CredentialSource::Env(var) = source else {
+        anyhow::bail!("connector {}: vault credentials are not wired yet", c.id);
+    };
     let token = std::env::var(var).map_err(|_| {
         anyhow::anyhow!("connector {}: environment variable {var} is not set", c.id)
     })?;

@@ -300,8 +300,10 @@ fn main() -> ExitCode {
 
 async fn run(plan: Arc<Plan>) -> Result<Report, String> {
     let sessions = open_sessions(&plan).await?;
-    eprintln!("ready: {} sessions", sessions.len());
-    tokio::time::sleep(plan.hold).await;
+    if !plan.hold.is_zero() {
+        eprintln!("ready: {} sessions", sessions.len());
+        tokio::time::sleep(plan.hold).await;
+    }
 
     let start = Instant::now();
     let warmup_end = start + plan.warmup;

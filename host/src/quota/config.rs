@@ -1,0 +1,156 @@
+//! The `[quota]` section and `[[orgs]]` of the config file, and their validation.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{Limit, Window};
+use crate::config::ConfigError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRaw {
+    /// "memory" (default) or "redis".
+    #[serde(default = "memory")]
+    pub backend: String,
+    /// `redis://[user:password@]host:port/db`; required for the redis backend.
+    pub redis_url: Option<String>,
+    #[serde(default = "prefix")]
+    pub key_prefix: String,
+    /// "deny" (default) or "allow".
+    #[serde(default = "deny")]
+    pub on_unavailable: String,
+}
+
+fn memory() -> String {
+    "memory".into()
+}
+fn prefix() -> String {
+    "portcullis".into()
+}
+fn deny() -> String {
+    "deny".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgRaw {
+    pub id: String,
+    pub quota: Option<LimitRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRaw {
+    pub calls: u64,
+    pub per: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    Deny,
+    Allow,
+}
+
+/// Validated quota settings.
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    /// `None` = the memory backend.
+    pub redis_url: Option<String>,
+    pub key_prefix: String,
+    pub on_unavailable: OnUnavailable,
+    pub limits: HashMap<String, Limit>,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            redis_url: None,
+            key_prefix: prefix(),
+            on_unavailable: OnUnavailable::Deny,
+            limits: HashMap::new(),
+        }
+    }
+}
+
+pub fn validate(quota: Option<QuotaRaw>, orgs: Vec<OrgRaw>) -> Result<QuotaSettings, ConfigError> {
+    let mut s = QuotaSettings::default();
+    if let Some(q) = quota {
+        match q.backend.as_str() {
+            "memory" => {
+                if q.redis_url.is_some() {
+                    return Err(ConfigError::new(
+                        "quota.redis_url",
+                        "only used with backend = \"redis\"",
+                    ));
+                }
+            }
+            "redis" => {
+                let url = q.redis_url.ok_or_else(|| {
+                    ConfigError::new("quota.redis_url", "required with backend = \"redis\"")
+                })?;
+                if redis::Client::open(url.as_str()).is_err() {
+                    return Err(ConfigError::new(
+                        "quota.redis_url",
+                        "not a valid redis:// URL",
+                    ));
+                }
+                s.redis_url = Some(url);
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "quota.backend",
+                    format!("{other:?} is not one of \"memory\", \"redis\""),
+                ));
+            }
+        }
+        if q.key_prefix.is_empty() || q.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "quota.key_prefix",
+                "must be a non-empty word",
+            ));
+        }
+        s.key_prefix = q.key_prefix;
+        s.on_unavailable = match q.on_unavailable.as_str() {
+            "deny" => OnUnavailable::Deny,
+            "allow" => OnUnavailable::Allow,
+            other => {
+                return Err(ConfigError::new(
+                    "quota.on_unavailable",
+                    format!("{other:?} is not one of \"deny\", \"allow\""),
+                ));
+            }
+        };
+    }
+    for (i, org) in orgs.into_iter().enumerate() {
+        if org.id.is_empty() {
+            return Err(ConfigError::new(
+                format!("orgs[{i}].id"),
+                "must not be empty",
+            ));
+        }
+        let Some(limit) = org.quota else { continue };
+        let per = Window::parse(&limit.per).ok_or_else(|| {
+            ConfigError::new(
+                format!("orgs[{i}].quota.per"),
+                "must be one of \"minute\", \"hour\", \"day\", \"month\"",
+            )
+        })?;
+        if s.limits
+            .insert(
+                org.id.clone(),
+                Limit {
+                    calls: limit.calls,
+                    per,
+                },
+            )
+            .is_some()
+        {
+            return Err(ConfigError::new(
+                format!("orgs[{i}].id"),
+                format!("duplicate org {:?}", org.id),
+            ));
+        }
+    }
+    Ok(s)
+}

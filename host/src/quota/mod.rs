@@ -1,0 +1,99 @@
+//! Per-org tool-call quotas (`[[orgs]] quota = { calls = N, per = "day" }`).
+//!
+//! Every `tools/call` the policy chain allowed counts, across all connectors, in fixed
+//! UTC windows (minute, hour, day, calendar month). Backends: `memory` (one gateway)
+//! and `redis` (a fleet: one atomic script per check, keys namespaced and expiring
+//! with their window). When Redis cannot be reached the call is refused with -32603,
+//! or let through when `on_unavailable = "allow"`; the gateway reconnects by itself.
+
+mod config;
+mod memory;
+mod redis_backend;
+mod window;
+
+use std::collections::HashMap;
+
+pub use config::{OnUnavailable, OrgRaw, QuotaRaw, QuotaSettings, validate};
+pub use window::Window;
+
+/// An org's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub calls: u64,
+    pub per: Window,
+}
+
+/// The answer to "may this org make one more call?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counted; `used` calls in the current window including this one.
+    Allowed { used: u64 },
+    /// The org's limit for the window is reached.
+    Exceeded { limit: u64 },
+    /// No limit is configured for the org.
+    Unlimited,
+    /// The backend could not be asked; the call is refused (`on_unavailable = "deny"`).
+    Unavailable(String),
+    /// The backend could not be asked; the call goes through (`on_unavailable = "allow"`).
+    UnavailableAllowed(String),
+}
+
+enum Backend {
+    Memory(memory::Memory),
+    Redis(redis_backend::Redis),
+}
+
+pub struct Quota {
+    limits: HashMap<String, Limit>,
+    backend: Backend,
+    on_unavailable: OnUnavailable,
+}
+
+impl Quota {
+    pub fn new(settings: &QuotaSettings) -> Quota {
+        let backend = match &settings.redis_url {
+            None => Backend::Memory(memory::Memory::default()),
+            Some(url) => Backend::Redis(redis_backend::Redis::new(url, &settings.key_prefix)),
+        };
+        Quota {
+            limits: settings.limits.clone(),
+            backend,
+            on_unavailable: settings.on_unavailable,
+        }
+    }
+
+    /// Counts one call for `org` and says whether it may proceed.
+    pub async fn check(&self, org: &str) -> Verdict {
+        let Some(limit) = self.limits.get(org) else {
+            return Verdict::Unlimited;
+        };
+        let now = window::now_secs();
+        let (window_id, ttl) = limit.per.current(now);
+        let counted = match &self.backend {
+            Backend::Memory(m) => Ok(m.incr(org, window_id)),
+            Backend::Redis(r) => r.incr(org, limit.per, window_id, ttl).await,
+        };
+        match counted {
+            Ok(used) if used <= limit.calls => Verdict::Allowed { used },
+            Ok(_) => Verdict::Exceeded { limit: limit.calls },
+            Err(e) => match self.on_unavailable {
+                OnUnavailable::Deny => {
+                    tracing::error!(org, error = %e, "quota backend unavailable; refusing the call");
+                    Verdict::Unavailable(e)
+                }
+                OnUnavailable::Allow => {
+                    tracing::warn!(org, error = %e, "quota backend unavailable; letting the call through (on_unavailable = allow)");
+                    Verdict::UnavailableAllowed(e)
+                }
+            },
+        }
+    }
+
+    /// Whether the backend answers (for readiness checks).
+    pub async fn ready(&self) -> bool {
+        match &self.backend {
+            Backend::Memory(_) => true,
+            Backend::Redis(r) => r.ping().await,
+        }
+    }
+}

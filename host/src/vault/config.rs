@@ -1,0 +1,125 @@
+//! The `[vault]` section: where encrypted secrets live and which KMS wraps their keys.
+//! Without a `[vault]` section the embedded default applies: `vault.json` and a local
+//! master key file `master.key`, both beside the config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultRaw {
+    pub path: Option<String>,
+    pub cache_secs: Option<u64>,
+    pub kms: Option<KmsRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsRaw {
+    /// "local" (default) or "aws-kms".
+    pub provider: String,
+    pub master_key_path: Option<String>,
+    pub key_id: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsSettings {
+    /// A 256-bit master key in a file (created on first use, mode 0600).
+    Local { master_key_path: PathBuf },
+    /// AWS KMS (GenerateDataKey / Decrypt / ReEncrypt-by-Decrypt+Encrypt).
+    Aws {
+        key_id: String,
+        region: String,
+        endpoint: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    pub path: PathBuf,
+    /// How long an unwrapped data key stays in memory.
+    pub cache: Duration,
+    pub kms: KmsSettings,
+}
+
+pub fn validate(raw: Option<VaultRaw>, base_dir: &Path) -> Result<VaultSettings, ConfigError> {
+    let raw = raw.unwrap_or(VaultRaw {
+        path: None,
+        cache_secs: None,
+        kms: None,
+    });
+    let path = base_dir.join(raw.path.as_deref().unwrap_or("vault.json"));
+    let cache_secs = raw.cache_secs.unwrap_or(60);
+    if cache_secs > 3600 {
+        return Err(ConfigError::new("vault.cache_secs", "must be at most 3600"));
+    }
+    let kms = match raw.kms {
+        None => KmsSettings::Local {
+            master_key_path: base_dir.join("master.key"),
+        },
+        Some(k) => match k.provider.as_str() {
+            "local" => {
+                for (field, set) in [
+                    ("key_id", k.key_id.is_some()),
+                    ("region", k.region.is_some()),
+                    ("endpoint", k.endpoint.is_some()),
+                ] {
+                    if set {
+                        return Err(ConfigError::new(
+                            format!("vault.kms.{field}"),
+                            "only used with provider = \"aws-kms\"",
+                        ));
+                    }
+                }
+                KmsSettings::Local {
+                    master_key_path: base_dir
+                        .join(k.master_key_path.as_deref().unwrap_or("master.key")),
+                }
+            }
+            "aws-kms" => {
+                if k.master_key_path.is_some() {
+                    return Err(ConfigError::new(
+                        "vault.kms.master_key_path",
+                        "only used with provider = \"local\"",
+                    ));
+                }
+                let key_id = k.key_id.filter(|s| !s.is_empty()).ok_or_else(|| {
+                    ConfigError::new("vault.kms.key_id", "required with provider = \"aws-kms\"")
+                })?;
+                let region = k.region.filter(|s| !s.is_empty()).ok_or_else(|| {
+                    ConfigError::new("vault.kms.region", "required with provider = \"aws-kms\"")
+                })?;
+                if let Some(e) = &k.endpoint {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        return Err(ConfigError::new(
+                            "vault.kms.endpoint",
+                            "must start with http:// or https://",
+                        ));
+                    }
+                }
+                KmsSettings::Aws {
+                    key_id,
+                    region,
+                    endpoint: k.endpoint,
+                }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "vault.kms.provider",
+                    format!("{other:?} is not one of \"local\", \"aws-kms\""),
+                ));
+            }
+        },
+    };
+    Ok(VaultSettings {
+        path,
+        cache: Duration::from_secs(cache_secs),
+        kms,
+    })
+}

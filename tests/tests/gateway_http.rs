@@ -1,0 +1,564 @@
+//! The agent-facing Streamable HTTP transport of the real binary: authentication,
+//! sessions, protocol version, DNS-rebinding checks, body limits, JSON-RPC framing,
+//! the GET stream with `list_changed`, operator refresh (CLI and SIGUSR1), config
+//! validation at start-up and `portcullis keys new`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use portcullis_tests::extra::{
+    SseReader, agent, connector, portcullis, rust_upstream_on, strip_ansi,
+};
+use portcullis_tests::{Gateway, Mcp, Response, Upstream, free_port, new_key};
+use serde_json::{Value, json};
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+fn config_with(server: &str, up: &str, agents: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{}{agents}",
+        connector("conn_test", "Test Upstream", up, "")
+    )
+}
+
+/// A gateway in front of one Rust upstream with one agent; returns its key.
+fn gateway(up: &Upstream, server: &str) -> (Gateway, String) {
+    let (key, hash) = new_key();
+    let gw = Gateway::start(&config_with(server, &up.url, &agent("reporter", &hash)));
+    (gw, key)
+}
+
+async fn session(gw: &Gateway, endpoint: Option<&str>, key: &str) -> Mcp {
+    let mut mcp = Mcp::new(&gw.url(endpoint), key);
+    mcp.initialize().await;
+    mcp
+}
+
+fn initialize_body() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string()
+}
+
+fn rpc_error_code(resp: &Response) -> i64 {
+    let v: Value = serde_json::from_str(&resp.body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", resp.body));
+    v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no JSON-RPC error: {v}"))
+}
+
+fn assert_challenge(resp: &Response) {
+    assert_eq!(resp.status, 401, "{}", resp.body);
+    let challenge = resp.header("www-authenticate").unwrap_or("");
+    assert!(
+        challenge.starts_with("Bearer"),
+        "WWW-Authenticate: {challenge:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_or_wrong_key_is_401_with_bearer_challenge() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    for endpoint in [None, Some("conn_test")] {
+        let mut anon = Mcp::new(&gw.url(endpoint), "");
+        anon.key = None;
+        assert_challenge(&anon.post(&initialize_body(), &[]).await);
+        let wrong = Mcp::new(&gw.url(endpoint), &new_key().0);
+        assert_challenge(&wrong.post(&initialize_body(), &[]).await);
+        let hash_as_key = Mcp::new(&gw.url(endpoint), "");
+        let resp = hash_as_key
+            .post(
+                &initialize_body(),
+                &[("authorization", "Basic cmVwb3J0ZXI6eA==")],
+            )
+            .await;
+        assert_challenge(&resp);
+    }
+    // With a valid session id, a request without the key is still refused.
+    let mcp = session(&gw, None, &key).await;
+    let mut stolen = Mcp::new(&gw.url(None), "");
+    stolen.key = None;
+    stolen.session = mcp.session.clone();
+    assert_challenge(&stolen.post(PING, &[]).await);
+    let stream = stolen.open_stream().await;
+    assert_eq!(stream.status(), 401);
+    // The right key works.
+    let ok = Mcp::new(&gw.url(None), &key)
+        .post(&initialize_body(), &[])
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn sessions_are_assigned_required_and_bound_to_the_agent() {
+    let up = Upstream::rust(&[]);
+    let (key_a, hash_a) = new_key();
+    let (key_b, hash_b) = new_key();
+    let agents = agent("alice", &hash_a) + &agent("bob", &hash_b);
+    let gw = Gateway::start(&config_with("", &up.url, &agents));
+
+    let resp = Mcp::new(&gw.url(None), &key_a)
+        .post(&initialize_body(), &[])
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let sid = resp
+        .header("mcp-session-id")
+        .expect("initialize must assign MCP-Session-Id")
+        .to_string();
+    assert!(
+        !sid.is_empty() && sid.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+        "{sid:?}"
+    );
+    let result = &resp.json()["result"];
+    assert_eq!(
+        result["capabilities"]["tools"]["listChanged"], true,
+        "{result}"
+    );
+
+    let mut alice = Mcp::new(&gw.url(None), &key_a);
+    alice.session = Some(sid.clone());
+    assert_eq!(alice.post(PING, &[]).await.status, 200);
+
+    // No session header: 400.
+    let none = Mcp::new(&gw.url(None), &key_a);
+    let resp = none.post(PING, &[]).await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    // Unknown session: 404.
+    let mut unknown = Mcp::new(&gw.url(None), &key_a);
+    unknown.session = Some("0123456789abcdef0123456789abcdef".into());
+    assert_eq!(unknown.post(PING, &[]).await.status, 404);
+    // Another agent's session: 404 (not 403: its existence is not revealed).
+    let mut bob = Mcp::new(&gw.url(None), &key_b);
+    bob.session = Some(sid.clone());
+    assert_eq!(bob.post(PING, &[]).await.status, 404);
+    assert_eq!(bob.delete().await.status, 404);
+    assert_eq!(bob.open_stream().await.status(), 404);
+    // ... and it is still alice's.
+    assert_eq!(alice.post(PING, &[]).await.status, 200);
+
+    // After DELETE the session is gone.
+    let del = alice.delete().await;
+    assert!(
+        (200..300).contains(&del.status),
+        "DELETE: {} {}",
+        del.status,
+        del.body
+    );
+    assert_eq!(alice.post(PING, &[]).await.status, 404);
+    assert_eq!(alice.open_stream().await.status(), 404);
+    assert_eq!(alice.delete().await.status, 404);
+}
+
+#[tokio::test]
+async fn protocol_version_header_is_checked() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    let mcp = session(&gw, None, &key).await;
+
+    let resp = mcp
+        .post(PING, &[("mcp-protocol-version", "1999-01-01")])
+        .await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+
+    // Every supported revision is accepted in the header...
+    for v in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let resp = mcp.post(PING, &[("mcp-protocol-version", v)]).await;
+        assert_eq!(resp.status, 200, "{v}: {}", resp.body);
+    }
+    // ... and no header at all is accepted too.
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        (
+            "accept".to_string(),
+            "application/json, text/event-stream".to_string(),
+        ),
+        ("authorization".to_string(), format!("Bearer {key}")),
+        ("mcp-session-id".to_string(), mcp.session.clone().unwrap()),
+    ];
+    let resp = mcp.send("POST", Bytes::from(PING), headers, &[]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json()["result"], json!({}));
+}
+
+#[tokio::test]
+async fn initialize_negotiates_a_supported_revision() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    for v in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut mcp = Mcp::new(&gw.url(None), &key);
+        mcp.version = v.to_string();
+        let result = mcp.initialize().await;
+        assert_eq!(result["protocolVersion"], v, "{result}");
+    }
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.version = "1999-01-01".into();
+    let result = mcp.initialize().await;
+    let got = result["protocolVersion"].as_str().unwrap_or("");
+    assert!(
+        ["2025-03-26", "2025-06-18", "2025-11-25"].contains(&got),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn foreign_origin_and_host_are_403() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    let port = gw.base.rsplit(':').next().unwrap().to_string();
+    let mcp = Mcp::new(&gw.url(None), &key);
+    let resp = mcp
+        .post(&initialize_body(), &[("origin", "http://evil.example")])
+        .await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+    let resp = mcp
+        .post(&initialize_body(), &[("host", "evil.example")])
+        .await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+    let evil_host = format!("evil.example:{port}");
+    let resp = mcp
+        .post(&initialize_body(), &[("host", evil_host.as_str())])
+        .await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+
+    // Loopback names and a same-origin Origin are fine.
+    let same_origin = format!("http://127.0.0.1:{port}");
+    let localhost = format!("localhost:{port}");
+    for extra in [
+        [("origin", same_origin.as_str())],
+        [("host", localhost.as_str())],
+    ] {
+        let resp = mcp.post(&initialize_body(), &extra).await;
+        assert_eq!(resp.status, 200, "{extra:?}: {}", resp.body);
+    }
+}
+
+#[tokio::test]
+async fn post_framing_errors() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "max_body_bytes = 2048");
+    let mut mcp = session(&gw, None, &key).await;
+
+    // Too large: 413.
+    let big = json!({"jsonrpc": "2.0", "id": 9, "method": "ping",
+                     "params": {"pad": "x".repeat(4096)}})
+    .to_string();
+    let resp = mcp.post(&big, &[]).await;
+    assert_eq!(resp.status, 413, "{}", resp.body);
+    // Just under the limit is fine.
+    let fits = json!({"jsonrpc": "2.0", "id": 9, "method": "ping",
+                      "params": {"pad": "x".repeat(1500)}})
+    .to_string();
+    assert_eq!(mcp.post(&fits, &[]).await.status, 200);
+
+    // Wrong content type: 415.
+    let resp = mcp.post(PING, &[("content-type", "text/plain")]).await;
+    assert_eq!(resp.status, 415, "{}", resp.body);
+
+    // Malformed JSON: 400 with a JSON-RPC parse error.
+    let resp = mcp.post(r#"{"jsonrpc":"2.0","id":1,"#, &[]).await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(rpc_error_code(&resp), -32700);
+    let v: Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert_eq!(v["id"], Value::Null, "{v}");
+
+    // A batch is not supported: -32600.
+    let batch = format!("[{PING},{PING}]");
+    let resp = mcp.post(&batch, &[]).await;
+    assert!(resp.status < 500, "{}", resp.status);
+    assert_eq!(rpc_error_code(&resp), -32600, "{}", resp.body);
+
+    // Unknown method: -32601, never a hang.
+    let msg = mcp.request("resources/templates/nope", json!({})).await;
+    assert_eq!(msg["error"]["code"], -32601, "{msg}");
+    // ping: an empty result.
+    let msg = mcp.request("ping", Value::Null).await;
+    assert_eq!(msg["result"], json!({}), "{msg}");
+    // A notification: 202 and no body.
+    let resp = mcp
+        .notify("notifications/roots/list_changed", Value::Null)
+        .await;
+    assert_eq!(resp.status, 202);
+    assert!(resp.body.is_empty(), "{}", resp.body);
+    // Neither JSON nor SSE accepted: 406. Another HTTP method: 405.
+    let resp = mcp.post(PING, &[("accept", "text/html")]).await;
+    assert_eq!(resp.status, 406, "{}", resp.body);
+    let resp = mcp
+        .send(
+            "PUT",
+            Bytes::from(PING),
+            vec![("authorization".into(), format!("Bearer {key}"))],
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status, 405, "{}", resp.body);
+}
+
+/// Adds tools through the gateway until `reader` sees `list_changed` (the upstream
+/// announces on its GET stream, which the gateway may still be connecting to).
+/// Returns the name of the tool that was announced.
+async fn add_until_announced(
+    mcp: &mut Mcp,
+    readers: &mut [&mut SseReader],
+    prefix: &str,
+    attempts: usize,
+) -> Option<String> {
+    for i in 0..attempts {
+        let name = format!("{prefix}_{i}");
+        let msg = mcp
+            .call("test-upstream.add_tool", json!({"name": name}))
+            .await;
+        assert!(msg["result"].is_object(), "{msg}");
+        let first = &mut readers[0];
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let mut seen = false;
+        while let Some(m) = first.next(deadline - Instant::now()).await {
+            if m["method"] == "notifications/tools/list_changed" {
+                seen = true;
+                break;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        if seen {
+            for other in readers.iter_mut().skip(1) {
+                let m = other
+                    .next(Duration::from_secs(5))
+                    .await
+                    .expect("list_changed on every open stream");
+                assert_eq!(m["method"], "notifications/tools/list_changed", "{m}");
+            }
+            return Some(name);
+        }
+    }
+    None
+}
+
+async fn open_reader(mcp: &Mcp) -> SseReader {
+    let resp = mcp.open_stream().await;
+    assert_eq!(resp.status(), 200);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    SseReader::new(resp.into_body())
+}
+
+#[tokio::test]
+async fn get_stream_relays_upstream_list_changed() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    let mut all = session(&gw, None, &key).await;
+    let mut one = session(&gw, Some("conn_test"), &key).await;
+    let before = all.tool_names().await;
+    assert!(one.tool_names().await.contains(&"echo".to_string()));
+    let mut all_stream = open_reader(&all).await;
+    let mut one_stream = open_reader(&one).await;
+
+    let added = add_until_announced(
+        &mut all,
+        &mut [&mut all_stream, &mut one_stream],
+        "announced",
+        10,
+    )
+    .await
+    .expect("notifications/tools/list_changed never reached the agent's GET stream");
+    let after = all.tool_names().await;
+    assert!(
+        after.contains(&format!("test-upstream.{added}")),
+        "the new tool must be listed after list_changed: {after:?}"
+    );
+    assert!(after.len() > before.len());
+    assert!(one.tool_names().await.contains(&added));
+}
+
+#[tokio::test]
+async fn list_changed_is_relayed_after_the_upstream_restarts() {
+    let port = free_port();
+    let first = rust_upstream_on(port, &["--sessions"]);
+    let (gw, key) = gateway(&first, "");
+    let mut all = session(&gw, None, &key).await;
+    all.tool_names().await;
+    let mut stream = open_reader(&all).await;
+    add_until_announced(&mut all, &mut [&mut stream], "before", 10)
+        .await
+        .expect("list_changed before the restart");
+    // Fill the cache again, so that nothing but the watch can notice the next change.
+    all.tool_names().await;
+
+    drop(first);
+    let _second = rust_upstream_on(port, &["--sessions"]);
+    // The restarted upstream knows nothing of the gateway's sessions (404): the gateway
+    // must re-initialise the session it watches, not only the one it calls on.
+    let added = add_until_announced(&mut all, &mut [&mut stream], "after", 15)
+        .await
+        .expect("list_changed from the restarted upstream never reached the agent");
+    let names = all.tool_names().await;
+    assert!(
+        names.contains(&format!("test-upstream.{added}")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn refresh_by_cli_and_by_sigusr1() {
+    let up = Upstream::rust(&["--no-get-stream"]);
+    let (key, hash) = new_key();
+    let admin_port = free_port();
+    let server = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+    let gw = Gateway::start(&config_with(&server, &up.url, &agent("reporter", &hash)));
+    let cfg = gw.config_path.to_str().unwrap().to_string();
+    let mut mcp = session(&gw, None, &key).await;
+    let before = mcp.tool_names().await;
+    assert!(before.contains(&"test-upstream.echo".to_string()));
+
+    // The upstream changes its list; with no GET stream the gateway cannot know.
+    let msg = mcp
+        .call("test-upstream.add_tool", json!({"name": "by_cli"}))
+        .await;
+    assert!(msg["result"].is_object(), "{msg}");
+    let cached = mcp.tool_names().await;
+    assert_eq!(cached, before, "the list is cached until refreshed");
+
+    let out = portcullis(&["connectors", "refresh", "--config", &cfg]);
+    assert!(
+        out.status.success(),
+        "refresh failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("conn_test"));
+    let names = mcp.tool_names().await;
+    assert!(
+        names.contains(&"test-upstream.by_cli".to_string()),
+        "after `portcullis connectors refresh`: {names:?}"
+    );
+
+    // One connector by id; an unknown id fails.
+    let out = portcullis(&["connectors", "refresh", "--config", &cfg, "conn_test"]);
+    assert!(out.status.success());
+    let out = portcullis(&["connectors", "refresh", "--config", &cfg, "conn_nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conn_nope"));
+
+    // SIGUSR1 does the same.
+    let msg = mcp
+        .call("test-upstream.add_tool", json!({"name": "by_signal"}))
+        .await;
+    assert!(msg["result"].is_object(), "{msg}");
+    assert!(
+        !mcp.tool_names()
+            .await
+            .contains(&"test-upstream.by_signal".to_string())
+    );
+    gw.proc.signal("USR1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let names = mcp.tool_names().await;
+        if names.contains(&"test-upstream.by_signal".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGUSR1 did not refresh: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const VALID_AGENT: &str = "\n[[agents]]\nid = \"a\"\norg = \"o\"\nkey_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+fn refused(config: &str) -> String {
+    strip_ansi(&Gateway::refuses(config))
+}
+
+#[test]
+fn invalid_configs_refuse_to_start_naming_the_key() {
+    let url = "http://127.0.0.1:9/mcp";
+    // Unknown key.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nbogus_knob = 1\n{}{VALID_AGENT}",
+        connector("c1", "One", url, "")
+    ));
+    assert!(out.contains("bogus_knob"), "{out}");
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
+        connector("c1", "One", url, "tiemout_ms = 5")
+    ));
+    assert!(out.contains("tiemout_ms"), "{out}");
+
+    // Slug clash: "My Server" and "my-server!" both become my-server.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{VALID_AGENT}",
+        connector("c1", "My Server", url, ""),
+        connector("c2", "my-server!", url, "")
+    ));
+    assert!(out.contains("connectors[1].name"), "{out}");
+    assert!(out.contains("my-server"), "{out}");
+
+    // Bad separator.
+    for sep in ["/", "", "-"] {
+        let out = refused(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntool_separator = \"{sep}\"\n{}{VALID_AGENT}",
+            connector("c1", "One", url, "")
+        ));
+        assert!(out.contains("server.tool_separator"), "{sep:?}: {out}");
+    }
+
+    // A credential written into the config is refused, and not echoed back.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
+        connector("c1", "One", url, "credential = \"plain-s3cret-value\"")
+    ));
+    assert!(out.contains("connectors[0].credential"), "{out}");
+    assert!(!out.contains("plain-s3cret-value"), "secret echoed: {out}");
+
+    // An env: credential whose variable is not set.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
+        connector(
+            "c1",
+            "One",
+            url,
+            "credential = \"env:PORTCULLIS_TEST_SURELY_UNSET_VAR\""
+        )
+    ));
+    assert!(out.contains("connectors[0].credential"), "{out}");
+}
+
+#[tokio::test]
+async fn keys_new_prints_a_key_and_its_sha256() {
+    use sha2::Digest;
+    let parse = |out: &std::process::Output| {
+        assert!(out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let grab = |label: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {label:?} line in: {stdout}"))
+        };
+        (grab("api key:"), grab("key_sha256:"))
+    };
+    let (key, hash) = parse(&portcullis(&["keys", "new"]));
+    assert_eq!(hex::encode(sha2::Sha256::digest(key.as_bytes())), hash);
+    assert!(key.len() >= 32, "{key}");
+    let (key2, _) = parse(&portcullis(&["keys", "new"]));
+    assert_ne!(key, key2, "keys must be random");
+
+    // The printed pair works as configured.
+    let up = Upstream::rust(&[]);
+    let gw = Gateway::start(&config_with("", &up.url, &agent("reporter", &hash)));
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    let other = Mcp::new(&gw.url(None), &key2);
+    assert_eq!(other.post(&initialize_body(), &[]).await.status, 401);
+}
