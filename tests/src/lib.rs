@@ -11,6 +11,7 @@ pub mod client;
 pub mod extra;
 pub mod policy_support;
 pub mod procs;
+pub mod redis;
 
 use std::path::PathBuf;
 

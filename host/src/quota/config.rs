@@ -133,7 +133,7 @@ pub fn validate(quota: Option<QuotaRaw>, orgs: Vec<OrgRaw>) -> Result<QuotaSetti
         let per = Window::parse(&limit.per).ok_or_else(|| {
             ConfigError::new(
                 format!("orgs[{i}].quota.per"),
-                "must be one of \"minute\", \"hour\", \"day\", \"month\"",
+                "must be one of \"second\", \"minute\", \"hour\", \"day\", \"month\"",
             )
         })?;
         if s.limits

@@ -1,9 +1,11 @@
-//! Fixed UTC quota windows and their ids: minute, hour, day, calendar month.
+//! Fixed UTC quota windows and their ids: second (burst limits), minute, hour, day,
+//! calendar month.
 
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
+    Second,
     Minute,
     Hour,
     Day,
@@ -13,6 +15,7 @@ pub enum Window {
 impl Window {
     pub fn parse(s: &str) -> Option<Window> {
         Some(match s {
+            "second" => Window::Second,
             "minute" => Window::Minute,
             "hour" => Window::Hour,
             "day" => Window::Day,
@@ -23,6 +26,7 @@ impl Window {
 
     pub fn name(self) -> &'static str {
         match self {
+            Window::Second => "second",
             Window::Minute => "minute",
             Window::Hour => "hour",
             Window::Day => "day",
@@ -34,6 +38,7 @@ impl Window {
     pub fn current(self, now: u64) -> (u64, Duration) {
         let fixed = |len: u64| (now / len, Duration::from_secs(len - now % len));
         match self {
+            Window::Second => fixed(1),
             Window::Minute => fixed(60),
             Window::Hour => fixed(3600),
             Window::Day => fixed(86_400),
@@ -94,16 +99,16 @@ mod tests {
 
     #[test]
     fn calendar_months() {
-        // 2026-11-22T00:00:00Z = 1795305600; December starts 1796256000.
+        // 2026-11-22T00:00:00Z = 1795305600; December starts 1796083200.
         let (id, left) = Window::Month.current(1_795_305_600);
         assert_eq!(id, 2026 * 12 + 10);
-        assert_eq!(left, Duration::from_secs(1_796_256_000 - 1_795_305_600));
+        assert_eq!(left, Duration::from_secs(1_796_083_200 - 1_795_305_600));
         // 2024-02-29 is in February 2024; March 2024 starts at 1709251200.
         let (id, left) = Window::Month.current(1_709_164_800);
         assert_eq!(id, 2024 * 12 + 1);
         assert_eq!(left, Duration::from_secs(86_400));
         // December rolls over to January.
-        let (id, _) = Window::Month.current(1_798_675_200 - 1); // 2026-12-31T23:59:59Z
+        let (id, _) = Window::Month.current(1_798_761_600 - 1); // 2026-12-31T23:59:59Z
         assert_eq!(id, 2026 * 12 + 11);
         assert_eq!(days_from_civil(1970, 1), 0);
     }

@@ -1,0 +1,218 @@
+//! Per-org quotas through the binary: the exact message and code, the audit status,
+//! two gateways sharing one Redis admitting exactly N calls, window resets, and
+//! Redis going away and coming back.
+
+use std::time::Duration;
+
+use portcullis_tests::redis::Redis;
+use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use serde_json::{Value, json};
+
+const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
+
+fn config(upstream: &str, hash: &str, quota: &str, limit: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{quota}
+[[orgs]]
+id = "acme"
+quota = {limit}
+[[connectors]]
+id = "conn_test"
+name = "Test"
+target_url = "{upstream}"
+[[agents]]
+id = "reporter"
+org = "acme"
+key_sha256 = "{hash}"
+scopes = ["mcp:call"]
+[[agents]]
+id = "other-org"
+org = "globex"
+key_sha256 = "{other}"
+scopes = ["mcp:call"]
+"#,
+        other = new_key().1
+    )
+}
+
+async fn session(gw: &Gateway, key: &str) -> Mcp {
+    let mut m = Mcp::new(&gw.url(None), key);
+    m.initialize().await;
+    m
+}
+
+async fn echo(m: &mut Mcp) -> Value {
+    m.call("test.echo", json!({"text": "q"})).await
+}
+
+fn is_quota_error(msg: &Value) -> bool {
+    msg["error"]["code"] == -32000 && msg["error"]["message"] == QUOTA_MESSAGE
+}
+
+#[tokio::test]
+async fn memory_quota_refuses_with_the_documented_error_and_audits_429() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let gw = Gateway::start(&config(&up.url, &hash, "", r#"{ calls = 3, per = "day" }"#));
+    let mut m = session(&gw, &key).await;
+    for i in 0..3 {
+        let msg = echo(&mut m).await;
+        assert!(msg.get("result").is_some(), "call {i} should pass: {msg}");
+    }
+    let msg = echo(&mut m).await;
+    assert!(is_quota_error(&msg), "{msg}");
+    // tools/list does not count and still works.
+    assert!(!m.tool_names().await.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gw.audit_lines().iter().any(|l| l.contains("status=429")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit line with status=429"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
+    let redis = Redis::start();
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let quota = format!(
+        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"pc-test\"",
+        redis.url()
+    );
+    let cfg = config(&up.url, &hash, &quota, r#"{ calls = 25, per = "hour" }"#);
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let mut tasks = Vec::new();
+    for gw in [&a, &b] {
+        for _ in 0..4 {
+            let mut m = session(gw, &key).await;
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0;
+                let mut refused = 0;
+                for _ in 0..10 {
+                    let msg = echo(&mut m).await;
+                    if msg.get("result").is_some() {
+                        ok += 1;
+                    } else {
+                        assert!(is_quota_error(&msg), "{msg}");
+                        refused += 1;
+                    }
+                }
+                (ok, refused)
+            }));
+        }
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        ok += o;
+        refused += r;
+    }
+    assert_eq!((ok, refused), (25, 55), "80 calls against a limit of 25");
+}
+
+#[tokio::test]
+async fn the_window_resets() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let gw = Gateway::start(&config(
+        &up.url,
+        &hash,
+        "",
+        r#"{ calls = 2, per = "second" }"#,
+    ));
+    let mut m = session(&gw, &key).await;
+    // Reach the limit within one second window, then see it lift in the next one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw the limit reached"
+        );
+        let results: Vec<Value> = vec![echo(&mut m).await, echo(&mut m).await, echo(&mut m).await];
+        if is_quota_error(&results[2]) {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let msg = echo(&mut m).await;
+    assert!(
+        msg.get("result").is_some(),
+        "a new window admits calls again: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_refuses_then_recovers() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let quota = format!(
+        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    );
+    let gw = Gateway::start(&config(
+        &up.url,
+        &hash,
+        &quota,
+        r#"{ calls = 1000, per = "day" }"#,
+    ));
+    let mut m = session(&gw, &key).await;
+    assert!(echo(&mut m).await.get("result").is_some());
+
+    drop(redis); // killed
+    let msg = echo(&mut m).await;
+    assert_eq!(msg["error"]["code"], -32603, "{msg}");
+    assert!(
+        msg["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Quota service unavailable"),
+        "{msg}"
+    );
+    // The gateway keeps serving everything else.
+    assert!(!m.tool_names().await.is_empty());
+    assert!(!gw.proc.lines_with("quota backend unavailable").is_empty());
+
+    let _redis = Redis::start_on(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let msg = echo(&mut m).await;
+        if msg.get("result").is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not recover: {msg}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn on_unavailable_allow_lets_calls_through() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let dead = format!("redis://127.0.0.1:{}/0", portcullis_tests::free_port());
+    let quota =
+        format!("[quota]\nbackend = \"redis\"\nredis_url = \"{dead}\"\non_unavailable = \"allow\"");
+    let gw = Gateway::start(&config(
+        &up.url,
+        &hash,
+        &quota,
+        r#"{ calls = 1, per = "day" }"#,
+    ));
+    let mut m = session(&gw, &key).await;
+    for _ in 0..3 {
+        let msg = echo(&mut m).await;
+        assert!(msg.get("result").is_some(), "{msg}");
+    }
+    assert!(!gw.proc.lines_with("letting the call through").is_empty());
+}
