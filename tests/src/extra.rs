@@ -240,6 +240,49 @@ impl SseReader {
     }
 }
 
+impl SseReader {
+    /// Reads until the stream ends; false if it is still open after `timeout`.
+    pub async fn wait_end(&mut self, timeout: Duration) -> bool {
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends a bodiless request and returns only the status (the body, which may be an
+/// endless SSE stream, is not read).
+pub async fn request_status(url: &str, method: &str, headers: &[(String, String)]) -> u16 {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, http_body_util::Full<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request(
+            req.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("response head within 30 s")
+    .expect("HTTP request");
+    resp.status().as_u16()
+}
+
 /// A second client on the same session as `mcp` (for concurrent requests).
 pub fn same_session(mcp: &crate::Mcp) -> crate::Mcp {
     let mut other = crate::Mcp::new(&mcp.url, mcp.key.as_deref().unwrap_or(""));

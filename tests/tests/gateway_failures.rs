@@ -164,11 +164,7 @@ async fn timeout_is_internal_error_504_and_cancels_upstream() {
     let started = Instant::now();
     let msg = mcp.call("test-upstream.sleep", json!({"ms": 2000})).await;
     let took = started.elapsed();
-    assert_eq!(
-        msg["error"],
-        json!({"code": -32603, "message": "timeout"}),
-        "{msg}"
-    );
+    assert_eq!(error_of(&msg), (-32603, "timeout".to_string()), "{msg}");
     assert!(
         took < Duration::from_millis(1500),
         "answered after {took:?}"
@@ -213,8 +209,8 @@ async fn unknown_tool_and_unknown_slug_are_tool_not_found_404() {
     ] {
         let msg = all.call(name, json!({})).await;
         assert_eq!(
-            msg["error"],
-            json!({"code": -32601, "message": "Tool not found"}),
+            error_of(&msg),
+            (-32601, "Tool not found".to_string()),
             "{name}: {msg}"
         );
     }
@@ -222,8 +218,8 @@ async fn unknown_tool_and_unknown_slug_are_tool_not_found_404() {
     for name in ["no_such_tool", "test-upstream.echo"] {
         let msg = one.call(name, json!({})).await;
         assert_eq!(
-            msg["error"],
-            json!({"code": -32601, "message": "Tool not found"}),
+            error_of(&msg),
+            (-32601, "Tool not found".to_string()),
             "/mcp/conn_test {name}: {msg}"
         );
     }
@@ -344,6 +340,15 @@ async fn progress_is_relayed_before_the_result(mode: &str) {
         "the first progress arrived only {lead:?} before the result"
     );
     assert!(reader.next(Duration::from_secs(5)).await.is_none());
+
+    // A client that accepts only JSON gets the plain result (notifications dropped).
+    let body = body.replace("p-1", "p-2");
+    let resp = mcp.post(&body, &[("accept", "application/json")]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(!resp.is_sse(), "{:?}", resp.header("content-type"));
+    let msg = resp.json();
+    assert_eq!(msg["id"], "p-2", "{msg}");
+    assert_eq!(msg["result"]["content"][0]["text"], format!("done {steps}"));
 }
 
 #[tokio::test]
@@ -446,6 +451,54 @@ async fn big_result_is_intact() {
         .unwrap_or_else(|| panic!("no text: {}", &msg.to_string()[..200]));
     assert_eq!(text.len(), n);
     assert!(text.bytes().all(|b| b == b'x'));
+
+    // A 1 MB argument goes up and comes back intact too.
+    let long: String = (0..1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let msg = mcp.call("test-upstream.echo", json!({"text": long})).await;
+    assert!(
+        msg["result"]["structuredContent"]["text"] == long.as_str(),
+        "1 MB echo came back altered"
+    );
+}
+
+/// Many concurrent calls on two sessions: every answer reaches the request it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_are_not_mixed_up() {
+    let up = Upstream::rust(&["--delay-ms", "20"]);
+    let (gw, key) = gateway(&up, "", "");
+    let a = session(&gw, None, &key).await;
+    let b = session(&gw, Some("conn_test"), &key).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = if i % 2 == 0 {
+            same_session(&a)
+        } else {
+            same_session(&b)
+        };
+        let name = if i % 2 == 0 {
+            "test-upstream.echo"
+        } else {
+            "echo"
+        };
+        let id = json!(format!("req-{i}"));
+        let body = call_body(&id, name, json!({"text": format!("text-{i}")}));
+        tasks.push(tokio::spawn(
+            async move { (i, client.post(&body, &[]).await) },
+        ));
+    }
+    for t in tasks {
+        let (i, resp) = t.await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        let msg = resp.json();
+        assert_eq!(msg["id"], format!("req-{i}"), "{msg}");
+        assert_eq!(
+            msg["result"]["structuredContent"]["text"],
+            format!("text-{i}"),
+            "{msg}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -575,4 +628,83 @@ async fn non_canonical_result_bytes_are_kept() {
         Some(RESULT),
         "the result must be relayed byte for byte: {text}"
     );
+}
+
+/// One upstream session per agent session and connector, closed with the agent's.
+#[tokio::test]
+async fn upstream_sessions_follow_agent_sessions() {
+    let up = Upstream::rust(&["--sessions"]);
+    let (gw, key) = gateway(&up, "", "");
+    let upstream_session = |msg: &Value| {
+        msg["result"]["structuredContent"]["mcp-session-id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no upstream session id seen: {msg}"))
+            .to_string()
+    };
+    let mut a = session(&gw, None, &key).await;
+    let mut b = session(&gw, Some("conn_test"), &key).await;
+    let a1 = upstream_session(&a.call("test-upstream.whoami", json!({})).await);
+    let a2 = upstream_session(&a.call("test-upstream.whoami", json!({})).await);
+    let b1 = upstream_session(&b.call("whoami", json!({})).await);
+    assert_eq!(a1, a2, "one upstream session per agent session");
+    assert_ne!(a1, b1, "agent sessions must not share an upstream session");
+
+    let del = a.delete().await;
+    assert!((200..300).contains(&del.status), "{}", del.status);
+    // The upstream session is ended (DELETE upstream); the other one lives on.
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut probe = Mcp::new(&up.url, "x");
+        probe.session = Some(a1.clone());
+        let status = probe.post(ping, &[]).await.status;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upstream session {a1} still alive (HTTP {status}) after the agent's DELETE"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut probe = Mcp::new(&up.url, "x");
+    probe.session = Some(b1.clone());
+    assert_eq!(probe.post(ping, &[]).await.status, 200);
+    let msg = b.call("whoami", json!({})).await;
+    assert_eq!(upstream_session(&msg), b1);
+}
+
+/// An upstream that refuses the gateway (HTTP 401: no or a wrong credential) is a
+/// non-2xx failure: -32603, audited 502; nothing of the upstream's secret leaks.
+#[tokio::test]
+async fn upstream_refusing_the_gateway_is_internal_error_502() {
+    let up = Upstream::rust(&["--require-bearer", "the-right-token"]);
+    let (key, hash) = new_key();
+    let conns = connector("conn_none", "No Cred", &up.url, "")
+        + &connector(
+            "conn_wrong",
+            "Wrong Cred",
+            &up.url,
+            "credential = \"env:WRONG_TOKEN\"",
+        );
+    let gw = Gateway::start_with_env(
+        &config("", &conns, &hash),
+        &[("WRONG_TOKEN", "a-wrong-token")],
+    );
+    let mut mcp = session(&gw, None, &key).await;
+    assert!(mcp.tool_names().await.is_empty());
+    for (name, conn) in [
+        ("no-cred.echo", "conn_none"),
+        ("wrong-cred.echo", "conn_wrong"),
+    ] {
+        let msg = mcp.call(name, json!({"text": "x"})).await;
+        let (code, message) = error_of(&msg);
+        assert_eq!(code, -32603, "{msg}");
+        assert!(!message.contains("a-wrong-token"), "{msg}");
+        let line = wait_audit(&gw, Duration::from_secs(10), |l| {
+            field(l, "connector").as_deref() == Some(conn)
+                && field(l, "method").as_deref() == Some("tools/call")
+        });
+        assert_eq!(field(&line, "status").as_deref(), Some("502"), "{line}");
+    }
 }

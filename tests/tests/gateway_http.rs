@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use portcullis_tests::extra::{
-    SseReader, agent, connector, portcullis, rust_upstream_on, strip_ansi,
+    SseReader, agent, connector, portcullis, request_status, rust_upstream_on, strip_ansi,
 };
 use portcullis_tests::{Gateway, Mcp, Response, Upstream, free_port, new_key};
 use serde_json::{Value, json};
@@ -138,6 +138,10 @@ async fn sessions_are_assigned_required_and_bound_to_the_agent() {
     assert_eq!(bob.open_stream().await.status(), 404);
     // ... and it is still alice's.
     assert_eq!(alice.post(PING, &[]).await.status, 200);
+    // A session belongs to the endpoint it was opened on.
+    let mut elsewhere = Mcp::new(&gw.url(Some("conn_test")), &key_a);
+    elsewhere.session = Some(sid.clone());
+    assert_eq!(elsewhere.post(PING, &[]).await.status, 404);
 
     // After DELETE the session is gone.
     let del = alice.delete().await;
@@ -181,6 +185,48 @@ async fn protocol_version_header_is_checked() {
     let resp = mcp.send("POST", Bytes::from(PING), headers, &[]).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(resp.json()["result"], json!({}));
+}
+
+/// The header is checked on every request of a session, GET and DELETE included.
+#[tokio::test]
+async fn protocol_version_header_is_checked_on_get_and_delete() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    let mcp = session(&gw, None, &key).await;
+    let headers = |accept: &str| {
+        vec![
+            ("accept".to_string(), accept.to_string()),
+            ("authorization".to_string(), format!("Bearer {key}")),
+            ("mcp-session-id".to_string(), mcp.session.clone().unwrap()),
+            ("mcp-protocol-version".to_string(), "1999-01-01".to_string()),
+        ]
+    };
+    let get = request_status(&mcp.url, "GET", &headers("text/event-stream")).await;
+    let del = mcp.send("DELETE", Bytes::new(), headers("*/*"), &[]).await;
+    assert_eq!(
+        (get, del.status),
+        (400, 400),
+        "(GET, DELETE) with MCP-Protocol-Version: 1999-01-01"
+    );
+    // The session survived the refused DELETE.
+    assert_eq!(mcp.post(PING, &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn get_stream_ends_when_the_session_is_deleted() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    let mcp = session(&gw, None, &key).await;
+    let mut stream = open_reader(&mcp).await;
+    let del = mcp.delete().await;
+    assert!((200..300).contains(&del.status), "{}", del.status);
+    let started = Instant::now();
+    let ended = stream.wait_end(Duration::from_secs(5)).await;
+    assert!(
+        ended,
+        "the session's GET stream is still open {:?} after DELETE",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -295,6 +341,45 @@ async fn post_framing_errors() {
         )
         .await;
     assert_eq!(resp.status, 405, "{}", resp.body);
+
+    // A chunked body (no Content-Length) over the limit: 413 as well.
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Mcp-Session-Id: {}\r\nMcp-Protocol-Version: {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        gw.base.trim_start_matches("http://"),
+        mcp.session.as_deref().unwrap(),
+        mcp.version
+    );
+    let mut raw = head.into_bytes();
+    for chunk in big.as_bytes().chunks(1000) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let status = raw_http(gw.base.trim_start_matches("http://"), &raw).await;
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+
+    // A path that names no connector: 404.
+    let nowhere = Mcp::new(&gw.url(Some("conn_nope")), &key);
+    assert_eq!(nowhere.post(&initialize_body(), &[]).await.status, 404);
+}
+
+/// Sends raw bytes on a fresh connection; returns the status line of the answer.
+async fn raw_http(addr: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer (and close) before reading everything: ignore write errors.
+    let _ = stream.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Adds tools through the gateway until `reader` sees `list_changed` (the upstream
@@ -383,7 +468,11 @@ async fn get_stream_relays_upstream_list_changed() {
 async fn list_changed_is_relayed_after_the_upstream_restarts() {
     let port = free_port();
     let first = rust_upstream_on(port, &["--sessions"]);
-    let (gw, key) = gateway(&first, "");
+    let (key, hash) = new_key();
+    let gw = Gateway::start_with_env(
+        &config_with("", &first.url, &agent("reporter", &hash)),
+        &[("RUST_LOG", "info,portcullis::gateway::catalog=debug")],
+    );
     let mut all = session(&gw, None, &key).await;
     all.tool_names().await;
     let mut stream = open_reader(&all).await;
@@ -399,7 +488,13 @@ async fn list_changed_is_relayed_after_the_upstream_restarts() {
     // must re-initialise the session it watches, not only the one it calls on.
     let added = add_until_announced(&mut all, &mut [&mut stream], "after", 15)
         .await
-        .expect("list_changed from the restarted upstream never reached the agent");
+        .unwrap_or_else(|| {
+            panic!(
+                "list_changed from the restarted upstream never reached the agent; \
+                 the gateway's watch said:\n{}",
+                gw.proc.lines_with("list_changed stream").join("\n")
+            )
+        });
     let names = all.tool_names().await;
     assert!(
         names.contains(&format!("test-upstream.{added}")),

@@ -417,3 +417,99 @@ fn request_log(proc: &Proc) -> Vec<Value> {
         .filter(|v| v.get("headers").is_some())
         .collect()
 }
+
+/// server-everything's progress notifications reach the agent on the POST's SSE
+/// stream, before the result.
+#[tokio::test]
+async fn server_everything_progress_is_relayed() {
+    let everything = Upstream::everything();
+    let (key, hash) = new_key();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        connector("conn_everything", "Everything Server", &everything.url, ""),
+        agent("reporter", &hash)
+    );
+    let gw = Gateway::start(&config);
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "everything-server.trigger-long-running-operation",
+        "arguments": {"duration": 1, "steps": 4},
+        "_meta": {"progressToken": "ev-1"}}})
+    .to_string();
+    let resp = mcp.post(&body, &[]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(resp.is_sse(), "{:?}", resp.header("content-type"));
+    let msgs = resp.messages();
+    let progress: Vec<&Value> = msgs
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 4, "{msgs:#?}");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "ev-1")
+    );
+    let last = msgs.last().unwrap();
+    assert_eq!(last["id"], 5, "the result comes last: {msgs:#?}");
+    assert!(last["result"]["content"].is_array(), "{last}");
+}
+
+/// The Python upstream's JSON-RPC error and its isError result are relayed as such.
+#[tokio::test]
+async fn python_upstream_errors_are_relayed() {
+    let fast = Upstream::fastmcp(&["--test-tools"]);
+    let (key, hash) = new_key();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        connector("conn_fast", "Fast MCP", &fast.url, ""),
+        agent("reporter", &hash)
+    );
+    let gw = Gateway::start(&config);
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    let msg = mcp
+        .call(
+            "fast-mcp.rpc_error",
+            json!({"code": -32011, "message": "python says no"}),
+        )
+        .await;
+    assert_eq!(msg["error"]["code"], -32011, "{msg}");
+    assert_eq!(msg["error"]["message"], "python says no", "{msg}");
+    let msg = mcp.call("fast-mcp.fail_tool", json!({})).await;
+    assert_eq!(msg["result"]["isError"], true, "{msg}");
+    let msg = mcp
+        .call("fast-mcp.slow_echo", json!({"text": "t", "seconds": 0.1}))
+        .await;
+    assert_eq!(
+        msg["result"]["structuredContent"],
+        json!({"text": "t"}),
+        "{msg}"
+    );
+}
+
+/// `mcp.Client`'s default (`--mode auto`) first probes `server/discover` at 2026-07-28;
+/// the gateway must refuse that cleanly so the client falls back to initialize.
+#[test]
+fn python_client_auto_mode_falls_back_to_initialize() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        connector("conn_test", "Test Upstream", &up.url, ""),
+        agent("reporter", &hash)
+    );
+    let gw = Gateway::start(&config);
+    let tools = tools_of(&py_client(&gw.url(None), &key, &["--mode", "auto", "list"]));
+    assert!(
+        tools.iter().any(|t| t["name"] == "test-upstream.echo"),
+        "{tools:?}"
+    );
+    let r = py_client(
+        &gw.url(Some("conn_test")),
+        &key,
+        &["--mode", "auto", "call", "echo", r#"{"text":"auto"}"#],
+    );
+    assert_eq!(r["structuredContent"], json!({"text": "auto"}), "{r}");
+}

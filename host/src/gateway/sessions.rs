@@ -39,6 +39,8 @@ pub struct AgentSession {
     upstreams: Mutex<HashMap<String, Arc<UpstreamSession>>>,
     /// Keyed by the JSON text of the agent's request id.
     inflight: Mutex<HashMap<String, InFlight>>,
+    /// Becomes `true` when the session ends (GET streams stop then).
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl AgentSession {
@@ -86,8 +88,14 @@ impl AgentSession {
             .remove(&agent_id.to_string())
     }
 
+    /// Resolves when the session has ended.
+    pub fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ended.subscribe()
+    }
+
     /// Closes every upstream session this session opened.
     pub async fn close(&self) {
+        self.ended.send_replace(true);
         let upstreams: Vec<_> = self
             .upstreams
             .lock()
@@ -137,6 +145,7 @@ impl SessionStore {
             last_seen_ms: AtomicU64::new(0),
             upstreams: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            ended: tokio::sync::watch::channel(false).0,
         });
         let mut map = self.map.write().expect("sessions lock");
         if map.len() >= self.max {

@@ -31,34 +31,27 @@ pub fn open(gw: &Arc<Gateway>, session: Arc<AgentSession>, headers: &HeaderMap) 
         );
     }
     let mut changes = gw.catalog.subscribe();
+    let mut ended = session.ended();
     let (tx, rx) = mpsc::channel(16);
-    let gw = gw.clone();
-    let session_id = session.id.clone();
     let endpoint = session.endpoint.clone();
     drop(session);
     tokio::spawn(async move {
         let note = jsonrpc::notification("notifications/tools/list_changed", &Value::Null);
         loop {
-            let alive = || gw.sessions.contains(&session_id);
-            match tokio::time::timeout(KEEPALIVE, changes.recv()).await {
-                Ok(Ok(connector)) => {
-                    let relevant = match &endpoint {
+            let relevant = tokio::select! {
+                _ = ended.wait_for(|e| *e) => return,
+                _ = tx.closed() => return,
+                change = changes.recv() => match change {
+                    Ok(connector) => match &endpoint {
                         Endpoint::All => true,
                         Endpoint::One(id) => *id == connector,
-                    };
-                    if relevant && tx.send(note.clone()).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    if tx.send(note.clone()).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return,
-                Err(_) => {}
-            }
-            if !alive() || tx.is_closed() {
+                    },
+                    // Missed some: tell the agent to re-list, which is always safe.
+                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if relevant && tx.send(note.clone()).await.is_err() {
                 return;
             }
         }

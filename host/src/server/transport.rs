@@ -14,6 +14,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::body::{Body, empty, full, sse_stream};
 use super::listen;
@@ -23,6 +24,7 @@ use crate::gateway::sessions::{AgentSession, Endpoint};
 use crate::gateway::{Gateway, Reply};
 use crate::mcp::jsonrpc::{self, Incoming as Message, RpcError};
 use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION};
+use crate::telemetry;
 
 /// Serves one HTTP request.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
@@ -57,6 +59,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             .insert(WWW_AUTHENTICATE, challenge.parse().expect("valid header"));
         return resp;
     };
+    if req.method() != Method::POST {
+        if let Err(resp) = check_version(req.headers()) {
+            return *resp;
+        }
+    }
     match *req.method() {
         Method::POST => post(gw, identity, endpoint, req).await,
         Method::GET => match session(&gw, req.headers(), &identity, &endpoint) {
@@ -130,39 +137,70 @@ async fn post(
         Ok(m) => m,
         Err(err) => return rpc_error(StatusCode::BAD_REQUEST, None, &err),
     };
-    let version = header_str(&headers, HEADER_VERSION);
-    if !version.is_empty() && !mcp::is_supported(version) {
-        let err = RpcError::new(
-            jsonrpc::INVALID_REQUEST,
-            format!(
-                "Unsupported MCP-Protocol-Version {version:?}; supported: {}",
-                mcp::SUPPORTED_VERSIONS.join(", ")
-            ),
-        );
-        return rpc_error(StatusCode::BAD_REQUEST, None, &err);
+    if let Err(resp) = check_version(&headers) {
+        return *resp;
     }
 
+    // One trace per JSON-RPC request: its server span (disabled when tracing is off).
+    let span = match &message {
+        Message::Request { id, method, params } => telemetry::spans::request(
+            method,
+            id,
+            params,
+            &identity,
+            &headers,
+            gw.config.server.listen,
+        ),
+        _ => tracing::Span::none(),
+    };
+    dispatch(gw, identity, endpoint, headers, message, accepts_sse, &span)
+        .instrument(span.clone())
+        .await
+}
+
+/// Hands a valid message to the gateway: initialize, or a message of an open session.
+async fn dispatch(
+    gw: Arc<Gateway>,
+    identity: Arc<Identity>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    message: Message,
+    accepts_sse: bool,
+    span: &tracing::Span,
+) -> Response<Body> {
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
         return match gw.initialize(identity, endpoint, id, params) {
             Ok((session, text)) => {
+                telemetry::spans::session(span, &session.id, &session.protocol_version);
                 let mut resp = json_response(text);
                 resp.headers_mut()
                     .insert(HEADER_SESSION, session.id.parse().expect("hex id"));
                 resp
             }
-            Err(_) => http_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too many sessions; try again later",
-            ),
+            Err(_) => {
+                telemetry::spans::refused(span, 503, "too_many_sessions");
+                http_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many sessions; try again later",
+                )
+            }
         };
     }
 
     let session = match session(&gw, &headers, &identity, &endpoint) {
         Ok(s) => s,
-        Err(e) => return e.response(),
+        Err(e) => {
+            let (status, kind) = match e {
+                NoSession::Missing => (400, "session_missing"),
+                NoSession::Unknown => (404, "session_not_found"),
+            };
+            telemetry::spans::refused(span, status, kind);
+            return e.response();
+        }
     };
+    telemetry::spans::session(span, &session.id, &session.protocol_version);
     match message {
         Message::Request { id, method, params } => {
             match gw.request(&session, id, &method, params, accepts_sse).await {
@@ -216,6 +254,23 @@ fn session(
     gw.sessions
         .get(id, identity, endpoint)
         .ok_or(NoSession::Unknown)
+}
+
+/// An `MCP-Protocol-Version` header, when present, must name a supported revision
+/// (a missing one means 2025-03-26).
+fn check_version(headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+    let version = header_str(headers, HEADER_VERSION);
+    if version.is_empty() || mcp::is_supported(version) {
+        return Ok(());
+    }
+    let err = RpcError::new(
+        jsonrpc::INVALID_REQUEST,
+        format!(
+            "Unsupported MCP-Protocol-Version {version:?}; supported: {}",
+            mcp::SUPPORTED_VERSIONS.join(", ")
+        ),
+    );
+    Err(Box::new(rpc_error(StatusCode::BAD_REQUEST, None, &err)))
 }
 
 /// DNS-rebinding protection: the `Host` must be an allowed name, and an `Origin`, when

@@ -4,8 +4,11 @@
 //! first request. When the upstream says the session is gone (404, or 400 while we
 //! sent a session id, which is what some SDK servers answer), the session is
 //! re-initialised once and the request retried. The agent's own token never reaches
-//! this module: requests carry only the connector's credential.
+//! this module: requests carry only the connector's credential, which a
+//! [`CredentialProvider`] resolves for each request (a vault secret is decrypted then,
+//! so a `vault put` or `rotate` takes effect without a restart).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
@@ -19,7 +22,9 @@ use tokio::sync::Mutex;
 
 use super::stream::{ListenStream, Message, MessageStream};
 use super::{HttpClient, UpstreamError};
+use crate::config::CredentialKind;
 use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION, jsonrpc};
+use crate::vault::Vault;
 
 /// The header that carries the connector's credential upstream.
 #[derive(Clone)]
@@ -32,6 +37,82 @@ pub struct Credential {
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Credential({}: ***)", self.header)
+    }
+}
+
+/// Where an upstream session's credential comes from, resolved per request.
+#[derive(Clone, Default)]
+pub enum CredentialProvider {
+    /// No credential is sent.
+    #[default]
+    None,
+    /// A fixed header (e.g. a bearer token from an environment variable).
+    Static(Credential),
+    /// A vault secret, decrypted when a request needs it.
+    Vault {
+        vault: Arc<Vault>,
+        /// The connector id, for the operator's log line.
+        connector: String,
+        secret: String,
+        kind: CredentialKind,
+    },
+}
+
+impl std::fmt::Debug for CredentialProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialProvider::None => write!(f, "None"),
+            CredentialProvider::Static(c) => write!(f, "Static({c:?})"),
+            CredentialProvider::Vault { secret, kind, .. } => {
+                write!(f, "Vault({secret:?}, {kind:?})")
+            }
+        }
+    }
+}
+
+impl CredentialProvider {
+    /// The header to send. A vault failure is logged for the operator (connector,
+    /// secret name, cause; never the secret) and returned as
+    /// [`UpstreamError::Credential`], which the agent sees only as a generic error.
+    pub async fn get(&self) -> Result<Option<Credential>, UpstreamError> {
+        let (vault, connector, secret, kind) = match self {
+            CredentialProvider::None => return Ok(None),
+            CredentialProvider::Static(c) => return Ok(Some(c.clone())),
+            CredentialProvider::Vault {
+                vault,
+                connector,
+                secret,
+                kind,
+            } => (vault, connector, secret, kind),
+        };
+        let fail = |reason: String| {
+            tracing::error!(
+                connector = %connector,
+                secret = %secret,
+                error = %reason,
+                "connector credential unavailable; the call is refused"
+            );
+            UpstreamError::Credential(format!(
+                "connector {connector}: vault secret {secret:?}: {reason}"
+            ))
+        };
+        let value = vault.get(secret).await.map_err(|e| fail(e.to_string()))?;
+        let (header, text) = match kind {
+            CredentialKind::Bearer | CredentialKind::OAuth => (
+                http::header::AUTHORIZATION,
+                zeroize::Zeroizing::new(format!("Bearer {}", value.as_str())),
+            ),
+            CredentialKind::Header(name) => (
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| fail(format!("{name:?} is not a valid header name")))?,
+                value,
+            ),
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| {
+            fail("the secret contains characters not allowed in an HTTP header value".into())
+        })?;
+        value.set_sensitive(true);
+        Ok(Some(Credential { header, value }))
     }
 }
 
@@ -57,13 +138,13 @@ struct State {
 pub struct UpstreamSession {
     client: HttpClient,
     uri: Uri,
-    credential: Option<Credential>,
+    credential: CredentialProvider,
     state: Mutex<State>,
     next_id: AtomicI64,
 }
 
 impl UpstreamSession {
-    pub fn new(client: HttpClient, uri: Uri, credential: Option<Credential>) -> Self {
+    pub fn new(client: HttpClient, uri: Uri, credential: CredentialProvider) -> Self {
         UpstreamSession {
             client,
             uri,
@@ -80,7 +161,8 @@ impl UpstreamSession {
 
     /// The upstream's capabilities from its InitializeResult (initialising if needed).
     pub async fn capabilities(&self) -> Result<Value, UpstreamError> {
-        Ok(self.ready().await?.capabilities)
+        let cred = self.credential.get().await?;
+        Ok(self.ready(&cred).await?.capabilities)
     }
 
     /// Sends request `id` and waits for its response. Every other message the upstream
@@ -93,11 +175,13 @@ impl UpstreamSession {
         mut on_message: impl FnMut(Message),
     ) -> Result<Outcome, UpstreamError> {
         let body = Bytes::from(jsonrpc::request(&json!(id), method, params));
+        let cred = self.credential.get().await?;
         let mut retried = false;
         loop {
-            let state = self.ready().await?;
-            let resp = self.post(&state, body.clone()).await?;
+            let state = self.ready(&cred).await?;
+            let resp = self.post(&state, body.clone(), &cred).await?;
             let status = resp.status();
+            crate::telemetry::spans::upstream_status(status.as_u16());
             if session_lost(status, &state) && !retried {
                 retried = true;
                 self.reset(state.generation).await;
@@ -125,7 +209,9 @@ impl UpstreamSession {
                             (None, None) => Err(UpstreamError::Protocol("empty response".into())),
                         };
                     }
-                    Message::Request { id: rid, method } => self.refuse(&state, rid, &method),
+                    Message::Request { id: rid, method } => {
+                        self.refuse(&state, rid, &method, &cred)
+                    }
                     other => on_message(other),
                 }
             }
@@ -137,9 +223,14 @@ impl UpstreamSession {
 
     /// Sends a notification (e.g. `notifications/cancelled`).
     pub async fn notify(&self, method: &str, params: &Value) -> Result<(), UpstreamError> {
-        let state = self.ready().await?;
+        let cred = self.credential.get().await?;
+        let state = self.ready(&cred).await?;
         let resp = self
-            .post(&state, Bytes::from(jsonrpc::notification(method, params)))
+            .post(
+                &state,
+                Bytes::from(jsonrpc::notification(method, params)),
+                &cred,
+            )
             .await?;
         if resp.status().is_success() {
             Ok(())
@@ -150,17 +241,28 @@ impl UpstreamSession {
 
     /// Opens the server-to-client stream (GET); `None` when the upstream offers none (405).
     pub async fn listen(&self) -> Result<Option<ListenStream>, UpstreamError> {
-        let state = self.ready().await?;
-        let req = self
-            .builder(Method::GET, &state)
-            .header(ACCEPT, "text/event-stream");
-        let resp = self
-            .send(req.body(Full::new(Bytes::new())).expect("valid request"))
-            .await?;
-        match resp.status() {
-            s if s.is_success() => Ok(Some(message_stream(resp))),
-            StatusCode::METHOD_NOT_ALLOWED => Ok(None),
-            s => Err(UpstreamError::Status(s.as_u16())),
+        let cred = self.credential.get().await?;
+        let mut retried = false;
+        loop {
+            let state = self.ready(&cred).await?;
+            let req = self
+                .builder(Method::GET, &state, &cred)
+                .header(ACCEPT, "text/event-stream");
+            let resp = self
+                .send(req.body(Full::new(Bytes::new())).expect("valid request"))
+                .await?;
+            let status = resp.status();
+            if session_lost(status, &state) && !retried {
+                // The upstream restarted or dropped us: a new session, then listen again.
+                retried = true;
+                self.reset(state.generation).await;
+                continue;
+            }
+            return match status {
+                s if s.is_success() => Ok(Some(message_stream(resp))),
+                StatusCode::METHOD_NOT_ALLOWED => Ok(None),
+                s => Err(UpstreamError::Status(s.as_u16())),
+            };
         }
     }
 
@@ -170,19 +272,23 @@ impl UpstreamSession {
         if state.session_id.is_none() {
             return;
         }
+        // Without its credential the upstream would refuse the DELETE anyway.
+        let Ok(cred) = self.credential.get().await else {
+            return;
+        };
         let req = self
-            .builder(Method::DELETE, &state)
+            .builder(Method::DELETE, &state, &cred)
             .body(Full::new(Bytes::new()));
         if let Ok(req) = req {
             let _ = self.send(req).await;
         }
     }
 
-    async fn ready(&self) -> Result<State, UpstreamError> {
+    async fn ready(&self, cred: &Option<Credential>) -> Result<State, UpstreamError> {
         let mut state = self.state.lock().await;
         if !state.ready {
             let generation = state.generation + 1;
-            *state = self.handshake().await?;
+            *state = self.handshake(cred).await?;
             state.generation = generation;
         }
         Ok(state.clone())
@@ -196,14 +302,16 @@ impl UpstreamSession {
         }
     }
 
-    async fn handshake(&self) -> Result<State, UpstreamError> {
+    async fn handshake(&self, cred: &Option<Credential>) -> Result<State, UpstreamError> {
         let params = json!({
             "protocolVersion": mcp::LATEST_VERSION,
             "capabilities": {},
             "clientInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
         });
         let body = jsonrpc::request(&json!(0), "initialize", &params);
-        let resp = self.post(&State::default(), Bytes::from(body)).await?;
+        let resp = self
+            .post(&State::default(), Bytes::from(body), cred)
+            .await?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()));
         }
@@ -238,7 +346,7 @@ impl UpstreamSession {
             capabilities: result.get("capabilities").cloned().unwrap_or(Value::Null),
         };
         let note = jsonrpc::notification("notifications/initialized", &Value::Null);
-        let resp = self.post(&state, Bytes::from(note)).await?;
+        let resp = self.post(&state, Bytes::from(note), cred).await?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()));
         }
@@ -247,14 +355,14 @@ impl UpstreamSession {
 
     /// Answers a server-to-client request the gateway cannot relay, so the upstream
     /// does not wait for it forever.
-    fn refuse(&self, state: &State, id: Value, method: &str) {
+    fn refuse(&self, state: &State, id: Value, method: &str, cred: &Option<Credential>) {
         let err = jsonrpc::RpcError::new(
             jsonrpc::METHOD_NOT_FOUND,
             format!("{method} is not supported through the Portcullis gateway"),
         );
         let body = Bytes::from(jsonrpc::error(Some(&id), &err));
         let req = self
-            .builder(Method::POST, state)
+            .builder(Method::POST, state, cred)
             .body(Full::new(body))
             .expect("valid request");
         let client = self.client.clone();
@@ -267,9 +375,10 @@ impl UpstreamSession {
         &self,
         state: &State,
         body: Bytes,
+        cred: &Option<Credential>,
     ) -> Result<hyper::Response<Incoming>, UpstreamError> {
         let req = self
-            .builder(Method::POST, state)
+            .builder(Method::POST, state, cred)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(Full::new(body))
@@ -277,9 +386,14 @@ impl UpstreamSession {
         self.send(req).await
     }
 
-    fn builder(&self, method: Method, state: &State) -> http::request::Builder {
+    fn builder(
+        &self,
+        method: Method,
+        state: &State,
+        cred: &Option<Credential>,
+    ) -> http::request::Builder {
         let mut b = Request::builder().method(method).uri(self.uri.clone());
-        if let Some(cred) = &self.credential {
+        if let Some(cred) = cred {
             b = b.header(cred.header.clone(), cred.value.clone());
         }
         if let Some(sid) = &state.session_id {
@@ -288,6 +402,7 @@ impl UpstreamSession {
         if let Some(v) = &state.version {
             b = b.header(HEADER_VERSION, v.clone());
         }
+        crate::telemetry::traces::inject_headers(b.headers_mut()); // W3C traceparent
         b
     }
 
