@@ -6,12 +6,11 @@
 //!   pass the rule's hint fields. `required` omitted (or containing `*`) places no
 //!   restriction on names; `required: []` allows **no** name (fail closed).
 //! - **Eligibility** ([`rule_matches_connector`]): the rule's `url` pattern matches
-//!   the connector's target URL, and every `required` pattern is satisfied by at
-//!   least one of the connector's tools whose name matches the pattern **and**
-//!   whose effective hints pass the rule's hints: a required tool the agent could
-//!   not use does not count. `*` entries (and `required` omitted) require nothing,
-//!   and `required: []` is vacuously satisfied, so such a connector is eligible but
-//!   (by the ceiling) has no usable tool.
+//!   the connector's target URL, and every `required` pattern is matched by the
+//!   name of at least one of the connector's tools (hints do not take part). `*`
+//!   entries (and `required` omitted) require nothing, and `required: []` is
+//!   vacuously satisfied, so such a connector is eligible but (by the ceiling) has
+//!   no usable tool.
 
 use crate::{Connector, HintFilter, ServerRule, Tool, glob_match, glob_match_any, hints_pass};
 
@@ -34,7 +33,9 @@ pub fn restricts_tool_names(rule: &ServerRule) -> bool {
 
 /// Whether the rule makes `connector` eligible: the URL pattern matches its target
 /// URL and each required pattern (other than `*`) is matched by the name of at
-/// least one of its tools whose effective hints also pass the rule's hints.
+/// least one of its tools. Hints do not take part in eligibility (the source
+/// document: "the Connector must support at least one tool with a matching name");
+/// they bound which tools are listed and callable (see [`rule_allows_tool`]).
 pub fn rule_matches_connector(rule: &ServerRule, connector: &Connector) -> bool {
     if !glob_match(&rule.url, &connector.target_url) {
         return false;
@@ -42,13 +43,10 @@ pub fn rule_matches_connector(rule: &ServerRule, connector: &Connector) -> bool 
     let Some(patterns) = required_patterns(rule) else {
         return true;
     };
-    let hints = rule_hints(rule);
-    patterns.iter().filter(|p| !matches_everything(p)).all(|p| {
-        connector
-            .tools
-            .iter()
-            .any(|t| glob_match(p, &t.name) && hints_pass(hints, &t.annotations))
-    })
+    patterns
+        .iter()
+        .filter(|p| !matches_everything(p))
+        .all(|p| connector.tools.iter().any(|t| glob_match(p, &t.name)))
 }
 
 /// Whether the tool's name is within the rule's required patterns: always when

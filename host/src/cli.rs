@@ -1,6 +1,6 @@
 //! The `portcullis` command line (clap): `serve`, `keys`, `connectors`, `agents`,
-//! `config check`. Each subcommand is a small function here; the work lives in the
-//! library modules.
+//! `config check`, `audit query`, `vault`. Each subcommand is a small function here; the work
+//! lives in the library modules.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +51,21 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The encrypted credential vault (connector secrets; see the `[vault]` section).
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+    /// The audit log (`request_logs` in the configured sink).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Policy kit: scaffold, build, test, inspect, annotate, sign, verify and lock policies.
+    Policy {
+        #[command(subcommand)]
+        command: crate::kit::PolicyCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +106,69 @@ enum ConfigCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print audit rows from the configured sink: the newest `--limit` that match,
+    /// oldest first.
+    Query {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// Connector id.
+        #[arg(long)]
+        connector: Option<String>,
+        /// Audited status (200, 401, 403, 404, 429, 500, 502, 504, ...).
+        #[arg(long)]
+        status: Option<u16>,
+        /// RFC 3339 time, Unix milliseconds, or a duration before now (30m, 1h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many rows (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: QueryFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueryFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Store (or replace) a secret. The value is read from standard input, never from
+    /// the command line; one trailing newline is removed.
+    Put {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        name: String,
+    },
+    /// List the secrets' names and dates (never their values).
+    List {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Delete a secret.
+    Rm {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        name: String,
+    },
+    /// Re-wrap every data key under the KMS key the config names now (for `local`, a
+    /// new master key file is made). Secrets are unchanged: to move to a new AWS KMS
+    /// key, change `vault.kms.key_id` in the config and run this.
+    Rotate {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -125,6 +203,12 @@ pub fn run() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => check(&config),
+        Command::Vault { command } => {
+            crate::logging::init(LogFormat::Text);
+            vault(command)
+        }
+        Command::Audit { command } => audit(command),
+        Command::Policy { command } => crate::kit::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,7 +221,7 @@ pub fn run() -> ExitCode {
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let engine = PolicyEngine::new(&config.policies)?;
+    let engine = PolicyEngine::with_trust(&config.policies, config.policy_trust.clone())?;
     let chain = engine.current();
     println!(
         "config ok: {} connectors, {} agents, policy chain {} (digest {})",
@@ -177,7 +261,10 @@ fn refresh(path: &Path, id: Option<String>) -> anyhow::Result<()> {
 
 fn eligible(path: &Path, agent: &str) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let engine = Arc::new(PolicyEngine::new(&config.policies)?);
+    let engine = Arc::new(PolicyEngine::with_trust(
+        &config.policies,
+        config.policy_trust.clone(),
+    )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -187,4 +274,127 @@ fn eligible(path: &Path, agent: &str) -> anyhow::Result<()> {
         print!("{report}");
         Ok(())
     })
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::Query {
+        config,
+        org,
+        agent,
+        connector,
+        status,
+        since,
+        limit,
+        format,
+    } = command;
+    let config = Config::load(&config)?;
+    let since_ms = since
+        .map(|s| crate::audit::time::parse_since(&s, crate::audit::now_ms()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let filter = crate::audit::query::Filter {
+        org,
+        agent,
+        connector,
+        status,
+        since_ms,
+        limit,
+    };
+    let format = match format {
+        QueryFormat::Table => crate::audit::query::Format::Table,
+        QueryFormat::Json => crate::audit::query::Format::Json,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(crate::audit::query::query(&config.audit, &filter))?;
+    print!("{}", crate::audit::query::render(&rows, format));
+    Ok(())
+}
+
+fn vault(command: VaultCommand) -> anyhow::Result<()> {
+    use crate::vault::{Vault, settings_from_file};
+    let config = match &command {
+        VaultCommand::Put { config, .. }
+        | VaultCommand::List { config }
+        | VaultCommand::Rm { config, .. }
+        | VaultCommand::Rotate { config } => config,
+    };
+    let vault = Vault::open(&settings_from_file(config)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        VaultCommand::Put { name, .. } => {
+            let secret = read_secret()?;
+            let replaced = rt.block_on(vault.put(&name, &secret))?;
+            let verb = if replaced { "replaced" } else { "stored" };
+            println!(
+                "{verb} secret {name} in {} (kms {})",
+                vault.path().display(),
+                vault.kms_provider()
+            );
+        }
+        VaultCommand::List { .. } => {
+            let list = vault.list()?;
+            if list.is_empty() {
+                println!("no secrets in {}", vault.path().display());
+            }
+            for s in list {
+                println!(
+                    "{}\tkms={} key={} created={} rotated={}",
+                    s.name,
+                    s.kms,
+                    s.key_id,
+                    s.created,
+                    s.rotated.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        VaultCommand::Rm { name, .. } => {
+            if !vault.remove(&name)? {
+                anyhow::bail!("no secret {name:?} in {}", vault.path().display());
+            }
+            println!("removed secret {name}");
+        }
+        VaultCommand::Rotate { .. } => {
+            let n = rt.block_on(vault.rotate())?;
+            println!(
+                "re-wrapped {n} data key(s) in {} (kms {})",
+                vault.path().display(),
+                vault.kms_provider()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The secret from standard input, one trailing newline (`\n` or `\r\n`) removed.
+fn read_secret() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::{IsTerminal, Read};
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Type or paste the secret, then press Enter and Ctrl-D:");
+    }
+    // Reserved up front so that reading does not leave reallocated copies behind.
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
+    stdin.read_to_end(&mut bytes)?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        anyhow::bail!("the secret on standard input is not UTF-8 text");
+    };
+    if text.is_empty() {
+        anyhow::bail!("no secret on standard input");
+    }
+    if http::HeaderValue::from_str(text).is_err() {
+        anyhow::bail!(
+            "the secret contains characters that cannot be sent in an HTTP header (control characters or newlines)"
+        );
+    }
+    Ok(zeroize::Zeroizing::new(text.to_string()))
 }

@@ -1,6 +1,7 @@
 //! `portcullis serve`: load the config and policies (refusing to start on any
 //! error), bind the listeners, start the background tasks (catalog watchers, session
-//! expiry, policy hot reload, SIGUSR1 catalog refresh), serve until SIGINT/SIGTERM.
+//! expiry, policy hot reload, SIGUSR1 catalog refresh, the audit writer), serve until
+//! SIGINT/SIGTERM, then drain connections and flush the audit log.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, SHUTDOWN_FLUSH};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::policy::{PolicyEngine, reload};
@@ -17,13 +18,18 @@ use crate::server;
 
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let engine = Arc::new(PolicyEngine::new(&config.policies)?);
+    let engine = Arc::new(PolicyEngine::with_trust(
+        &config.policies,
+        config.policy_trust.clone(),
+    )?);
     let chain = engine.current();
     tracing::info!(chain = %chain.names, digest = %chain.digest, "policy chain loaded");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(config, engine, config_path))
+    let served = rt.block_on(serve(config, engine, config_path));
+    crate::telemetry::shutdown(); // exports the last spans; the runtime is still up
+    served
 }
 
 async fn serve(
@@ -33,14 +39,20 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let admin = config.admin.clone();
-    let gw = Gateway::new(config, engine.clone(), AuditLog::new())?;
+    crate::telemetry::start(&config.telemetry)?;
+    let audit = AuditLog::start(&config.audit).await?;
+    let gw = Gateway::new(config, engine.clone(), audit)?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
     let addr = listener.local_addr()?;
 
     let mut tasks = gw.catalog.spawn_watchers();
-    tasks.push(reload::spawn(engine, config_path.to_path_buf(), |_| {})?);
+    tasks.push(reload::spawn(
+        engine,
+        config_path.to_path_buf(),
+        crate::telemetry::metrics::policy_reload,
+    )?);
     let reaper = gw.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -79,6 +91,8 @@ async fn serve(
     for s in gw.sessions.drain() {
         s.close().await;
     }
+    // Every row queued so far reaches the sink before the process exits.
+    gw.audit.shutdown(SHUTDOWN_FLUSH).await;
     for t in tasks {
         t.abort();
     }

@@ -21,8 +21,9 @@
 # them, and the peak (VmHWM).
 #
 # Output: a markdown table on stdout and in target/bench/results.md, the raw
-# figures and ratios in target/bench/results.json. Every process started here is
-# killed on exit.
+# figures and ratios in target/bench/results.json, the gateways' warnings and
+# errors in target/bench/gateway-*.log. Every process started here is killed on
+# exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -58,17 +59,26 @@ else
 fi
 OUT="$TARGET_DIR/bench"
 mkdir -p "$OUT"
+rm -rf "$OUT/failed" "$OUT"/gateway-*.log
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")"
 PIDS=()
 cleanup() {
-  local pid
+  local rc=$? pid f
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  if [ "$rc" != 0 ]; then
+    # Keep the tail of every process's stderr for diagnosis.
+    mkdir -p "$OUT/failed"
+    for f in "$WORK"/*.err; do
+      [ -e "$f" ] && tail -n 100 "$f" > "$OUT/failed/$(basename "$f")"
+    done
+    echo "bench.sh: failed; process logs in $OUT/failed/" >&2
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -149,6 +159,20 @@ RESULTS="$WORK/results.jsonl"
 MEMORY="$WORK/memory.jsonl"
 : > "$MEMORY"
 
+# check_alive: the servers under test must survive every row.
+check_alive() {
+  local name pid
+  for name in upstream "${GW_NAME:-}"; do
+    [ -n "$name" ] || continue
+    if [ "$name" = upstream ]; then pid="$UP_PID"; else pid="$GW_PID"; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "bench.sh: $name (pid $pid) died; the end of its stderr:" >&2
+      tail -n 20 "$WORK/$name.err" >&2
+      exit 1
+    fi
+  done
+}
+
 # measure TARGET SCENARIO URL LOADGEN-ARGS...: one loadgen run, one line of results.
 measure() {
   local target="$1" scenario="$2" url="$3"; shift 3
@@ -157,8 +181,10 @@ measure() {
       --warmup "$WARM" --duration "$DUR" --json "$@" 2> "$WORK/loadgen.err")"; then
     echo "bench.sh: loadgen failed for $target/$scenario:" >&2
     cat "$WORK/loadgen.err" >&2
+    check_alive
     exit 1
   fi
+  check_alive
   printf '{"target":"%s","scenario":"%s","result":%s}\n' "$target" "$scenario" "$line" >> "$RESULTS"
   echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f'   $target/$scenario: {r[\"rps\"]:.0f} req/s, p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, errors {r[\"errors\"]}')" >&2
 }
@@ -189,8 +215,10 @@ sessions_1k() {
   if [ "$rc" != 0 ]; then
     echo "bench.sh: loadgen failed for $target/sessions-1k:" >&2
     cat "$WORK/lg1k.err" >&2
+    check_alive
     exit 1
   fi
+  check_alive
   hwm="$(hwm_kb "$pid")"
   printf '{"target":"%s","scenario":"sessions-1k","result":%s}\n' "$target" "$(cat "$WORK/lg1k.out")" >> "$RESULTS"
   printf '{"target":"%s","pid_kind":"%s","rss_before_kb":%s,"rss_1k_idle_kb":%s,"rss_1k_load_kb":%s,"hwm_kb":%s,"sessions":%s}\n' \
@@ -214,14 +242,19 @@ gateway() {
   echo "== $target: gateway, $(grep -c '^\[\[policies\]\]' "$cfg") policies, $CONNECTORS connectors" >&2
   start "gw-$target" "$BIN/portcullis" serve --config "$cfg"
   local gw_url="$URL" gw_pid="$PID"
+  GW_NAME="gw-$target" GW_PID="$PID"
   sleep 0.5
   printf '{"target":"%s","pid_kind":"gateway","rss_fresh_kb":%s}\n' "$target" "$(rss_kb "$gw_pid")" >> "$MEMORY"
   sessions_1k "$target" "$gw_url" "c0.echo" "$gw_pid"
   scenarios "$target" "$gw_url" "c0."
+  GW_NAME=""
   stop "$gw_pid"
+  # Keep the gateway's warnings and errors (not the audit lines) for diagnosis.
+  grep -E 'WARN|ERROR' "$WORK/gw-$target.err" | head -n 200 > "$OUT/gateway-$target.log" || true
 }
 
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"   # other work on the machine
 echo "== direct: $UP_URL" >&2
 printf '{"target":"direct","pid_kind":"upstream","rss_fresh_kb":%s}\n' "$(rss_kb "$UP_PID")" >> "$MEMORY"
 scenarios direct "$UP_URL" ""
@@ -235,5 +268,6 @@ python3 "$ROOT/tests/bench/report.py" \
   --results "$RESULTS" --memory "$MEMORY" --out-md "$OUT/results.md" --out-json "$OUT/results.json" \
   --mode "$MODE" --date "$STARTED" --nproc "$(nproc)" --cpu "${CPU:-unknown}" \
   --duration "$DUR" --warmup "$WARM" --sat "$SAT" --loadgen-threads "$LG_THREADS" \
-  --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --commit "$(git describe --always --dirty 2>/dev/null || echo unknown)" \
+  --loadavg "$LOADAVG" \
   --rustc "$(rustc --version 2>/dev/null || echo unknown)"

@@ -37,7 +37,7 @@ def load(path):
 def main():
     ap = argparse.ArgumentParser()
     for name in ["results", "memory", "out-md", "out-json", "mode", "date", "nproc", "cpu",
-                 "duration", "warmup", "sat", "loadgen-threads", "commit", "rustc"]:
+                 "duration", "warmup", "sat", "loadgen-threads", "commit", "rustc", "loadavg"]:
         ap.add_argument("--" + name, required=True)
     a = ap.parse_args()
 
@@ -105,7 +105,7 @@ def main():
 
     meta = {
         "mode": a.mode, "date": a.date, "nproc": int(a.nproc), "cpu": a.cpu, "commit": a.commit,
-        "rustc": a.rustc, "duration_s": float(a.duration), "warmup_s": float(a.warmup),
+        "rustc": a.rustc, "loadavg_at_start": a.loadavg, "duration_s": float(a.duration), "warmup_s": float(a.warmup),
         "saturation_sessions": int(a.sat), "loadgen_threads": int(a.loadgen_threads),
         "upstream": "portcullis-test-upstream --response json, 100 tools",
         "gateway": "10 connectors on that upstream, audit log at info to a file",
@@ -127,7 +127,7 @@ def main():
     md = []
     md.append(f"## Benchmark ({a.mode} mode, {a.date})")
     md.append("")
-    md.append(f"Machine: {a.nproc} cores, {a.cpu}; commit {a.commit}; {a.rustc}.  ")
+    md.append(f"Machine: {a.nproc} cores, {a.cpu} (load average {a.loadavg} at start); commit {a.commit}; {a.rustc}.  ")
     md.append(f"Load: `portcullis-loadgen` ({a.loadgen_threads} thread), HTTP/1.1 keep-alive, one connection per "
               f"MCP session, {a.warmup} s warm-up + {a.duration} s per row; saturation = {a.sat} sessions. "
               "Everything (load generator, gateway, upstream) shares the same cores.  ")

@@ -77,10 +77,10 @@ pub fn sse_data(body: &str) -> Vec<String> {
                 }
                 None => cur = Some(d.to_string()),
             }
-        } else if line.is_empty() {
-            if let Some(c) = cur.take() {
-                out.push(c);
-            }
+        } else if line.is_empty()
+            && let Some(c) = cur.take()
+        {
+            out.push(c);
         }
     }
     out.extend(cur);
@@ -282,10 +282,10 @@ pub async fn wait_stream_message(
     let mut buf = String::new();
     loop {
         for d in sse_data(&buf) {
-            if let Ok(v) = serde_json::from_str::<Value>(&d) {
-                if pred(&v) {
-                    return Some(v);
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(&d)
+                && pred(&v)
+            {
+                return Some(v);
             }
         }
         let frame = tokio::time::timeout_at(deadline, body.frame())

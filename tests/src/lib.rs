@@ -7,11 +7,14 @@
 //! binaries are built by `cargo build --workspace`; a missing one fails the test with
 //! a message saying so, never skips it.
 
+pub mod audit_support;
 pub mod client;
 pub mod extra;
+pub mod otlp;
 pub mod policy_support;
 pub mod procs;
 pub mod redis;
+pub mod services;
 
 use std::path::PathBuf;
 

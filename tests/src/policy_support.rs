@@ -368,3 +368,27 @@ pub async fn call_checked(gw: &Gateway, m: &Mcp, name: &str, args: Value) -> Val
         ),
     }
 }
+
+/// Hex sha256 of `bytes` (module digests are this over the component file).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// `component` with a custom section appended: the same policy, different bytes
+/// (and so a different digest).
+pub fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"portcullis-test";
+    let mut contents = vec![name.len() as u8];
+    contents.extend_from_slice(name);
+    contents.extend_from_slice(tag.as_bytes());
+    assert!(
+        contents.len() < 128,
+        "keep the tag short (one-byte LEB128 size)"
+    );
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(contents.len() as u8);
+    out.extend_from_slice(&contents);
+    out
+}

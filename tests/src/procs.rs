@@ -13,6 +13,9 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The stdout/stderr reader threads (joined once the process exited, so that its
+    /// last lines are in `lines`).
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -27,25 +30,27 @@ impl Proc {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
+        let mut readers: Vec<std::thread::JoinHandle<()>> = Vec::new();
         for (stream, tag) in [
             (Box::new(out) as Box<dyn std::io::Read + Send>, "out"),
             (Box::new(err), "err"),
         ] {
             let lines = lines.clone();
             let name = name.to_string();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if std::env::var_os("PORTCULLIS_TEST_ECHO").is_some() {
                         eprintln!("[{name} {tag}] {line}");
                     }
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         Proc {
             name: name.to_string(),
             child,
             lines,
+            readers,
         }
     }
 
@@ -108,6 +113,10 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // The pipes close with the process: collect its last lines.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(20));

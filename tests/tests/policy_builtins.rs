@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use portcullis_tests::policy_support::{
     add_upstream_tools, agent_toml, assert_call_ok, assert_rpc_error, connector_toml, eligible,
@@ -14,7 +15,6 @@ use portcullis_tests::policy_support::{
 };
 use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// The FastMCP peer's tools (without `--test-tools`).
 const FAST_TOOLS: [&str; 9] = [
@@ -136,9 +136,10 @@ async fn expect_hidden(gw: &Gateway, m: &mut Mcp, name: &str, policy: &str) {
     let tool = name.split_once('.').map_or(name, |(_, t)| t);
     let msg = m.call(name, args_for(tool)).await;
     assert_rpc_error(&msg, -32601, "Tool not found");
+    let session = m.session.clone().unwrap_or_default();
     let rec = wait_call_audit(gw, tool, |r| {
         r.get("status").map(String::as_str) == Some("404")
-            && r.get("agent").is_some()
+            && r.get("session_id") == Some(&session)
             && r.get("policy").map(String::as_str) == Some(policy)
     })
     .await;

@@ -6,11 +6,13 @@
 //! are refused at start with a message naming the policy; a result hook rewrites
 //! what the agent receives.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use portcullis_tests::policy_support::{
-    agent_toml, assert_call_ok, assert_rpc_error, call_checked, connector_toml, fields, refuses,
-    session, strip_ansi, toml_path, wait_call_audit, wait_lines,
+    add_upstream_tools, agent_toml, assert_call_ok, assert_rpc_error, call_checked, connector_toml,
+    fields, refuses, session, strip_ansi, toml_path, wait_call_audit, wait_lines,
 };
 use portcullis_tests::{Gateway, Mcp, Upstream, fixture_policy, new_key};
 use serde_json::{Value, json};
@@ -58,23 +60,24 @@ async fn timed_call(url: String, key: String, name: String) -> (Value, Duration)
     (msg, started.elapsed())
 }
 
-/// A misbehaving policy (`behaviour` on tool `big` of every connector): its calls
+/// A misbehaving policy (`behaviour` on tool `danger`, which only `conn_a` has): its calls
 /// are refused with -32603 (fail-closed), audited 500 with the failing policy and
 /// logged with why (`why`); calls to other tools and to the other connector made at
 /// the same time succeed, and the gateway keeps serving afterwards.
 async fn fails_closed_while_others_are_served(behaviour: &str, extra: &str, why: &str) {
     let a = Upstream::rust(&[]);
+    add_upstream_tools(&a.url, &["danger"]).await;
     let b = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let policies = misbehave("bad", behaviour, &["big"], extra);
+    let policies = misbehave("bad", behaviour, &["danger"], extra);
     let gw = Gateway::start(&config(&a, &b, &hash, &policies));
     let url = gw.url(None);
 
     let mut tasks = Vec::new();
     for _ in 0..3 {
         for (name, good) in [
-            ("alpha.big", false),
-            ("beta.big", false),
+            ("alpha.danger", false),
+            ("alpha.danger", false),
             ("alpha.echo", true),
             ("beta.echo", true),
             ("alpha.list_things", true),
@@ -102,7 +105,7 @@ async fn fails_closed_while_others_are_served(behaviour: &str, extra: &str, why:
         }
     }
 
-    let rec = wait_call_audit(&gw, "big", |r| r["status"] == "500").await;
+    let rec = wait_call_audit(&gw, "danger", |r| r["status"] == "500").await;
     assert_eq!(rec["rpc_code"], "-32603", "{rec:?}");
     assert_eq!(rec["policy"], "bad", "{rec:?}");
     assert!(rec["reason"].contains("bad"), "{rec:?}");
@@ -116,15 +119,18 @@ async fn fails_closed_while_others_are_served(behaviour: &str, extra: &str, why:
     let f = fields(&failed[0]);
     assert_eq!(f.get("policy").map(String::as_str), Some("bad"), "{f:?}");
     assert!(
-        f.get("error").is_some_and(|e| e.contains(why)),
-        "the log says why ({why}): {f:?}"
+        failed[0].contains(why),
+        "the log says why ({why}): {}",
+        failed[0]
     );
 
-    // Still serving: a new session lists and calls; the failing tool is not listed.
+    // Still serving: a new session lists and calls; the failing tool is not listed
+    // (its connector's batched evaluation fails, so fail closed), the other
+    // connector's tools are.
     let mut m = session(&url, &key).await;
     let names = m.tool_names().await;
     assert!(
-        !names.iter().any(|n| n.ends_with(".big")),
+        !names.iter().any(|n| n == "alpha.danger"),
         "a tool whose policy fails is not listed (fail closed): {names:?}"
     );
     assert!(names.iter().any(|n| n == "beta.echo"), "{names:?}");
@@ -151,71 +157,75 @@ async fn trapping_policy_fails_closed() {
     fails_closed_while_others_are_served("trap", "", "trapped").await;
 }
 
-/// While several calls are stuck in a looping policy (1.5 s budget each), calls
-/// that do not involve it are answered promptly: policy evaluation must not hold
-/// the gateway's request-serving threads for the whole budget.
+/// While looping calls keep arriving (four agents calling a tool whose policy spins
+/// for its whole 1 s budget, back to back), calls that do not involve it are still
+/// answered promptly: policy evaluation must not hold the gateway's request-serving
+/// threads for the policy's budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn looping_policy_does_not_stall_other_requests() {
     let a = Upstream::rust(&[]);
+    add_upstream_tools(&a.url, &["danger"]).await;
     let b = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let policies = misbehave("looper", "loop", &["big"], "timeout_ms = 1500");
+    let policies = misbehave("looper", "loop", &["danger"], "timeout_ms = 1000");
     let gw = Gateway::start(&config(&a, &b, &hash, &policies));
     let url = gw.url(None);
 
-    // Warm sessions for the good calls, so only the calls themselves are timed.
+    // Warm sessions, so that only the calls themselves are timed.
     let mut good = Vec::new();
     for _ in 0..2 {
         good.push(session(&url, &key).await);
     }
-    let mut bad_sessions = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut bad = Vec::new();
     for _ in 0..4 {
-        bad_sessions.push(session(&url, &key).await);
+        let mut m = session(&url, &key).await;
+        let stop = stop.clone();
+        bad.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) && answers.len() < 5 {
+                answers.push(m.call("alpha.danger", json!({})).await);
+            }
+            answers
+        }));
     }
-    let started = Instant::now();
-    let bad: Vec<_> = bad_sessions
-        .into_iter()
-        .map(|mut m| {
-            tokio::spawn(async move {
-                let msg = m.call("alpha.big", json!({"bytes": 1})).await;
-                (msg, Instant::now())
-            })
-        })
-        .collect();
 
+    let started = Instant::now();
     let mut latencies = Vec::new();
     let mut i = 0;
-    while started.elapsed() < Duration::from_millis(1200) {
-        let m = &mut good[i % 2];
+    while started.elapsed() < Duration::from_millis(2500) && latencies.len() < 200 {
         let name = if i % 2 == 0 {
             "alpha.echo"
         } else {
             "beta.echo"
         };
         let t = Instant::now();
-        let msg = m.call(name, json!({"text": "x"})).await;
+        let msg = good[i % 2].call(name, json!({"text": "x"})).await;
         assert_call_ok(&msg);
         latencies.push(t.elapsed());
         i += 1;
     }
-    let mut first_bad_done = None;
+    stop.store(true, Ordering::Relaxed);
+    let mut looping = 0;
     for task in bad {
-        let (msg, done) = task.await.unwrap_or_else(|e| {
+        let answers = task.await.unwrap_or_else(|e| {
             panic!(
                 "no JSON-RPC answer ({e}); gateway output:\n{}",
                 strip_ansi(&gw.proc.output())
             )
         });
-        assert_rpc_error(&msg, -32603, "Policy evaluation failed");
-        first_bad_done = Some(first_bad_done.map_or(done, |d: Instant| d.min(done)));
+        for msg in &answers {
+            assert_rpc_error(msg, -32603, "Policy evaluation failed");
+        }
+        looping += answers.len();
     }
     let max = latencies.iter().max().copied().unwrap_or_default();
     assert!(
-        latencies.len() >= 4 && max < Duration::from_millis(750),
-        "calls not involving the looping policy were held up: {} calls in 1.2 s, slowest {max:?} \
-         (latencies {latencies:?}; first looping call ended after {:?})",
+        latencies.len() >= 5 && max < Duration::from_millis(500),
+        "calls not involving the looping policy were held up while {looping} looping calls ran: \
+         {} calls in {:?}, slowest {max:?} (latencies {latencies:?})",
         latencies.len(),
-        first_bad_done.map(|d| d - started)
+        started.elapsed()
     );
 }
 

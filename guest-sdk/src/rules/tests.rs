@@ -113,52 +113,32 @@ fn rule_hints_apply_to_tools() {
 }
 
 #[test]
-fn eligibility_counts_only_tools_passing_the_hints() {
-    // Lead decision: a required pattern is satisfied only by a tool whose name
-    // matches it AND whose effective hints pass the rule's hints.
+fn eligibility_looks_at_names_only() {
+    // "For each pattern, the Connector must support at least one tool with a
+    // matching name": hints bound what is listed, not which connectors are eligible.
     let hints = HintFilter {
         read_only: Some(true),
         ..HintFilter::default()
     };
     let r = rule_with(SLACK, Some(&["send_*"]), hints);
-    // Unannotated: readOnly defaults to false, so it does not count.
+    // Unannotated send_message: the connector is eligible, the tool is not allowed.
     let c = connector("conn_s", SLACK, tools(&["send_message"]));
-    assert!(!rule_matches_connector(&r, &c));
-    assert!(!rule_allows_tool(&r, &c.tools[0]));
-    // Annotated read-only: counts.
-    let ro = tool_with("send_receipt", annotations(Some(true), None, None, None));
-    let c = connector("conn_s", SLACK, vec![tool("send_message"), ro.clone()]);
     assert!(rule_matches_connector(&r, &c));
+    assert!(!rule_allows_tool(&r, &c.tools[0]));
+    let ro = tool_with("send_receipt", annotations(Some(true), None, None, None));
     assert!(rule_allows_tool(&r, &ro));
-    // The name must match too: a read-only tool of another name does not count.
+    // The name must match: a read-only tool of another name does not satisfy send_*.
     let other = tool_with("list_channels", annotations(Some(true), None, None, None));
-    let c = connector("conn_s", SLACK, vec![tool("send_message"), other]);
+    let c = connector("conn_s", SLACK, vec![other]);
     assert!(!rule_matches_connector(&r, &c));
 }
 
 #[test]
-fn each_required_pattern_needs_its_own_usable_tool() {
-    let hints = HintFilter {
-        destructive: Some(false),
-        ..HintFilter::default()
-    };
-    let r = rule_with(SLACK, Some(&["get_*", "list_*"]), hints);
-    let safe = annotations(None, Some(false), None, None);
-    let c = connector(
-        "conn_s",
-        SLACK,
-        vec![tool_with("get_user", safe), tool("list_channels")],
-    );
-    // list_channels is unannotated: destructive by default, so list_* is unmet.
+fn each_required_pattern_needs_its_own_tool() {
+    let r = rule_with(SLACK, Some(&["get_*", "list_*"]), HintFilter::default());
+    let c = connector("conn_s", SLACK, tools(&["get_user"]));
     assert!(!rule_matches_connector(&r, &c));
-    let c = connector(
-        "conn_s",
-        SLACK,
-        vec![
-            tool_with("get_user", safe),
-            tool_with("list_channels", safe),
-        ],
-    );
+    let c = connector("conn_s", SLACK, tools(&["get_user", "list_channels"]));
     assert!(rule_matches_connector(&r, &c));
 }
 

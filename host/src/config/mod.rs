@@ -44,6 +44,9 @@ pub struct Config {
     pub quota: crate::quota::QuotaSettings,
     pub vault: crate::vault::VaultSettings,
     pub audit: crate::audit::AuditSettings,
+    pub telemetry: crate::telemetry::TelemetrySettings,
+    /// `[policy_trust]`: required signatures, trusted keys, lock file.
+    pub policy_trust: crate::kit::trust::TrustSettings,
     /// Directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
 }

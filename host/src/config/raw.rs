@@ -20,6 +20,8 @@ pub struct ConfigRaw {
     pub orgs: Vec<crate::quota::OrgRaw>,
     pub vault: Option<crate::vault::VaultRaw>,
     pub audit: Option<crate::audit::AuditRaw>,
+    pub telemetry: Option<crate::telemetry::TelemetryRaw>,
+    pub policy_trust: Option<crate::kit::trust::PolicyTrustRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,7 +164,7 @@ fn default_on_error() -> String {
     "deny".into()
 }
 fn default_policy_timeout() -> u64 {
-    100
+    500
 }
 fn default_policy_memory() -> u64 {
     64

@@ -120,6 +120,8 @@ pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> 
     let quota = crate::quota::validate(raw.quota, raw.orgs)?;
     let vault = crate::vault::validate_config(raw.vault, base_dir)?;
     let audit = crate::audit::validate_config(raw.audit, base_dir)?;
+    let telemetry = crate::telemetry::validate_config(raw.telemetry)?;
+    let policy_trust = crate::kit::trust::validate_config(raw.policy_trust, base_dir)?;
     Ok(Config {
         server,
         admin,
@@ -129,6 +131,8 @@ pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> 
         quota,
         vault,
         audit,
+        telemetry,
+        policy_trust,
         base_dir: base_dir.to_path_buf(),
     })
 }

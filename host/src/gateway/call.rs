@@ -17,14 +17,15 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::sessions::{AgentSession, Endpoint, InFlight};
-use super::{Gateway, Reply, names};
+use super::{Gateway, Reply, decide, names};
 use crate::audit::{Record, now_ms};
 use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
-use crate::policy::Subject;
 use crate::quota::Verdict;
+use crate::telemetry;
 use crate::upstream::{Message, Outcome, UpstreamError};
 
 /// The source document's exact quota message.
@@ -46,21 +47,22 @@ impl Gateway {
     ) -> Reply {
         let started = Instant::now();
         let mut record = self.record(session, "tools/call", started, now_ms());
-        let fail = |mut record: Record, err: RpcError, status: u16, reason: Option<String>| {
-            record.status = status;
-            record.rpc_code = Some(err.code);
-            record.reason = reason;
-            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            self.audit.record(record);
-            Reply::Json(jsonrpc::error(Some(&id), &err))
-        };
+        let fail =
+            async |mut record: Record, err: RpcError, status: u16, reason: Option<String>| {
+                record.status = status;
+                record.rpc_code = Some(err.code);
+                record.reason = reason;
+                record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                self.audit.record(record).await;
+                Reply::Json(jsonrpc::error(Some(&id), &err))
+            };
 
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             let err = RpcError::new(
                 jsonrpc::INVALID_PARAMS,
                 "Invalid params: \"name\" must be a string",
             );
-            return fail(record, err, 400, None);
+            return fail(record, err, 400, None).await;
         };
         record.tool = Some(name.to_string());
         let Some((connector, tool_name)) = self.route(&session.endpoint, name) else {
@@ -69,7 +71,8 @@ impl Gateway {
                 RpcError::tool_not_found(),
                 404,
                 Some(format!("no connector for tool name {name}")),
-            );
+            )
+            .await;
         };
         record.connector = Some(connector.id.clone());
         record.tool = Some(tool_name.to_string());
@@ -82,7 +85,8 @@ impl Gateway {
                     upstream_error(&e),
                     e.audit_status(),
                     Some(e.to_string()),
-                );
+                )
+                .await;
             }
         };
         let set = if set.get(tool_name).is_none() {
@@ -96,7 +100,8 @@ impl Gateway {
                         upstream_error(&e),
                         e.audit_status(),
                         Some(e.to_string()),
-                    );
+                    )
+                    .await;
                 }
             }
         } else {
@@ -108,7 +113,8 @@ impl Gateway {
                 RpcError::tool_not_found(),
                 404,
                 Some(format!("upstream has no tool {tool_name}")),
-            );
+            )
+            .await;
         };
 
         let chain = self.policy.current();
@@ -116,13 +122,8 @@ impl Gateway {
             .get("arguments")
             .map(Value::to_string)
             .unwrap_or_else(|| "{}".into());
-        let subject = Subject {
-            identity: &session.identity,
-            declaration: self.declaration(&session.identity),
-            connector: &connector,
-            tools: &set.tools,
-        };
-        let decision = chain.check_call(&subject, tool, &arguments);
+        let owned = self.owned(&session.identity, &connector, &set);
+        let decision = decide::check_call(&chain, owned, tool.clone(), arguments).await;
         record.policy = Some(decision.policy.clone());
         record.policy_digest = Some(decision.digest.clone());
         if let Some(d) = decision.denial {
@@ -131,14 +132,15 @@ impl Gateway {
                 RpcError::new(d.code, d.message),
                 d.status,
                 Some(d.reason),
-            );
+            )
+            .await;
         }
         match self.quota.check(&session.identity.org).await {
             Verdict::Allowed { .. } | Verdict::Unlimited | Verdict::UnavailableAllowed(_) => {}
             Verdict::Exceeded { limit } => {
                 let err = RpcError::new(jsonrpc::QUOTA_EXCEEDED, QUOTA_MESSAGE);
                 let reason = format!("org {} used its {limit} calls", session.identity.org);
-                return fail(record, err, 429, Some(reason));
+                return fail(record, err, 429, Some(reason)).await;
             }
             Verdict::Unavailable(e) => {
                 let err = RpcError::new(
@@ -150,7 +152,8 @@ impl Gateway {
                     err,
                     503,
                     Some(format!("quota backend unavailable: {e}")),
-                );
+                )
+                .await;
             }
         }
 
@@ -159,6 +162,8 @@ impl Gateway {
         forward["name"] = Value::String(tool_name.to_string());
         let upstream = self.upstream(session, &connector);
         let upstream_id = upstream.next_request_id();
+        let up_span = telemetry::spans::upstream(&connector, tool_name, upstream_id);
+        telemetry::traces::inject_meta(&up_span, &mut forward);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         session.start_request(&id, InFlight { cancel: cancel_tx });
 
@@ -181,11 +186,13 @@ impl Gateway {
                 }
             };
             let call = upstream.request(upstream_id, "tools/call", &forward, on_message);
+            let (call, sent) = (call.instrument(up_span.clone()), Instant::now());
             let outcome = tokio::select! {
                 r = tokio::time::timeout(connector.timeout, call) => r.unwrap_or(Err(UpstreamError::Timeout)),
                 _ = cancel_rx => Err(UpstreamError::Cancelled),
             };
             session2.finish_request(&id2);
+            telemetry::spans::upstream_done(&up_span, &connector.id, &outcome, sent.elapsed());
             if matches!(
                 outcome,
                 Err(UpstreamError::Timeout | UpstreamError::Cancelled)
@@ -205,19 +212,14 @@ impl Gateway {
                         .await;
                 });
             }
-            let subject = Subject {
-                identity: &session2.identity,
-                declaration: gateway.declaration(&session2.identity),
-                connector: &connector,
-                tools: &tools.tools,
-            };
-            let text = gateway.finish(&mut record, &id2, outcome, &chain, &subject, &tool);
+            let owned = gateway.owned(&session2.identity, &connector, &tools);
+            let text = Gateway::finish(&mut record, &id2, outcome, &chain, owned, tool).await;
             record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            gateway.audit.record(record);
+            gateway.audit.record(record).await;
             if let Some(text) = text {
                 let _ = tx.send(Event::Final(text)).await;
             }
-        });
+        }.in_current_span());
 
         // Plain JSON unless the upstream sends notifications before its answer.
         match rx.recv().await {
@@ -261,21 +263,21 @@ impl Gateway {
 
     /// Turns the upstream outcome into the agent's response text (`None`: no response,
     /// the request was cancelled) and completes the audit record.
-    fn finish(
-        &self,
+    async fn finish(
         record: &mut Record,
         id: &Value,
         outcome: Result<Outcome, UpstreamError>,
-        chain: &crate::policy::Chain,
-        subject: &Subject,
-        tool: &Value,
+        chain: &Arc<crate::policy::Chain>,
+        owned: decide::Owned,
+        tool: Value,
     ) -> Option<String> {
         match outcome {
             Ok(Outcome::Result(raw)) => {
                 if chain.is_empty() {
                     return Some(jsonrpc::raw_result(id, &raw));
                 }
-                let decision = chain.check_result(subject, tool, raw.get());
+                let decision =
+                    decide::check_result(chain, owned, tool, raw.get().to_string()).await;
                 if let Some(d) = decision.denial {
                     record.status = d.status;
                     record.rpc_code = Some(d.code);
@@ -322,6 +324,9 @@ impl Gateway {
 fn upstream_error(e: &UpstreamError) -> RpcError {
     match e {
         UpstreamError::Timeout => RpcError::new(jsonrpc::INTERNAL_ERROR, "timeout"),
+        UpstreamError::Credential(_) => {
+            RpcError::new(jsonrpc::INTERNAL_ERROR, "Upstream credential unavailable")
+        }
         UpstreamError::Status(s) => {
             let mut err = RpcError::new(
                 jsonrpc::INTERNAL_ERROR,

@@ -106,9 +106,13 @@ impl Catalog {
         if let Some(tools) = entry.tools.load_full() {
             return Ok(tools);
         }
-        let tools = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
+        let fetched = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
             .await
-            .map_err(|_| UpstreamError::Timeout)??;
+            .unwrap_or(Err(UpstreamError::Timeout));
+        if let Err(e) = &fetched {
+            crate::telemetry::metrics::upstream_error(connector_id, e.kind());
+        }
+        let tools = fetched?;
         let set = Arc::new(ToolSet::new(
             tools,
             self.versions.fetch_add(1, Ordering::Relaxed) + 1,

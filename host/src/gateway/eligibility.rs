@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use super::Gateway;
 use super::catalog::ToolSet;
-use crate::policy::Subject;
 
 impl Gateway {
     pub async fn eligibility(&self, agent: &str) -> anyhow::Result<String> {
@@ -16,11 +15,11 @@ impl Gateway {
             .iter()
             .find(|a| a.id == agent)
             .ok_or_else(|| anyhow::anyhow!("no agent {agent:?} in the config"))?;
-        let identity = crate::auth::Identity {
+        let identity = std::sync::Arc::new(crate::auth::Identity {
             agent: cfg.id.clone(),
             org: cfg.org.clone(),
             scopes: cfg.scopes.clone(),
-        };
+        });
         let chain = self.policy.current();
         let mut out = String::new();
         writeln!(
@@ -43,16 +42,12 @@ impl Gateway {
                     continue;
                 }
             };
-            let subject = Subject {
-                identity: &identity,
-                declaration: self.declaration(&identity),
-                connector: c,
-                tools: &set.tools,
-            };
+            let owned = self.owned(&identity, c, &set);
+            let verdicts = super::decide::filter_tools(&chain, owned).await;
             let visible: Vec<&str> = set
                 .tools
                 .iter()
-                .zip(chain.filter_tools(&subject))
+                .zip(verdicts)
                 .filter(|(_, v)| *v)
                 .map(|(t, _)| ToolSet::name(t))
                 .collect();

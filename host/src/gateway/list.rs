@@ -14,10 +14,9 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::sessions::{AgentSession, Endpoint};
-use super::{Gateway, Reply, names};
+use super::{Gateway, Reply, decide, names};
 use crate::audit::now_ms;
 use crate::mcp::jsonrpc::{self, RpcError};
-use crate::policy::Subject;
 
 impl Gateway {
     pub(super) async fn tools_list(
@@ -53,18 +52,13 @@ impl Gateway {
                     record.status = e.audit_status();
                     record.rpc_code = Some(err.code);
                     record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                    self.audit.record(record);
+                    self.audit.record(record).await;
                     return Reply::Json(jsonrpc::error(Some(id), &err));
                 }
             };
             versions.push(set.version);
-            let subject = Subject {
-                identity: &session.identity,
-                declaration: self.declaration(&session.identity),
-                connector,
-                tools: &set.tools,
-            };
-            let visible = chain.filter_tools(&subject);
+            let owned = self.owned(&session.identity, connector, &set);
+            let visible = decide::filter_tools(&chain, owned).await;
             for (tool, _) in set.tools.iter().zip(visible).filter(|(_, v)| *v) {
                 match session.endpoint {
                     Endpoint::All => {
@@ -96,7 +90,7 @@ impl Gateway {
                     );
                     record.status = 400;
                     record.rpc_code = Some(err.code);
-                    self.audit.record(record);
+                    self.audit.record(record).await;
                     return Reply::Json(jsonrpc::error(Some(id), &err));
                 }
             },
@@ -108,7 +102,7 @@ impl Gateway {
             result["nextCursor"] = Value::String(encode_cursor(end, &stamp));
         }
         record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.audit.record(record);
+        self.audit.record(record).await;
         Reply::Json(jsonrpc::result(id, &result))
     }
 }

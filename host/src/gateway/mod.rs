@@ -7,6 +7,7 @@
 
 mod call;
 pub mod catalog;
+mod decide;
 mod eligibility;
 mod list;
 pub mod names;
@@ -25,7 +26,8 @@ use crate::config::{Config, Connector, CredentialSource, ServerRule};
 use crate::mcp::{self, jsonrpc, jsonrpc::RpcError};
 use crate::policy::PolicyEngine;
 use crate::quota::Quota;
-use crate::upstream::{Credential, HttpClient, UpstreamSession};
+use crate::upstream::{Credential, CredentialProvider, HttpClient, UpstreamSession};
+use crate::vault::Vault;
 use catalog::Catalog;
 use sessions::{AgentSession, Endpoint, SessionStore, TooManySessions};
 
@@ -52,8 +54,8 @@ pub struct Gateway {
     connectors: Vec<Arc<Connector>>,
     by_id: HashMap<String, Arc<Connector>>,
     by_slug: HashMap<String, Arc<Connector>>,
-    credentials: HashMap<String, Option<Credential>>,
-    declarations: HashMap<String, Option<Vec<ServerRule>>>,
+    credentials: HashMap<String, CredentialProvider>,
+    declarations: HashMap<String, Option<Arc<Vec<ServerRule>>>>,
 }
 
 impl Gateway {
@@ -65,9 +67,10 @@ impl Gateway {
         let client = crate::upstream::new_client();
         let connectors: Vec<Arc<Connector>> =
             config.connectors.iter().cloned().map(Arc::new).collect();
+        let vault = open_vault(&config);
         let mut credentials = HashMap::new();
         for c in &connectors {
-            credentials.insert(c.id.clone(), credential(c)?);
+            credentials.insert(c.id.clone(), credential(c, vault.as_ref())?);
         }
         let catalog = Catalog::new(connectors.iter().map(|c| {
             let session = UpstreamSession::new(client.clone(), uri(c), credentials[&c.id].clone());
@@ -92,7 +95,7 @@ impl Gateway {
             declarations: config
                 .agents
                 .iter()
-                .map(|a| (a.id.clone(), a.mcp_servers.clone()))
+                .map(|a| (a.id.clone(), a.mcp_servers.clone().map(Arc::new)))
                 .collect(),
             connectors,
             credentials,
@@ -205,12 +208,6 @@ impl Gateway {
         })
     }
 
-    fn declaration(&self, identity: &Identity) -> Option<&[ServerRule]> {
-        self.declarations
-            .get(&identity.agent)
-            .and_then(|d| d.as_deref())
-    }
-
     /// Connectors reachable from a session's endpoint.
     fn endpoint_connectors(&self, endpoint: &Endpoint) -> Vec<Arc<Connector>> {
         match endpoint {
@@ -249,12 +246,52 @@ fn uri(c: &Connector) -> http::Uri {
     c.target_url.parse().expect("validated at config load")
 }
 
-fn credential(c: &Connector) -> anyhow::Result<Option<Credential>> {
+/// The vault, opened only when some connector takes its credential from it. Missing
+/// secrets are reported now (a warning: they may be added with `vault put` while the
+/// gateway runs; until then calls to that connector fail with a clear log line).
+fn open_vault(config: &Config) -> Option<Arc<Vault>> {
+    let names: Vec<(&str, &str)> = config
+        .connectors
+        .iter()
+        .filter_map(|c| match &c.credential {
+            Some(CredentialSource::Vault { secret, .. }) => Some((c.id.as_str(), secret.as_str())),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let vault = Arc::new(Vault::open(&config.vault));
+    vault.spawn_sweeper();
+    for (connector, secret) in names {
+        match vault.contains(secret) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                connector,
+                secret,
+                vault = %vault.path().display(),
+                "vault secret not found; calls to this connector fail until `portcullis vault put` adds it"
+            ),
+            Err(e) => tracing::warn!(connector, secret, error = %e, "vault unreadable"),
+        }
+    }
+    Some(vault)
+}
+
+fn credential(c: &Connector, vault: Option<&Arc<Vault>>) -> anyhow::Result<CredentialProvider> {
     let Some(source) = &c.credential else {
-        return Ok(None);
+        return Ok(CredentialProvider::None);
     };
-    let CredentialSource::Env(var) = source else {
-        anyhow::bail!("connector {}: vault credentials are not wired yet", c.id);
+    let var = match source {
+        CredentialSource::Env(var) => var,
+        CredentialSource::Vault { secret, kind } => {
+            return Ok(CredentialProvider::Vault {
+                vault: vault.expect("opened when a connector uses it").clone(),
+                connector: c.id.clone(),
+                secret: secret.clone(),
+                kind: kind.clone(),
+            });
+        }
     };
     let token = std::env::var(var).map_err(|_| {
         anyhow::anyhow!("connector {}: environment variable {var} is not set", c.id)
@@ -266,7 +303,7 @@ fn credential(c: &Connector) -> anyhow::Result<Option<Credential>> {
         )
     })?;
     value.set_sensitive(true);
-    Ok(Some(Credential {
+    Ok(CredentialProvider::Static(Credential {
         header: http::header::AUTHORIZATION,
         value,
     }))

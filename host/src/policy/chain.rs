@@ -13,6 +13,7 @@ use super::runtime::{EvalError, Limits, Module, Runtime};
 use crate::auth::Identity;
 use crate::config::{Connector, OnError, PolicyMode, PolicySpec, ServerRule};
 use crate::mcp::jsonrpc;
+use crate::telemetry::PolicySpan;
 
 /// One policy of the chain, ready to evaluate.
 pub struct Loaded {
@@ -102,11 +103,18 @@ impl Chain {
         }
         let ctx = self.context(subject);
         for p in &self.policies {
+            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "filter_tools");
             let result =
                 self.runtime
                     .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
                         policy.call_filter_tools(store, &p.spec.settings, &ctx)
                     });
+            span.finish(match &result {
+                Ok(v) if v.len() != visible.len() => "error",
+                Ok(v) if v.iter().any(|v| matches!(v, Verdict::Deny(_))) => "deny",
+                Ok(_) => "allow",
+                Err(_) => "error",
+            });
             let verdicts = match result {
                 Ok(v) if v.len() == visible.len() => v,
                 Ok(v) => {
@@ -150,11 +158,17 @@ impl Chain {
         let ctx = self.context(subject);
         let wit_tool = bindings::tool(tool);
         for p in &self.policies {
+            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_call");
             let result =
                 self.runtime
                     .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
                         policy.call_check_call(store, &p.spec.settings, &ctx, &wit_tool, arguments)
                     });
+            span.finish(match &result {
+                Ok(Verdict::Allow) => "allow",
+                Ok(Verdict::Deny(_)) => "deny",
+                Err(_) => "error",
+            });
             let denial = match result {
                 Ok(Verdict::Allow) => continue,
                 Ok(Verdict::Deny(d)) => denial(d),
@@ -177,11 +191,18 @@ impl Chain {
         let mut current: Option<String> = None;
         for p in &self.policies {
             let text = current.as_deref().unwrap_or(result);
+            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_result");
             let outcome =
                 self.runtime
                     .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
                         policy.call_check_result(store, &p.spec.settings, &ctx, &wit_tool, text)
                     });
+            span.finish(match &outcome {
+                Ok(ResultVerdict::Pass) => "allow",
+                Ok(ResultVerdict::Replace(_)) => "replace",
+                Ok(ResultVerdict::Deny(_)) => "deny",
+                Err(_) => "error",
+            });
             match outcome {
                 Ok(ResultVerdict::Pass) => {}
                 Ok(ResultVerdict::Replace(new)) => {

@@ -21,22 +21,32 @@ pub use chain::{Chain, Decision, Denial, Loaded, Subject};
 pub use runtime::{EvalError, Runtime};
 
 use crate::config::{ModuleRef, PolicySpec};
+use crate::kit::trust::TrustSettings;
 
 /// The live chain, swapped atomically on reload. A request takes the chain once
 /// (`current`) and finishes on it, whatever reloads happen meanwhile.
 pub struct PolicyEngine {
     runtime: Arc<Runtime>,
     chain: ArcSwap<Chain>,
+    /// `[policy_trust]` as read at start-up; applied to every chain built (reloads too).
+    trust: TrustSettings,
 }
 
 impl PolicyEngine {
     /// Loads and validates every policy; any failure refuses the whole chain.
     pub fn new(specs: &[PolicySpec]) -> anyhow::Result<PolicyEngine> {
+        PolicyEngine::with_trust(specs, TrustSettings::default())
+    }
+
+    /// Like [`PolicyEngine::new`], refusing modules that `trust` does not accept
+    /// (unsigned, tampered, not pinned by the lock file), now and at every reload.
+    pub fn with_trust(specs: &[PolicySpec], trust: TrustSettings) -> anyhow::Result<PolicyEngine> {
         let runtime = Runtime::new()?;
-        let chain = build_chain(&runtime, specs)?;
+        let chain = build_chain_trusted(&runtime, specs, &trust)?;
         Ok(PolicyEngine {
             runtime,
             chain: ArcSwap::from_pointee(chain),
+            trust,
         })
     }
 
@@ -46,7 +56,7 @@ impl PolicyEngine {
 
     /// Builds a new chain from `specs` and swaps it in; on error the current chain stays.
     pub fn reload(&self, specs: &[PolicySpec]) -> anyhow::Result<(String, String)> {
-        let chain = build_chain(&self.runtime, specs)?;
+        let chain = build_chain_trusted(&self.runtime, specs, &self.trust)?;
         let new = chain.digest.clone();
         let old = self.chain.swap(Arc::new(chain));
         let current = self.current();
@@ -61,6 +71,10 @@ impl PolicyEngine {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    pub fn trust(&self) -> &TrustSettings {
+        &self.trust
     }
 }
 
@@ -78,11 +92,23 @@ pub fn module_bytes(module: &ModuleRef) -> anyhow::Result<std::borrow::Cow<'stat
 
 /// Loads every policy of `specs` and validates its settings.
 pub fn build_chain(runtime: &Arc<Runtime>, specs: &[PolicySpec]) -> anyhow::Result<Chain> {
+    build_chain_trusted(runtime, specs, &TrustSettings::default())
+}
+
+/// [`build_chain`], first checking every file module against `[policy_trust]`
+/// (signature, lock file) before it is compiled.
+pub fn build_chain_trusted(
+    runtime: &Arc<Runtime>,
+    specs: &[PolicySpec],
+    trust: &TrustSettings,
+) -> anyhow::Result<Chain> {
+    let lock = trust.load_lock()?;
     let mut loaded = Vec::with_capacity(specs.len());
     for spec in specs {
         let fail =
             |e: anyhow::Error| anyhow::anyhow!("policy {:?} ({}): {e:#}", spec.name, spec.module);
         let bytes = module_bytes(&spec.module).map_err(fail)?;
+        trust.check(spec, &bytes, lock.as_ref()).map_err(fail)?;
         let module = runtime.load(&bytes).map_err(fail)?;
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let limits = runtime::Limits {

@@ -106,17 +106,28 @@ pub fn spawn(
     }))
 }
 
-/// The config file plus every policy file of the current chain.
+/// The config file plus every policy file of the current chain, and with
+/// `[policy_trust]`, their signature files and the lock file.
 fn watched_files(engine: &PolicyEngine, config_path: &Path) -> HashSet<PathBuf> {
+    let trust = engine.trust();
     let mut files: HashSet<PathBuf> = engine
         .current()
         .policies()
         .iter()
         .filter_map(|p| match &p.spec.module {
-            ModuleRef::File(path) => Some(normalize(path)),
+            ModuleRef::File(path) => Some(path),
             ModuleRef::Builtin(_) => None,
         })
+        .flat_map(|path| {
+            let sig = trust
+                .require_signatures
+                .then(|| normalize(&crate::kit::sign::sig_path(path)));
+            std::iter::once(normalize(path)).chain(sig)
+        })
         .collect();
+    if let Some(lock) = &trust.lock_file {
+        files.insert(normalize(lock));
+    }
     files.insert(normalize(config_path));
     files
 }

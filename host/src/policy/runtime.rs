@@ -23,6 +23,9 @@ use super::bindings::{Policy, PolicyPre};
 
 /// How often the epoch advances; deadlines are whole ticks.
 pub const TICK: Duration = Duration::from_millis(2);
+/// Environment variable naming a directory for wasmtime's compilation cache (off
+/// when unset).
+pub const CACHE_ENV: &str = "PORTCULLIS_POLICY_CACHE";
 /// Largest memory any policy may be given (`memory_limit_mb` is capped to this).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
@@ -82,6 +85,8 @@ impl Runtime {
     pub fn new() -> anyhow::Result<Arc<Runtime>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Compile on one thread: a reload must leave the other core to live requests.
+        config.parallel_compilation(false);
         config.wasm_component_model(true);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
@@ -95,6 +100,15 @@ impl Runtime {
             .table_elements(200_000)
             .max_memory_size(MAX_MEMORY_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
+            // Opt-in on-disk cache of compiled policies (keyed by the component bytes
+            // and the engine settings): big JS/Python components load in a fraction of
+            // their compile time after the first start. The directory holds native
+            // code: protect it like the binary.
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(std::path::absolute(std::path::PathBuf::from(dir))?);
+            config.cache(Some(wasmtime::Cache::new(cache).map_err(wasm_err)?));
+        }
         let engine = Engine::new(&config).map_err(wasm_err)?;
 
         let mut linker = Linker::new(&engine);

@@ -13,6 +13,10 @@ mod window;
 
 use std::collections::HashMap;
 
+use tracing::Instrument;
+
+use crate::telemetry;
+
 pub use config::{OnUnavailable, OrgRaw, QuotaRaw, QuotaSettings, validate};
 pub use window::Window;
 
@@ -40,7 +44,7 @@ pub enum Verdict {
 
 enum Backend {
     Memory(memory::Memory),
-    Redis(redis_backend::Redis),
+    Redis(Box<redis_backend::Redis>),
 }
 
 pub struct Quota {
@@ -53,7 +57,10 @@ impl Quota {
     pub fn new(settings: &QuotaSettings) -> Quota {
         let backend = match &settings.redis_url {
             None => Backend::Memory(memory::Memory::default()),
-            Some(url) => Backend::Redis(redis_backend::Redis::new(url, &settings.key_prefix)),
+            Some(url) => Backend::Redis(Box::new(redis_backend::Redis::new(
+                url,
+                &settings.key_prefix,
+            ))),
         };
         Quota {
             limits: settings.limits.clone(),
@@ -62,8 +69,23 @@ impl Quota {
         }
     }
 
-    /// Counts one call for `org` and says whether it may proceed.
+    /// Counts one call for `org` and says whether it may proceed (traced as the
+    /// "quota check" span; refusals are counted in the metrics).
     pub async fn check(&self, org: &str) -> Verdict {
+        let span = telemetry::spans::quota(org);
+        let verdict = self.count(org).instrument(span.clone()).await;
+        let (name, used) = match &verdict {
+            Verdict::Allowed { used } => ("allowed", Some(*used)),
+            Verdict::Exceeded { .. } => ("exceeded", None),
+            Verdict::Unlimited => ("unlimited", None),
+            Verdict::Unavailable(_) => ("unavailable", None),
+            Verdict::UnavailableAllowed(_) => ("unavailable_allowed", None),
+        };
+        telemetry::spans::quota_verdict(&span, org, name, used);
+        verdict
+    }
+
+    async fn count(&self, org: &str) -> Verdict {
         let Some(limit) = self.limits.get(org) else {
             return Verdict::Unlimited;
         };

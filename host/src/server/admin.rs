@@ -1,19 +1,50 @@
-//! The operator's admin listener (loopback by default): health and catalog refresh.
-//! It carries no agent traffic and never shows a secret.
+//! The operator's admin listener (loopback by default): health, readiness, metrics
+//! and catalog refresh. It carries no agent traffic and never shows a secret.
+//!
+//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /readyz`: 200 when the gateway can do its job: the policy chain is loaded,
+//!   the quota backend answers, and at least one connector's upstream accepts a
+//!   connection; else 503. Both answer a JSON body naming every check.
+//! - `GET /metrics`: Prometheus metrics (OpenMetrics text; see `telemetry::metrics`).
+//! - `POST /admin/connectors/refresh[?id=<connector>]`: drop cached tool lists.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
+use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::body::{Body, full};
 use crate::gateway::Gateway;
+use crate::telemetry::metrics;
+
+/// How long one readiness probe (quota backend, upstream connect) may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, "/readyz") => {
+            let (ready, body) = readiness(&gw).await;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            with_type(status, body.to_string(), "application/json")
+        }
+        (&Method::GET, "/metrics") => {
+            let live = metrics::Live {
+                active_sessions: gw.sessions.len() as u64,
+                audit_queue_depth: gw.audit.queue_depth() as u64,
+                audit_dropped_rows: gw.audit.dropped(),
+            };
+            with_type(StatusCode::OK, metrics::render(live), metrics::CONTENT_TYPE)
+        }
         (&Method::POST, "/admin/connectors/refresh") => {
             let only = req
                 .uri()
@@ -39,8 +70,102 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     }
 }
 
+/// Runs every readiness check (concurrently); whether all passed, and the report.
+async fn readiness(gw: &Gateway) -> (bool, Value) {
+    let chain = gw.policy.current();
+    let policies = json!({
+        "ready": true,
+        "chain": chain.names,
+        "digest": chain.digest,
+    });
+    let quota = async {
+        let ok = tokio::time::timeout(PROBE_TIMEOUT, gw.quota.ready())
+            .await
+            .unwrap_or(false);
+        let backend = if gw.config.quota.redis_url.is_some() {
+            "redis"
+        } else {
+            "memory"
+        };
+        let mut v = json!({"ready": ok, "backend": backend});
+        if !ok {
+            v["error"] = json!("the quota backend does not answer");
+        }
+        v
+    };
+    let upstreams = async {
+        let probes = gw.config.connectors.iter().map(|c| async move {
+            let result = probe(&c.target_url).await;
+            (c.id.clone(), result)
+        });
+        let results = join_all(probes).await;
+        let reachable: Vec<&str> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let unreachable: serde_json::Map<String, Value> = results
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().err().map(|e| (id.clone(), json!(e))))
+            .collect();
+        let mut v = json!({
+            "ready": !reachable.is_empty(),
+            "reachable": reachable,
+            "unreachable": unreachable,
+        });
+        if results.is_empty() {
+            v["error"] = json!("no connector is configured");
+        } else if reachable.is_empty() {
+            v["error"] = json!("no connector's upstream accepts connections");
+        }
+        v
+    };
+    let (quota, upstreams) = tokio::join!(quota, upstreams);
+    let checks = json!({
+        "policies": policies,
+        "quota": quota,
+        "upstreams": upstreams,
+    });
+    let not_ready: Vec<&str> = checks
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, c)| c["ready"] != Value::Bool(true))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let ready = not_ready.is_empty();
+    (
+        ready,
+        json!({"ready": ready, "not_ready": not_ready, "checks": checks}),
+    )
+}
+
+/// Whether an upstream URL's host accepts a TCP connection (no request is sent, so
+/// no credential is involved and the upstream sees no MCP traffic).
+async fn probe(target_url: &str) -> Result<(), String> {
+    let uri: http::Uri = target_url.parse().map_err(|_| "invalid URL".to_string())?;
+    let host = uri.host().ok_or("no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("connect failed: {e}")),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
 fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() = status;
+    resp
+}
+
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut resp = text(status, body);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
 }

@@ -59,10 +59,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             .insert(WWW_AUTHENTICATE, challenge.parse().expect("valid header"));
         return resp;
     };
-    if req.method() != Method::POST {
-        if let Err(resp) = check_version(req.headers()) {
-            return *resp;
-        }
+    if req.method() != Method::POST
+        && let Err(resp) = check_version(req.headers())
+    {
+        return *resp;
     }
     match *req.method() {
         Method::POST => post(gw, identity, endpoint, req).await,

@@ -10,7 +10,7 @@ mod session;
 mod stream;
 
 pub use self::http::{HttpClient, new_client};
-pub use session::{Credential, Outcome, UpstreamSession};
+pub use session::{Credential, CredentialProvider, Outcome, UpstreamSession};
 pub use stream::{ListenStream, Message};
 
 /// Why an upstream exchange failed (as opposed to the upstream answering with a
@@ -32,6 +32,12 @@ pub enum UpstreamError {
     /// The request was cancelled by the agent.
     #[error("request cancelled")]
     Cancelled,
+    /// The connector's credential could not be obtained (vault secret missing, not
+    /// decryptable, KMS unreachable). The text is the operator's detail (connector,
+    /// secret name, cause; never secret material), already logged when it happened; it
+    /// is left out of `Display` so that no agent-facing message carries it.
+    #[error("upstream credential unavailable")]
+    Credential(String),
 }
 
 impl UpstreamError {
@@ -40,7 +46,16 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout => 504,
             UpstreamError::Cancelled => 499,
+            UpstreamError::Credential(_) => 500,
             _ => 502,
+        }
+    }
+
+    /// Operator-only detail not shown by `Display` (see [`UpstreamError::Credential`]).
+    pub fn operator_detail(&self) -> Option<&str> {
+        match self {
+            UpstreamError::Credential(detail) => Some(detail),
+            _ => None,
         }
     }
 
@@ -52,6 +67,7 @@ impl UpstreamError {
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Cancelled => "cancelled",
+            UpstreamError::Credential(_) => "credential",
         }
     }
 }

@@ -96,7 +96,10 @@ impl CredentialProvider {
                 "connector {connector}: vault secret {secret:?}: {reason}"
             ))
         };
-        let value = vault.get(secret).await.map_err(|e| fail(e.to_string()))?;
+        let traced = crate::telemetry::spans::vault(connector, secret); // no secret value in it
+        let value = tracing::Instrument::instrument(vault.get(secret), traced)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         let (header, text) = match kind {
             CredentialKind::Bearer | CredentialKind::OAuth => (
                 http::header::AUTHORIZATION,

@@ -95,13 +95,13 @@ pub fn validate(raw: Option<VaultRaw>, base_dir: &Path) -> Result<VaultSettings,
                 let region = k.region.filter(|s| !s.is_empty()).ok_or_else(|| {
                     ConfigError::new("vault.kms.region", "required with provider = \"aws-kms\"")
                 })?;
-                if let Some(e) = &k.endpoint {
-                    if !(e.starts_with("http://") || e.starts_with("https://")) {
-                        return Err(ConfigError::new(
-                            "vault.kms.endpoint",
-                            "must start with http:// or https://",
-                        ));
-                    }
+                if let Some(e) = &k.endpoint
+                    && !(e.starts_with("http://") || e.starts_with("https://"))
+                {
+                    return Err(ConfigError::new(
+                        "vault.kms.endpoint",
+                        "must start with http:// or https://",
+                    ));
                 }
                 KmsSettings::Aws {
                     key_id,
@@ -122,4 +122,65 @@ pub fn validate(raw: Option<VaultRaw>, base_dir: &Path) -> Result<VaultSettings,
         cache: Duration::from_secs(cache_secs),
         kms,
     })
+}
+
+/// The `[vault]` settings of a config file, read without validating the rest of it
+/// (the `vault` CLI needs no upstream, policy or environment variable to be in place).
+/// Relative paths resolve against the config file's directory, as in [`Config::load`].
+///
+/// [`Config::load`]: crate::config::Config::load
+pub fn settings_from_file(path: &Path) -> Result<VaultSettings, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("<file>", format!("cannot read {}: {e}", path.display())))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| ConfigError::new("<toml>", e.to_string().trim().replace('\n', " ")))?;
+    let raw = match table.remove("vault") {
+        None => None,
+        Some(v) => Some(
+            VaultRaw::deserialize(v)
+                .map_err(|e| ConfigError::new("vault", e.to_string().trim().replace('\n', " ")))?,
+        ),
+    };
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    validate(raw, &base_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_file_reads_only_the_vault_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"bad\"\n[[connectors]]\ncredential = \"env:NOT_SET_ANYWHERE\"\n\
+             [vault]\npath = \"secrets/v.json\"\ncache_secs = 5\n\
+             [vault.kms]\nprovider = \"aws-kms\"\nkey_id = \"k\"\nregion = \"us-east-1\"\n",
+        )
+        .unwrap();
+        let s = settings_from_file(&path).unwrap();
+        assert_eq!(s.path, dir.path().join("secrets/v.json"));
+        assert_eq!(s.cache, Duration::from_secs(5));
+        assert!(matches!(s.kms, KmsSettings::Aws { .. }));
+
+        std::fs::write(&path, "[server]\n").unwrap();
+        let s = settings_from_file(&path).unwrap();
+        assert_eq!(s.path, dir.path().join("vault.json"));
+        assert_eq!(
+            s.kms,
+            KmsSettings::Local {
+                master_key_path: dir.path().join("master.key")
+            }
+        );
+
+        std::fs::write(&path, "[vault]\nbogus = 1\n").unwrap();
+        let e = settings_from_file(&path).unwrap_err();
+        assert_eq!(e.key, "vault");
+        assert!(e.reason.contains("bogus"), "{e}");
+    }
 }

@@ -10,7 +10,7 @@
 
 use portcullis_policy_sdk::{
     Context, Policy, ServerRule, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings,
-    export_policy, glob_match, hint_mismatch, hints_pass, required_patterns, rule_hints,
+    export_policy, glob_match, hint_mismatch, required_patterns, rule_hints,
     rule_matches_connector, tool_name_allowed,
 };
 
@@ -61,20 +61,14 @@ fn rule_miss(rule: &ServerRule, connector: &portcullis_policy_sdk::Connector) ->
     if !glob_match(&rule.url, &connector.target_url) {
         return format!("url `{}` does not match", rule.url);
     }
-    let hints = rule_hints(rule);
     let unmet = required_patterns(rule).and_then(|ps| {
         // `*` entries require nothing (as in `rule_matches_connector`).
         ps.iter()
             .filter(|p| p.bytes().any(|b| b != b'*'))
-            .find(|p| {
-                !connector
-                    .tools
-                    .iter()
-                    .any(|t| glob_match(p, &t.name) && hints_pass(hints, &t.annotations))
-            })
+            .find(|p| !connector.tools.iter().any(|t| glob_match(p, &t.name)))
     });
     match unmet {
-        Some(p) => format!("no usable tool for required `{p}`"),
+        Some(p) => format!("no tool for required `{p}`"),
         None => "does not match".to_string(),
     }
 }

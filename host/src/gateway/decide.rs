@@ -1,0 +1,114 @@
+//! Runs policy-chain evaluations on tokio's blocking pool. Guests are synchronous Wasm
+//! that may run until their deadline, and WASI's stdio bridge (a guest's panic message
+//! goes to its stderr) blocks on the runtime; neither may happen on an async worker,
+//! or one slow policy would stall unrelated requests. An empty chain is answered
+//! inline. A panic while evaluating fails closed.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::Gateway;
+use super::catalog::ToolSet;
+use crate::auth::Identity;
+use crate::config::{Connector, ServerRule};
+use crate::mcp::jsonrpc;
+use crate::policy::{Chain, Decision, Denial, Subject};
+
+/// Everything a chain evaluation reads, owned so it can move to another thread.
+pub struct Owned {
+    identity: Arc<Identity>,
+    declaration: Option<Arc<Vec<ServerRule>>>,
+    connector: Arc<Connector>,
+    tools: Arc<ToolSet>,
+}
+
+impl Owned {
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            identity: &self.identity,
+            declaration: self.declaration.as_deref().map(Vec::as_slice),
+            connector: &self.connector,
+            tools: &self.tools.tools,
+        }
+    }
+}
+
+impl Gateway {
+    pub(super) fn owned(
+        &self,
+        identity: &Arc<Identity>,
+        connector: &Arc<Connector>,
+        tools: &Arc<ToolSet>,
+    ) -> Owned {
+        Owned {
+            identity: identity.clone(),
+            declaration: self.declarations.get(&identity.agent).cloned().flatten(),
+            connector: connector.clone(),
+            tools: tools.clone(),
+        }
+    }
+}
+
+/// Which tools the agent may see.
+pub async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
+    let n = owned.tools.tools.len();
+    if chain.is_empty() {
+        return vec![true; n];
+    }
+    let chain = chain.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| chain.filter_tools(&owned.subject())))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "policy evaluation panicked; hiding the connector's tools");
+            vec![false; n]
+        })
+}
+
+/// Whether a call may proceed.
+pub async fn check_call(
+    chain: &Arc<Chain>,
+    owned: Owned,
+    tool: Value,
+    arguments: String,
+) -> Decision {
+    let run = chain.clone();
+    let span = tracing::Span::current();
+    let joined = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| run.check_call(&owned.subject(), &tool, &arguments))
+    })
+    .await;
+    joined.unwrap_or_else(|e| panicked(chain, &e))
+}
+
+/// The post-call hook over a result.
+pub async fn check_result(
+    chain: &Arc<Chain>,
+    owned: Owned,
+    tool: Value,
+    result: String,
+) -> Decision {
+    let run = chain.clone();
+    let span = tracing::Span::current();
+    let joined = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| run.check_result(&owned.subject(), &tool, &result))
+    })
+    .await;
+    joined.unwrap_or_else(|e| panicked(chain, &e))
+}
+
+fn panicked(chain: &Chain, e: &tokio::task::JoinError) -> Decision {
+    tracing::error!(error = %e, "policy evaluation panicked; denying");
+    Decision {
+        denial: Some(Denial {
+            code: jsonrpc::INTERNAL_ERROR,
+            message: "Policy evaluation failed".into(),
+            reason: format!("policy evaluation panicked: {e}"),
+            status: 500,
+        }),
+        policy: chain.names.clone(),
+        digest: chain.digest.clone(),
+        replacement: None,
+    }
+}

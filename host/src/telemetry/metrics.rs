@@ -1,0 +1,322 @@
+//! Prometheus metrics (`prometheus-client`), exposed at `/metrics` on the admin
+//! listener in the OpenMetrics text format.
+//!
+//! Counters and histograms live in one process-wide registry updated on the request
+//! path (a few atomic operations each). Values that already exist elsewhere (active
+//! sessions, the audit queue) are read at scrape time. Label values come from the
+//! config (methods, connectors, policies, orgs) or small fixed sets (statuses, error
+//! kinds), never from what agents send.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    connector: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+    hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    policy: String,
+    hook: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorLabels {
+    connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    connector: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    org: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<MethodLabels>,
+    policy_evaluations: Family<VerdictLabels, Counter>,
+    policy_duration: HistogramFamily<PolicyLabels>,
+    upstream_duration: HistogramFamily<ConnectorLabels>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    quota_rejections: Family<QuotaLabels, Counter>,
+    policy_reloads: Family<ResultLabels, Counter>,
+}
+
+/// 0.25 ms to ~33 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
+}
+
+/// 10 µs to ~80 ms: policy evaluations are short.
+fn policy_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 14))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("portcullis");
+    let m = Metrics {
+        requests: Family::default(),
+        request_duration: Family::new_with_constructor(latency_histogram),
+        policy_evaluations: Family::default(),
+        policy_duration: Family::new_with_constructor(policy_histogram),
+        upstream_duration: Family::new_with_constructor(latency_histogram),
+        upstream_errors: Family::default(),
+        quota_rejections: Family::default(),
+        policy_reloads: Family::default(),
+        registry: Registry::default(),
+    };
+    registry.register(
+        "build",
+        "Portcullis build information",
+        Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+    );
+    registry.register(
+        "requests",
+        "Audited MCP requests (tools/list, tools/call) by method, connector (\"-\" when none) and audit status",
+        m.requests.clone(),
+    );
+    registry.register_with_unit(
+        "request_duration",
+        "Time to answer an audited MCP request, by method",
+        Unit::Seconds,
+        m.request_duration.clone(),
+    );
+    registry.register(
+        "policy_evaluations",
+        "Policy evaluations by policy, hook (filter_tools, check_call, check_result) and verdict (allow, deny, error)",
+        m.policy_evaluations.clone(),
+    );
+    registry.register_with_unit(
+        "policy_duration",
+        "Time of one policy evaluation, by policy and hook",
+        Unit::Seconds,
+        m.policy_duration.clone(),
+    );
+    registry.register_with_unit(
+        "upstream_duration",
+        "Time of a forwarded tools/call at the upstream, by connector",
+        Unit::Seconds,
+        m.upstream_duration.clone(),
+    );
+    registry.register(
+        "upstream_errors",
+        "Failed upstream exchanges by connector and kind (http_status, transport, protocol, timeout, cancelled)",
+        m.upstream_errors.clone(),
+    );
+    registry.register(
+        "quota_rejections",
+        "tools/call refused by the quota, by org and reason (exceeded, unavailable)",
+        m.quota_rejections.clone(),
+    );
+    registry.register(
+        "policy_reloads",
+        "Policy hot-reload attempts by result (ok, failed)",
+        m.policy_reloads.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+fn s(v: impl Into<String>) -> String {
+    v.into()
+}
+
+/// One audited request (called for every audit row).
+pub fn request(method: &str, connector: Option<&str>, status: u16, latency_ms: f64) {
+    let m = &*METRICS;
+    m.requests
+        .get_or_create(&RequestLabels {
+            method: s(method),
+            connector: s(connector.unwrap_or("-")),
+            status: status.to_string(),
+        })
+        .inc();
+    m.request_duration
+        .get_or_create(&MethodLabels { method: s(method) })
+        .observe(latency_ms / 1000.0);
+}
+
+/// One policy evaluation.
+pub fn policy(policy: &str, hook: &str, verdict: &str, elapsed: Duration) {
+    let m = &*METRICS;
+    m.policy_evaluations
+        .get_or_create(&VerdictLabels {
+            policy: s(policy),
+            hook: s(hook),
+            verdict: s(verdict),
+        })
+        .inc();
+    m.policy_duration
+        .get_or_create(&PolicyLabels {
+            policy: s(policy),
+            hook: s(hook),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+/// One forwarded call's time at the upstream.
+pub fn upstream_call(connector: &str, elapsed: Duration) {
+    METRICS
+        .upstream_duration
+        .get_or_create(&ConnectorLabels {
+            connector: s(connector),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+/// A failed upstream exchange (`UpstreamError::kind`).
+pub fn upstream_error(connector: &str, kind: &str) {
+    METRICS
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            connector: s(connector),
+            kind: s(kind),
+        })
+        .inc();
+}
+
+/// A call refused by the quota (`exceeded` or `unavailable`).
+pub fn quota_rejection(org: &str, reason: &str) {
+    METRICS
+        .quota_rejections
+        .get_or_create(&QuotaLabels {
+            org: s(org),
+            reason: s(reason),
+        })
+        .inc();
+}
+
+/// A policy reload attempt; the `on_reload` callback of `policy::reload::spawn`.
+pub fn policy_reload(ok: bool) {
+    METRICS
+        .policy_reloads
+        .get_or_create(&ResultLabels {
+            result: s(if ok { "ok" } else { "failed" }),
+        })
+        .inc();
+}
+
+/// Values read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    pub active_sessions: u64,
+    pub audit_queue_depth: u64,
+    pub audit_dropped_rows: u64,
+}
+
+/// The exposition: every registered metric plus the live values.
+pub fn render(live: Live) -> String {
+    let mut live_registry = Registry::with_prefix("portcullis");
+    live_registry.register(
+        "active_sessions",
+        "Open agent sessions",
+        ConstGauge::new(live.active_sessions as i64),
+    );
+    live_registry.register(
+        "audit_queue_depth",
+        "Audit rows waiting for the sink",
+        ConstGauge::new(live.audit_queue_depth as i64),
+    );
+    live_registry.register(
+        "audit_dropped_rows",
+        "Audit rows not stored (queue full with on_full = \"drop\", or after shutdown)",
+        ConstCounter::new(live.audit_dropped_rows),
+    );
+    let mut out = String::with_capacity(8192);
+    // Writing to a String cannot fail.
+    let _ = encode_registry(&mut out, &METRICS.registry);
+    let _ = encode_registry(&mut out, &live_registry);
+    let _ = encode_eof(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family() {
+        request("tools/call", Some("conn_a"), 200, 12.0);
+        request("tools/call", None, 404, 1.0);
+        policy(
+            "blocklist",
+            "check_call",
+            "allow",
+            Duration::from_micros(40),
+        );
+        upstream_call("conn_a", Duration::from_millis(3));
+        upstream_error("conn_a", "timeout");
+        quota_rejection("acme", "exceeded");
+        policy_reload(true);
+        let text = render(Live {
+            active_sessions: 3,
+            audit_queue_depth: 2,
+            audit_dropped_rows: 1,
+        });
+        for needle in [
+            r#"portcullis_requests_total{method="tools/call",connector="conn_a",status="200"} 1"#,
+            r#"portcullis_requests_total{method="tools/call",connector="-",status="404"} 1"#,
+            "portcullis_request_duration_seconds_bucket{",
+            r#"portcullis_policy_evaluations_total{policy="blocklist",hook="check_call",verdict="allow"} 1"#,
+            "portcullis_policy_duration_seconds_count{",
+            "portcullis_upstream_duration_seconds_sum{",
+            r#"portcullis_upstream_errors_total{connector="conn_a",kind="timeout"} 1"#,
+            r#"portcullis_quota_rejections_total{org="acme",reason="exceeded"} 1"#,
+            r#"portcullis_policy_reloads_total{result="ok"} 1"#,
+            "portcullis_active_sessions 3",
+            "portcullis_audit_queue_depth 2",
+            "portcullis_audit_dropped_rows_total 1",
+            "portcullis_build_info{version=",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

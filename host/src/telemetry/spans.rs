@@ -1,0 +1,357 @@
+//! The spans of one agent request, named and attributed after the OpenTelemetry
+//! semantic conventions for MCP and GenAI, plus `portcullis.*` attributes:
+//!
+//! ```text
+//! tools/call <tool>          server  mcp.method.name, jsonrpc.request.id, mcp.session.id,
+//!  │                                 gen_ai.tool.name, portcullis.{org,agent,connector,status},
+//!  │                                 server.address, error.type (on failure)
+//!  ├─ policy <name>          internal  portcullis.policy.{name,digest,hook,mode,verdict}
+//!  ├─ quota check            internal  portcullis.org, portcullis.quota.verdict
+//!  ├─ upstream tools/call    client    portcullis.connector, server.address,
+//!  │   │                               http.response.status_code, portcullis.upstream.outcome
+//!  │   └─ vault unwrap       internal  portcullis.connector, portcullis.vault.secret (a name)
+//!  └─ policy <name>          (check_result, after the upstream answered)
+//! ```
+//!
+//! Attributes never carry a secret or the call's arguments. When tracing is off every
+//! constructor returns a disabled span and does no work.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use serde_json::Value;
+use tracing::Span;
+use tracing::field::Empty;
+
+use super::metrics;
+use super::traces::{self, TARGET};
+use crate::audit::Record;
+use crate::auth::Identity;
+use crate::config::{Connector, PolicyMode};
+use crate::upstream::{Outcome, UpstreamError};
+
+/// Longest tool name put in a span name (agents choose what they send).
+const MAX_NAME: usize = 128;
+
+/// The server span of one JSON-RPC request; continues an incoming `traceparent`.
+pub fn request(
+    method: &str,
+    id: &Value,
+    params: &Value,
+    identity: &Identity,
+    headers: &HeaderMap,
+    listen: SocketAddr,
+) -> Span {
+    if !traces::enabled() {
+        return Span::none();
+    }
+    let tool = (method == "tools/call")
+        .then(|| params.get("name").and_then(Value::as_str))
+        .flatten()
+        .map(|t| truncate(t, MAX_NAME));
+    let name = match tool {
+        Some(t) => format!("{method} {t}"),
+        None => method.to_string(),
+    };
+    let request_id = match id {
+        Value::String(s) => truncate(s, MAX_NAME).to_string(),
+        other => other.to_string(),
+    };
+    let (address, port) = server_address(headers, listen);
+    let span = tracing::info_span!(
+        target: TARGET,
+        "mcp.server",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        "mcp.method.name" = method,
+        "jsonrpc.request.id" = %request_id,
+        "mcp.session.id" = Empty,
+        "mcp.protocol.version" = Empty,
+        "gen_ai.tool.name" = tool,
+        "gen_ai.operation.name" = (method == "tools/call").then_some("execute_tool"),
+        "portcullis.org" = %identity.org,
+        "portcullis.agent" = %identity.agent,
+        "portcullis.connector" = Empty,
+        "portcullis.status" = Empty,
+        "portcullis.policy" = Empty,
+        "portcullis.policy_digest" = Empty,
+        "error.type" = Empty,
+        "rpc.response.status_code" = Empty,
+        "server.address" = %address,
+        "server.port" = port,
+        "network.protocol.name" = "http",
+        "network.transport" = "tcp",
+    );
+    traces::continue_remote(&span, headers);
+    span
+}
+
+/// The session a request belongs to (known after the lookup, or after initialize).
+pub fn session(span: &Span, id: &str, protocol_version: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("mcp.session.id", id);
+    span.record("mcp.protocol.version", protocol_version);
+}
+
+/// An HTTP-level refusal of a request that has a span (e.g. unknown session).
+pub fn refused(span: &Span, status: u16, error_type: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("portcullis.status", status);
+    span.record("error.type", error_type);
+    span.record("otel.status_code", "error");
+}
+
+/// Called for every audit row: the request metrics, and the outcome on the current
+/// (server) span.
+pub fn audited(r: &Record) {
+    metrics::request(&r.method, r.connector.as_deref(), r.status, r.latency_ms);
+    if !traces::enabled() {
+        return;
+    }
+    let span = Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("portcullis.status", r.status);
+    if let Some(c) = &r.connector {
+        span.record("portcullis.connector", c.as_str());
+    }
+    if let Some(p) = &r.policy {
+        span.record("portcullis.policy", p.as_str());
+    }
+    if let Some(d) = &r.policy_digest {
+        span.record("portcullis.policy_digest", d.as_str());
+    }
+    let error = match r.rpc_code {
+        Some(code) => {
+            span.record("rpc.response.status_code", code.to_string().as_str());
+            Some(code.to_string())
+        }
+        None if r.status >= 400 => Some(r.status.to_string()),
+        None => None,
+    };
+    if let Some(e) = error {
+        span.record("error.type", e.as_str());
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// One policy evaluation; finish it with the verdict.
+pub struct PolicySpan {
+    span: tracing::span::EnteredSpan,
+    started: Instant,
+    policy: String,
+    hook: &'static str,
+}
+
+impl PolicySpan {
+    pub fn enter(policy: &str, digest: &str, mode: PolicyMode, hook: &'static str) -> PolicySpan {
+        let span = if traces::enabled() {
+            tracing::info_span!(
+                target: TARGET,
+                "policy",
+                otel.name = %format_args!("policy {policy}"),
+                otel.status_code = Empty,
+                "portcullis.policy.name" = policy,
+                "portcullis.policy.digest" = digest,
+                "portcullis.policy.hook" = hook,
+                "portcullis.policy.mode" = match mode {
+                    PolicyMode::Enforce => "enforce",
+                    PolicyMode::Monitor => "monitor",
+                },
+                "portcullis.policy.verdict" = Empty,
+            )
+        } else {
+            Span::none()
+        };
+        PolicySpan {
+            span: span.entered(),
+            started: Instant::now(),
+            policy: policy.to_string(),
+            hook,
+        }
+    }
+
+    /// `verdict`: "allow", "deny", "replace" or "error".
+    pub fn finish(self, verdict: &'static str) {
+        metrics::policy(&self.policy, self.hook, verdict, self.started.elapsed());
+        if !self.span.is_disabled() {
+            self.span.record("portcullis.policy.verdict", verdict);
+            if verdict == "error" {
+                self.span.record("otel.status_code", "error");
+            }
+        }
+    }
+}
+
+/// The quota check of one call.
+pub fn quota(org: &str) -> Span {
+    if !traces::enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "quota",
+        otel.name = "quota check",
+        "portcullis.org" = org,
+        "portcullis.quota.verdict" = Empty,
+        "portcullis.quota.used" = Empty,
+    )
+}
+
+/// The quota's answer: `verdict` is "allowed", "unlimited", "exceeded",
+/// "unavailable" (refused) or "unavailable_allowed".
+pub fn quota_verdict(span: &Span, org: &str, verdict: &'static str, used: Option<u64>) {
+    match verdict {
+        "exceeded" | "unavailable" => metrics::quota_rejection(org, verdict),
+        _ => {}
+    }
+    if span.is_disabled() {
+        return;
+    }
+    span.record("portcullis.quota.verdict", verdict);
+    if let Some(n) = used {
+        span.record("portcullis.quota.used", n);
+    }
+}
+
+/// Reading a connector credential from the vault (KMS unwrap of the data key on a
+/// cache miss, then decryption). Attributes name the secret, never its value.
+pub fn vault(connector: &str, secret: &str) -> Span {
+    if !traces::enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "vault",
+        otel.name = "vault unwrap",
+        "portcullis.connector" = connector,
+        "portcullis.vault.secret" = secret,
+    )
+}
+
+/// The forwarded `tools/call` at the upstream.
+pub fn upstream(connector: &Connector, tool: &str, upstream_id: i64) -> Span {
+    if !traces::enabled() {
+        return Span::none();
+    }
+    let uri: Option<http::Uri> = connector.target_url.parse().ok();
+    let host = uri
+        .as_ref()
+        .and_then(|u| u.host())
+        .unwrap_or("")
+        .to_string();
+    let port = uri.as_ref().and_then(|u| {
+        u.port_u16().or(match u.scheme_str() {
+            Some("https") => Some(443),
+            _ => Some(80),
+        })
+    });
+    tracing::info_span!(
+        target: TARGET,
+        "upstream",
+        otel.name = %format_args!("tools/call {}", truncate(tool, MAX_NAME)),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        "mcp.method.name" = "tools/call",
+        "jsonrpc.request.id" = upstream_id,
+        "gen_ai.tool.name" = truncate(tool, MAX_NAME),
+        "gen_ai.operation.name" = "execute_tool",
+        "portcullis.connector" = %connector.id,
+        "server.address" = %host,
+        "server.port" = port,
+        "http.response.status_code" = Empty,
+        "portcullis.upstream.outcome" = Empty,
+        "error.type" = Empty,
+    )
+}
+
+/// How the forwarded call ended: span attributes and the upstream metrics.
+pub fn upstream_done(
+    span: &Span,
+    connector: &str,
+    outcome: &Result<Outcome, UpstreamError>,
+    elapsed: Duration,
+) {
+    metrics::upstream_call(connector, elapsed);
+    let (what, error): (&str, Option<String>) = match outcome {
+        Ok(Outcome::Result(_)) => ("ok", None),
+        Ok(Outcome::Error(e)) => (
+            "rpc_error",
+            Some(
+                e.get("code")
+                    .and_then(Value::as_i64)
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "rpc_error".into()),
+            ),
+        ),
+        Err(e) => {
+            metrics::upstream_error(connector, e.kind());
+            (e.kind(), Some(e.kind().to_string()))
+        }
+    };
+    if span.is_disabled() {
+        return;
+    }
+    span.record("portcullis.upstream.outcome", what);
+    if let Some(e) = error {
+        span.record("error.type", e.as_str());
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The HTTP status an upstream answered (recorded on the current upstream span).
+pub fn upstream_status(status: u16) {
+    if traces::enabled() {
+        Span::current().record("http.response.status_code", status);
+    }
+}
+
+/// `server.address`/`server.port` as the agent addressed us (`Host`), else the listener.
+fn server_address(headers: &HeaderMap, listen: SocketAddr) -> (String, u16) {
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    match host {
+        Some(a) => (a.host().to_string(), a.port_u16().unwrap_or(listen.port())),
+        None => (listen.ip().to_string(), listen.port()),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ééé", 3), "é");
+    }
+
+    #[test]
+    fn server_address_prefers_the_host_header() {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(server_address(&h, listen), ("127.0.0.1".into(), 8080));
+        h.insert(http::header::HOST, "gw.example:9000".parse().unwrap());
+        assert_eq!(server_address(&h, listen), ("gw.example".into(), 9000));
+    }
+}
