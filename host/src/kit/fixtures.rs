@@ -1,0 +1,725 @@
+//! `portcullis policy test MODULE FIXTURES`: offline decision tests for a policy,
+//! what `opa test` is to Rego.
+//!
+//! The fixture file (TOML, or YAML when it ends in `.yaml`/`.yml`) describes the
+//! caller, the connector and its tools, and cases with expected verdicts. Each case
+//! runs through the gateway's own policy chain code (`policy::Chain`) with the
+//! module as the only member, so a fixture decides exactly as the gateway would.
+//!
+//! ```toml
+//! settings = { domains = ["prod.internal"] }  # the policy's settings (default {})
+//! timeout_ms = 1000                            # per evaluation (default 1000)
+//! memory_limit_mb = 128                        # per evaluation (default 128)
+//!
+//! [identity]                                   # default: agent "agent", org "org", ["mcp:call"]
+//! agent = "reporter"
+//! org = "acme"
+//! scopes = ["mcp:call"]
+//!
+//! [connector]                                  # default: conn_test / "Test" / https://example.invalid/mcp
+//! id = "conn_db"
+//! name = "Database"                            # the slug is derived from it (or set `slug`)
+//! target_url = "https://db.example/mcp"
+//! disabled_tools = []
+//! tools = ["query", { name = "drop", annotations = { destructiveHint = true } }]
+//!
+//! # declaration = [{ url = "*", tools = { required = ["query"] } }]   # the agent's mcp_servers
+//!
+//! [[calls]]                                    # check-call
+//! name = "a plain query"                       # optional
+//! tool = "query"
+//! arguments = { sql = "select 1" }             # or arguments_json = "<raw text>"
+//! expect = "allow"                             # allow | deny
+//!
+//! [[calls]]
+//! tool = "query"
+//! arguments = { dsn = "postgres://db1.prod.internal/x" }
+//! expect = "deny"
+//! code = -32001                                # optional checks on the denial
+//! message = "Denied: production host"
+//! reason = "db1.prod.internal"                 # a substring of the audit reason
+//!
+//! [[lists]]                                    # filter-tools
+//! visible = ["query"]                          # exactly the tools left visible
+//!
+//! [[results]]                                  # check-result (post-call hook)
+//! tool = "query"
+//! result = { content = [{ type = "text", text = "mail bob@example.com" }] }
+//! expect = "replace"                           # pass | replace | deny
+//! contains = ["[redacted email]"]              # substrings of the replacement
+//! not_contains = ["bob@example.com"]
+//!
+//! [[validate]]                                 # validate-settings
+//! settings = { domains = [] }
+//! expect = "error"                             # ok | error
+//! error = "must not be empty"                  # a substring of the message
+//! ```
+//!
+//! Any case may override `identity` and `settings`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Identity;
+use crate::config::{Connector, ModuleRef, OnError, PolicyMode, PolicySpec, ServerRule, slugify};
+use crate::policy::{Chain, Runtime, Subject, build_chain};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixtures {
+    #[serde(default)]
+    pub settings: Option<Value>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_limit_mb: Option<u64>,
+    #[serde(default)]
+    pub identity: IdentityFx,
+    #[serde(default)]
+    pub connector: ConnectorFx,
+    #[serde(default)]
+    pub declaration: Option<Vec<ServerRule>>,
+    #[serde(default)]
+    pub calls: Vec<CallCase>,
+    #[serde(default)]
+    pub lists: Vec<ListCase>,
+    #[serde(default)]
+    pub results: Vec<ResultCase>,
+    #[serde(default)]
+    pub validate: Vec<ValidateCase>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFx {
+    #[serde(default = "default_agent")]
+    pub agent: String,
+    #[serde(default = "default_org")]
+    pub org: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+impl Default for IdentityFx {
+    fn default() -> Self {
+        IdentityFx {
+            agent: default_agent(),
+            org: default_org(),
+            scopes: default_scopes(),
+        }
+    }
+}
+
+fn default_agent() -> String {
+    "agent".into()
+}
+fn default_org() -> String {
+    "org".into()
+}
+fn default_scopes() -> Vec<String> {
+    vec!["mcp:call".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorFx {
+    #[serde(default = "default_conn_id")]
+    pub id: String,
+    #[serde(default = "default_conn_name")]
+    pub name: String,
+    pub slug: Option<String>,
+    #[serde(default = "default_conn_url")]
+    pub target_url: String,
+    #[serde(default)]
+    pub disabled_tools: Vec<String>,
+    /// Tool names, or MCP tool objects (`{ name, annotations = { readOnlyHint, ... } }`).
+    #[serde(default)]
+    pub tools: Vec<Value>,
+}
+
+impl Default for ConnectorFx {
+    fn default() -> Self {
+        ConnectorFx {
+            id: default_conn_id(),
+            name: default_conn_name(),
+            slug: None,
+            target_url: default_conn_url(),
+            disabled_tools: Vec::new(),
+            tools: Vec::new(),
+        }
+    }
+}
+
+fn default_conn_id() -> String {
+    "conn_test".into()
+}
+fn default_conn_name() -> String {
+    "Test".into()
+}
+fn default_conn_url() -> String {
+    "https://example.invalid/mcp".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallExpect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallCase {
+    pub name: Option<String>,
+    pub tool: String,
+    pub arguments: Option<Value>,
+    pub arguments_json: Option<String>,
+    pub identity: Option<IdentityFx>,
+    pub settings: Option<Value>,
+    pub expect: CallExpect,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListCase {
+    pub name: Option<String>,
+    pub identity: Option<IdentityFx>,
+    pub settings: Option<Value>,
+    pub visible: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultExpect {
+    Pass,
+    Replace,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultCase {
+    pub name: Option<String>,
+    pub tool: String,
+    pub result: Option<Value>,
+    pub result_json: Option<String>,
+    pub identity: Option<IdentityFx>,
+    pub settings: Option<Value>,
+    pub expect: ResultExpect,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub contains: Vec<String>,
+    #[serde(default)]
+    pub not_contains: Vec<String>,
+    /// The exact replacement (compared as JSON).
+    pub replaced: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidateExpect {
+    Ok,
+    Error,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateCase {
+    pub name: Option<String>,
+    pub settings: Value,
+    pub expect: ValidateExpect,
+    pub error: Option<String>,
+}
+
+impl Fixtures {
+    /// Reads a fixture file (YAML for `.yaml`/`.yml`, TOML otherwise).
+    pub fn load(path: &Path) -> anyhow::Result<Fixtures> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        let fx: Fixtures = if yaml {
+            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        } else {
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?
+        };
+        let cases = fx.calls.len() + fx.lists.len() + fx.results.len() + fx.validate.len();
+        if cases == 0 {
+            anyhow::bail!(
+                "{}: no cases ([[calls]], [[lists]], [[results]] or [[validate]])",
+                path.display()
+            );
+        }
+        Ok(fx)
+    }
+}
+
+/// One case's outcome.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub kind: &'static str,
+    pub name: String,
+    pub expected: String,
+    pub got: String,
+    pub pass: bool,
+    /// Why it failed (empty when it passed).
+    pub detail: String,
+}
+
+/// Settings as the JSON text a policy receives.
+fn settings_text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "{}".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+struct Runner<'a> {
+    runtime: Arc<Runtime>,
+    module: &'a Path,
+    name: String,
+    fx: &'a Fixtures,
+    connector: Connector,
+    tools: Vec<Value>,
+    chains: HashMap<String, Result<Arc<Chain>, String>>,
+}
+
+impl Runner<'_> {
+    fn spec(&self, settings: String) -> PolicySpec {
+        PolicySpec {
+            name: self.name.clone(),
+            module: ModuleRef::File(self.module.to_path_buf()),
+            settings,
+            mode: PolicyMode::Enforce,
+            on_error: OnError::Deny,
+            timeout: Duration::from_millis(self.fx.timeout_ms.unwrap_or(1000)),
+            memory_limit_bytes: (self.fx.memory_limit_mb.unwrap_or(128) as usize) << 20,
+        }
+    }
+
+    /// The one-policy chain for these settings (validated; cached per settings).
+    fn chain(&mut self, settings: Option<&Value>) -> Result<Arc<Chain>, String> {
+        let text = settings_text(settings.or(self.fx.settings.as_ref()));
+        if let Some(c) = self.chains.get(&text) {
+            return c.clone();
+        }
+        let spec = self.spec(text.clone());
+        let built = build_chain(&self.runtime, &[spec])
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"));
+        self.chains.insert(text, built.clone());
+        built
+    }
+
+    fn identity(&self, over: Option<&IdentityFx>) -> Identity {
+        let i = over.unwrap_or(&self.fx.identity);
+        Identity {
+            agent: i.agent.clone(),
+            org: i.org.clone(),
+            scopes: i.scopes.clone(),
+        }
+    }
+
+    fn tool(&self, name: &str) -> Value {
+        self.tools
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            .cloned()
+            .unwrap_or_else(|| json!({ "name": name }))
+    }
+
+    fn call(&mut self, c: &CallCase) -> Row {
+        let args_text = match (&c.arguments, &c.arguments_json) {
+            (_, Some(raw)) => raw.clone(),
+            (Some(v), None) => v.to_string(),
+            (None, None) => "{}".into(),
+        };
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", c.tool, short(&args_text, 40)));
+        let expected = match c.expect {
+            CallExpect::Allow => "allow".to_string(),
+            CallExpect::Deny => {
+                let mut s = "deny".to_string();
+                if let Some(code) = c.code {
+                    s.push_str(&format!(" {code}"));
+                }
+                if let Some(m) = &c.message {
+                    s.push_str(&format!(" {m:?}"));
+                }
+                s
+            }
+        };
+        let chain = match self.chain(c.settings.as_ref()) {
+            Ok(chain) => chain,
+            Err(e) => return failed("call", name, expected, "settings refused", e),
+        };
+        let identity = self.identity(c.identity.as_ref());
+        let subject = Subject {
+            identity: &identity,
+            declaration: self.fx.declaration.as_deref(),
+            connector: &self.connector,
+            tools: &self.tools,
+        };
+        let decision = chain.check_call(&subject, &self.tool(&c.tool), &args_text);
+        let (got, mut problems) = match &decision.denial {
+            None => ("allow".to_string(), Vec::new()),
+            Some(d) => (
+                format!("deny {} {:?}", d.code, d.message),
+                Vec::<String>::new(),
+            ),
+        };
+        match (c.expect, &decision.denial) {
+            (CallExpect::Allow, Some(d)) => problems.push(format!("denied: {}", d.reason)),
+            (CallExpect::Deny, None) => problems.push("allowed".into()),
+            (CallExpect::Deny, Some(d)) => {
+                if c.code.is_some_and(|code| code != d.code) {
+                    problems.push(format!("code {} != {}", d.code, c.code.unwrap_or_default()));
+                }
+                if c.message.as_ref().is_some_and(|m| m != &d.message) {
+                    problems.push(format!("message {:?}", d.message));
+                }
+                if let Some(r) = &c.reason
+                    && !d.reason.contains(r.as_str())
+                {
+                    problems.push(format!("reason {:?} lacks {r:?}", d.reason));
+                }
+            }
+            (CallExpect::Allow, None) => {}
+        }
+        row("call", name, expected, got, problems)
+    }
+
+    fn list(&mut self, l: &ListCase) -> Row {
+        let name = l.name.clone().unwrap_or_else(|| "tools/list".into());
+        let expected = format!("visible [{}]", l.visible.join(", "));
+        let chain = match self.chain(l.settings.as_ref()) {
+            Ok(chain) => chain,
+            Err(e) => return failed("list", name, expected, "settings refused", e),
+        };
+        let identity = self.identity(l.identity.as_ref());
+        let subject = Subject {
+            identity: &identity,
+            declaration: self.fx.declaration.as_deref(),
+            connector: &self.connector,
+            tools: &self.tools,
+        };
+        let visible: Vec<String> = chain
+            .filter_tools(&subject)
+            .into_iter()
+            .zip(&self.tools)
+            .filter(|(v, _)| *v)
+            .map(|(_, t)| t["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let got = format!("visible [{}]", visible.join(", "));
+        let mut want = l.visible.clone();
+        want.sort();
+        let mut have = visible.clone();
+        have.sort();
+        let problems = if want == have {
+            Vec::new()
+        } else {
+            vec!["different tools visible".to_string()]
+        };
+        row("list", name, expected, got, problems)
+    }
+
+    fn result(&mut self, r: &ResultCase) -> Row {
+        let text = match (&r.result, &r.result_json) {
+            (_, Some(raw)) => raw.clone(),
+            (Some(v), None) => v.to_string(),
+            (None, None) => json!({"content": []}).to_string(),
+        };
+        let name = r
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", r.tool, short(&text, 40)));
+        let expected = match r.expect {
+            ResultExpect::Pass => "pass".to_string(),
+            ResultExpect::Replace => "replace".to_string(),
+            ResultExpect::Deny => match r.code {
+                Some(code) => format!("deny {code}"),
+                None => "deny".to_string(),
+            },
+        };
+        let chain = match self.chain(r.settings.as_ref()) {
+            Ok(chain) => chain,
+            Err(e) => return failed("result", name, expected, "settings refused", e),
+        };
+        let identity = self.identity(r.identity.as_ref());
+        let subject = Subject {
+            identity: &identity,
+            declaration: self.fx.declaration.as_deref(),
+            connector: &self.connector,
+            tools: &self.tools,
+        };
+        let d = chain.check_result(&subject, &self.tool(&r.tool), &text);
+        let mut problems = Vec::new();
+        let got = match (&d.denial, &d.replacement) {
+            (Some(den), _) => format!("deny {} {:?}", den.code, den.message),
+            (None, Some(new)) => format!("replace {}", short(new, 60)),
+            (None, None) => "pass".to_string(),
+        };
+        match (r.expect, &d.denial, &d.replacement) {
+            (ResultExpect::Deny, Some(den), _) => {
+                if r.code.is_some_and(|c| c != den.code) {
+                    problems.push(format!("code {}", den.code));
+                }
+                if r.message.as_ref().is_some_and(|m| m != &den.message) {
+                    problems.push(format!("message {:?}", den.message));
+                }
+                if let Some(want) = &r.reason
+                    && !den.reason.contains(want.as_str())
+                {
+                    problems.push(format!("reason {:?} lacks {want:?}", den.reason));
+                }
+            }
+            (ResultExpect::Replace, None, Some(new)) => {
+                for s in &r.contains {
+                    if !new.contains(s.as_str()) {
+                        problems.push(format!("replacement lacks {s:?}"));
+                    }
+                }
+                for s in &r.not_contains {
+                    if new.contains(s.as_str()) {
+                        problems.push(format!("replacement still has {s:?}"));
+                    }
+                }
+                if let Some(want) = &r.replaced {
+                    let have: Value = serde_json::from_str(new).unwrap_or(Value::Null);
+                    if &have != want {
+                        problems.push(format!("replacement is {have}"));
+                    }
+                }
+            }
+            (ResultExpect::Pass, None, None) => {}
+            (_, Some(den), _) => problems.push(format!("denied: {}", den.reason)),
+            (_, None, Some(_)) => problems.push("replaced".into()),
+            (_, None, None) => problems.push("passed unchanged".into()),
+        }
+        row("result", name, expected, got, problems)
+    }
+
+    fn validate(&mut self, v: &ValidateCase) -> Row {
+        let text = settings_text(Some(&v.settings));
+        let name = v
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("settings {}", short(&text, 40)));
+        let expected = match v.expect {
+            ValidateExpect::Ok => "ok".to_string(),
+            ValidateExpect::Error => "error".to_string(),
+        };
+        let outcome = self.chain(Some(&v.settings));
+        let (got, problems) = match (&outcome, v.expect) {
+            (Ok(_), ValidateExpect::Ok) => ("ok".to_string(), vec![]),
+            (Ok(_), ValidateExpect::Error) => ("ok".to_string(), vec!["accepted".to_string()]),
+            (Err(e), ValidateExpect::Ok) => ("error".to_string(), vec![e.clone()]),
+            (Err(e), ValidateExpect::Error) => {
+                let mut p = Vec::new();
+                if let Some(want) = &v.error
+                    && !e.contains(want.as_str())
+                {
+                    p.push(format!("error {e:?} lacks {want:?}"));
+                }
+                ("error".to_string(), p)
+            }
+        };
+        row("settings", name, expected, got, problems)
+    }
+}
+
+fn row(
+    kind: &'static str,
+    name: String,
+    expected: String,
+    got: String,
+    problems: Vec<String>,
+) -> Row {
+    Row {
+        kind,
+        name,
+        expected,
+        got,
+        pass: problems.is_empty(),
+        detail: problems.join("; "),
+    }
+}
+
+fn failed(kind: &'static str, name: String, expected: String, got: &str, detail: String) -> Row {
+    Row {
+        kind,
+        name,
+        expected,
+        got: got.to_string(),
+        pass: false,
+        detail,
+    }
+}
+
+/// How long the module took to load and to evaluate.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Compile + link + `validate-settings` of the first chain.
+    pub load: Duration,
+    /// Mean wall time of one `check-call` (fresh instance included), over `samples`.
+    pub per_call: Option<Duration>,
+    pub samples: usize,
+}
+
+/// Runs every case of `fixtures` against the module at `module`.
+pub fn run(module: &Path, fixtures: &Fixtures) -> anyhow::Result<Vec<Row>> {
+    run_timed(module, fixtures, 0).map(|(rows, _)| rows)
+}
+
+/// [`run`], then `repeat` more rounds of every `[[calls]]` case to time them.
+pub fn run_timed(
+    module: &Path,
+    fixtures: &Fixtures,
+    repeat: usize,
+) -> anyhow::Result<(Vec<Row>, Timing)> {
+    let bytes = std::fs::read(module)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", module.display()))?;
+    let name = super::metadata::read(&bytes)
+        .ok()
+        .flatten()
+        .and_then(|m| m.name)
+        .or_else(|| module.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "policy".into());
+    let c = &fixtures.connector;
+    let connector = Connector {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        slug: c.slug.clone().unwrap_or_else(|| slugify(&c.name)),
+        target_url: c.target_url.clone(),
+        credential: None,
+        disabled_tools: c.disabled_tools.clone(),
+        timeout: Duration::from_secs(30),
+    };
+    let tools: Vec<Value> = c
+        .tools
+        .iter()
+        .map(|t| match t {
+            Value::String(name) => json!({ "name": name }),
+            other => other.clone(),
+        })
+        .collect();
+    let mut runner = Runner {
+        runtime: Runtime::new()?,
+        module,
+        name,
+        fx: fixtures,
+        connector,
+        tools,
+        chains: HashMap::new(),
+    };
+    let started = std::time::Instant::now();
+    let _ = runner.chain(None);
+    let load = started.elapsed();
+    let mut rows = Vec::new();
+    for v in &fixtures.validate {
+        rows.push(runner.validate(v));
+    }
+    for l in &fixtures.lists {
+        rows.push(runner.list(l));
+    }
+    for c in &fixtures.calls {
+        rows.push(runner.call(c));
+    }
+    for r in &fixtures.results {
+        rows.push(runner.result(r));
+    }
+    let mut timing = Timing {
+        load,
+        per_call: None,
+        samples: 0,
+    };
+    if repeat > 0 && !fixtures.calls.is_empty() {
+        let started = std::time::Instant::now();
+        for _ in 0..repeat {
+            for c in &fixtures.calls {
+                let _ = runner.call(c);
+            }
+        }
+        timing.samples = repeat * fixtures.calls.len();
+        timing.per_call = Some(started.elapsed() / timing.samples as u32);
+    }
+    Ok((rows, timing))
+}
+
+/// The pass/fail table, ending with the `N passed, N failed` line.
+pub fn render(rows: &[Row]) -> String {
+    let w_name = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
+    let w_exp = rows
+        .iter()
+        .map(|r| r.expected.chars().count())
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 40);
+    let w_got = rows
+        .iter()
+        .map(|r| r.got.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, 40);
+    let mut out = format!(
+        "{:>3}  {:<8}  {:<w_name$}  {:<w_exp$}  {:<w_got$}  RESULT\n",
+        "#", "KIND", "CASE", "EXPECTED", "GOT"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>3}  {:<8}  {:<w_name$}  {:<w_exp$}  {:<w_got$}  {}\n",
+            i + 1,
+            r.kind,
+            short(&r.name, w_name),
+            short(&r.expected, w_exp),
+            short(&r.got, w_got),
+            if r.pass { "PASS" } else { "FAIL" }
+        ));
+    }
+    let failures: Vec<(usize, &Row)> = rows.iter().enumerate().filter(|(_, r)| !r.pass).collect();
+    if !failures.is_empty() {
+        out.push_str("\nfailures:\n");
+        for (i, r) in &failures {
+            out.push_str(&format!(
+                "  #{} {} {}: {}\n",
+                i + 1,
+                r.kind,
+                r.name,
+                r.detail
+            ));
+        }
+    }
+    let passed = rows.len() - failures.len();
+    out.push_str(&format!("\n{passed} passed, {} failed\n", failures.len()));
+    out
+}

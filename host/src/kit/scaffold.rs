@@ -1,0 +1,430 @@
+//! `portcullis policy new NAME --lang rust|js|python`: a policy project that builds
+//! as it is (an allow-everything policy), with the WIT contract copied in, a
+//! manifest for `policy build`, a sample fixture file for `policy test`, and a
+//! README with the build steps.
+
+use std::path::{Path, PathBuf};
+
+use super::build::{Lang, MANIFEST};
+
+/// The WIT contract this gateway loads, copied into every new project.
+pub const POLICY_WIT: &str = include_str!("../../../wit/policy.wit");
+
+/// Where the Rust guest SDK is, for `--lang rust`: `--sdk`, `PORTCULLIS_SDK`, or the
+/// source tree this binary was built from.
+fn find_sdk(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let candidates: Vec<(PathBuf, &str)> = [
+        explicit.map(|p| (p.to_path_buf(), "--sdk")),
+        std::env::var_os("PORTCULLIS_SDK").map(|p| (PathBuf::from(p), "PORTCULLIS_SDK")),
+        Some((
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk")),
+            "the Portcullis source tree",
+        )),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (p, from) in &candidates {
+        if p.join("Cargo.toml").is_file() {
+            return p
+                .canonicalize()
+                .map_err(|e| anyhow::anyhow!("{} ({from}): {e}", p.display()));
+        }
+        if *from != "the Portcullis source tree" {
+            anyhow::bail!(
+                "{} ({from}) is not the guest SDK directory (no Cargo.toml)",
+                p.display()
+            );
+        }
+    }
+    anyhow::bail!(
+        "cannot find the Rust guest SDK (portcullis-policy-sdk): pass --sdk PATH or set \
+         PORTCULLIS_SDK to the guest-sdk directory of the Portcullis source"
+    )
+}
+
+/// Checks a policy name: it becomes a crate/package name and a file name.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        anyhow::bail!(
+            "policy name {name:?}: use 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+fn manifest(name: &str, lang: Lang) -> String {
+    let entry = match lang {
+        Lang::Rust => String::new(),
+        Lang::Js => "entry = \"policy.js\"          # the ES module to componentize\n".into(),
+        Lang::Python => {
+            "module = \"app\"               # the Python module to componentize\n".into()
+        }
+    };
+    format!(
+        r#"# Portcullis policy project: `portcullis policy build` reads this file.
+[policy]                       # embedded in the component (see `portcullis policy inspect`)
+name = "{name}"
+version = "0.1.0"
+language = "{lang}"
+description = "A Portcullis policy."
+author = ""
+license = "Apache-2.0"
+source = ""
+
+[build]
+wit = "wit"                    # the WIT package (a copy of the gateway's wit/)
+world = "policy"
+out = "dist/{name}.wasm"
+{entry}"#,
+        lang = lang.as_str()
+    )
+}
+
+const FIXTURES: &str = r#"# Offline decision tests: `portcullis policy test dist/NAME.wasm fixtures.toml`
+# (see `portcullis policy test --help` for every field).
+settings = {}
+
+[identity]
+agent = "reporter"
+org = "acme"
+scopes = ["mcp:call"]
+
+[connector]
+id = "conn_demo"
+name = "Demo"
+target_url = "https://demo.example/mcp"
+tools = ["echo", { name = "delete_all", annotations = { destructiveHint = true } }]
+
+[[lists]]
+name = "every tool is listed"
+visible = ["echo", "delete_all"]
+
+[[calls]]
+name = "echo is allowed"
+tool = "echo"
+arguments = { text = "hello" }
+expect = "allow"
+
+[[results]]
+name = "results pass unchanged"
+tool = "echo"
+result = { content = [{ type = "text", text = "hello" }] }
+expect = "pass"
+
+[[validate]]
+name = "empty settings are fine"
+settings = {}
+expect = "ok"
+"#;
+
+fn rust_files(name: &str, sdk: &Path) -> Vec<(String, String)> {
+    let cargo = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+# The guest SDK: a `Policy` trait with permissive defaults and `export_policy!`.
+portcullis-policy-sdk = {{ path = "{sdk}" }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+debug = false
+
+# A project of its own, even when created inside another Cargo workspace.
+[workspace]
+"#,
+        sdk = sdk.display()
+    );
+    let lib = format!(
+        r#"//! {name}: a Portcullis policy.
+//!
+//! Every method of `Policy` has a permissive default; override the ones your policy
+//! decides about. The gateway instantiates the policy afresh for each evaluation:
+//! everything arrives as arguments (`settings` is the JSON the operator wrote under
+//! `[[policies]] settings`).
+
+use portcullis_policy_sdk::{{Context, Policy, ResultVerdict, Tool, Verdict, export_policy}};
+
+pub struct MyPolicy;
+
+impl Policy for MyPolicy {{
+    /// Refuse bad settings at load time with `Err(message)`.
+    fn validate_settings(_settings: &str) -> Result<(), String> {{
+        Ok(())
+    }}
+
+    /// Listing and calling: deny with e.g.
+    /// `portcullis_policy_sdk::TOOL_NOT_FOUND.deny("why, for the audit log")`.
+    fn check_tool(_settings: &str, _ctx: &Context, _tool: &Tool) -> Verdict {{
+        Verdict::Allow
+    }}
+
+    /// A call, with its arguments (JSON text).
+    fn check_call(_settings: &str, _ctx: &Context, _tool: &Tool, _arguments: &str) -> Verdict {{
+        Verdict::Allow
+    }}
+
+    /// The post-call hook: `Pass`, `Replace(json)` or `Deny(denial)`.
+    fn check_result(_settings: &str, _ctx: &Context, _tool: &Tool, _result: &str) -> ResultVerdict {{
+        ResultVerdict::Pass
+    }}
+}}
+
+export_policy!(MyPolicy);
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use portcullis_policy_sdk::testing::{{connector, simple_context, tool}};
+
+    #[test]
+    fn allows_everything() {{
+        let ctx = simple_context(connector("conn_a", "https://a.example/mcp", vec![tool("echo")]));
+        assert!(MyPolicy::check_call("{{}}", &ctx, &tool("echo"), "{{}}").is_allow());
+    }}
+}}
+"#
+    );
+    vec![
+        ("Cargo.toml".into(), cargo),
+        ("src/lib.rs".into(), lib),
+        (".gitignore".into(), "/target\n/dist\n".into()),
+    ]
+}
+
+fn js_files(name: &str) -> Vec<(String, String)> {
+    let policy = format!(
+        r#"// {name}: a Portcullis policy in JavaScript (componentize-js).
+//
+// Each export is a function of the WIT world `policy` (camelCase names). Records are
+// plain objects with camelCase fields; a verdict is {{ tag: 'allow' }} or
+// {{ tag: 'deny', val: {{ code, message, reason }} }}; a result verdict is
+// {{ tag: 'pass' }}, {{ tag: 'replace', val: jsonText }} or {{ tag: 'deny', val: denial }}.
+// `settings`, `args` and `result` are JSON text.
+
+import {{ log }} from 'portcullis:policy/host@0.1.0';
+
+// Throw a string to refuse the settings.
+export function validateSettings(settings) {{}}
+
+// One verdict per tool of ctx.connector.tools, in the same order.
+export function filterTools(settings, ctx) {{
+  return ctx.connector.tools.map(() => ({{ tag: 'allow' }}));
+}}
+
+export function checkCall(settings, ctx, tool, args) {{
+  log('debug', `{name}: ${{ctx.identity.agent}} calls ${{tool.name}}`);
+  return {{ tag: 'allow' }};
+}}
+
+export function checkResult(settings, ctx, tool, result) {{
+  return {{ tag: 'pass' }};
+}}
+"#
+    );
+    let package = format!(
+        r#"{{
+  "name": "{name}",
+  "private": true,
+  "version": "0.1.0",
+  "type": "module",
+  "scripts": {{
+    "build": "portcullis policy build ."
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.17.9"
+  }}
+}}
+"#
+    );
+    vec![
+        ("policy.js".into(), policy),
+        ("package.json".into(), package),
+        (".gitignore".into(), "/node_modules\n/dist\n".into()),
+    ]
+}
+
+fn python_files(name: &str) -> Vec<(String, String)> {
+    let app = format!(
+        r#""""{name}: a Portcullis policy in Python (componentize-py).
+
+The class `WitWorld` implements the WIT world `policy` (snake_case names). Verdicts
+are `types.Verdict_Allow()` / `types.Verdict_Deny(types.Denial(code, message,
+reason))`; result verdicts `types.ResultVerdict_Pass()`,
+`types.ResultVerdict_Replace(json_text)` or `types.ResultVerdict_Deny(denial)`.
+`settings`, `arguments` and `result` are JSON text.
+"""
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import host, types
+
+
+class WitWorld(wit_world.WitWorld):
+    def validate_settings(self, settings: str) -> None:
+        # raise Err("message") to refuse the settings
+        return None
+
+    def filter_tools(self, settings, ctx):
+        # one verdict per tool of ctx.connector.tools, in the same order
+        return [types.Verdict_Allow() for _ in ctx.connector.tools]
+
+    def check_call(self, settings, ctx, tool, arguments):
+        host.log(types.Level.DEBUG, f"{name}: {{ctx.identity.agent}} calls {{tool.name}}")
+        return types.Verdict_Allow()
+
+    def check_result(self, settings, ctx, tool, result):
+        return types.ResultVerdict_Pass()
+"#
+    );
+    vec![
+        ("app.py".into(), app),
+        (
+            "requirements.txt".into(),
+            "# Build tool: `python3 -m venv .venv && .venv/bin/pip install -r requirements.txt`\ncomponentize-py==0.25.1\n".into(),
+        ),
+        (
+            ".gitignore".into(),
+            "/.venv\n/dist\n__pycache__/\n/wit_world\n/componentize_py_*\n".into(),
+        ),
+    ]
+}
+
+fn readme(name: &str, lang: Lang) -> String {
+    let (tool, setup) = match lang {
+        Lang::Rust => (
+            "cargo build --release --target wasm32-wasip2",
+            "rustup target add wasm32-wasip2",
+        ),
+        Lang::Js => (
+            "componentize-js policy.js --wit wit --world-name policy -d http fetch-event -o dist/NAME.wasm",
+            "npm install        # componentize-js (+ preview2-shim) into node_modules",
+        ),
+        Lang::Python => (
+            "componentize-py -d wit -w policy componentize app -o dist/NAME.wasm",
+            "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+        ),
+    };
+    format!(
+        r#"# {name}
+
+A Portcullis policy ({lang}) implementing the WIT world `portcullis:policy/policy@0.1.0`
+(`wit/policy.wit`, copied from the gateway).
+
+## Build
+
+```sh
+{setup}
+portcullis policy build .          # runs: {tool}
+                                   # and embeds [policy] metadata -> dist/{name}.wasm
+```
+
+## Test, inspect, sign
+
+```sh
+portcullis policy test dist/{name}.wasm fixtures.toml
+portcullis policy inspect dist/{name}.wasm
+portcullis policy keygen --out signer              # once: signer.key, signer.pub
+portcullis policy sign dist/{name}.wasm --key signer.key
+```
+
+## Use
+
+```toml
+[[policies]]
+module = "path/to/{name}.wasm"
+settings = {{}}
+```
+
+The gateway reloads the chain when the file changes (build with
+`portcullis policy build . -o path/to/{name}.wasm`: the file is replaced atomically).
+"#,
+        lang = lang.as_str(),
+        tool = tool.replace("NAME", name)
+    )
+}
+
+/// Creates the project; the directory it was written to.
+pub fn new_project(
+    name: &str,
+    lang: Lang,
+    dir: Option<&Path>,
+    sdk: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    check_name(name)?;
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        anyhow::bail!("{} exists and is not empty", dir.display());
+    }
+    let mut files: Vec<(String, String)> = vec![
+        ("wit/policy.wit".into(), POLICY_WIT.to_string()),
+        (MANIFEST.into(), manifest(name, lang)),
+        ("fixtures.toml".into(), FIXTURES.replace("NAME", name)),
+        ("README.md".into(), readme(name, lang)),
+    ];
+    files.extend(match lang {
+        Lang::Rust => rust_files(name, &find_sdk(sdk)?),
+        Lang::Js => js_files(name),
+        Lang::Python => python_files(name),
+    });
+    for (rel, text) in files {
+        let path = dir.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("args-guard").is_ok());
+        assert!(check_name("Args").is_err());
+        assert!(check_name("1x").is_err());
+        assert!(check_name("a b").is_err());
+    }
+
+    #[test]
+    fn writes_projects() {
+        let tmp = tempfile::tempdir().unwrap();
+        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
+            let dir = tmp.path().join(lang.as_str());
+            new_project("demo", lang, Some(&dir), None).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(dir.join("wit/policy.wit")).unwrap(),
+                POLICY_WIT
+            );
+            let m = super::super::build::Manifest::load(&dir).unwrap();
+            assert_eq!(m.policy.name, "demo");
+            assert_eq!(m.policy.language, lang);
+            assert!(new_project("demo", lang, Some(&dir), None).is_err());
+        }
+        assert!(tmp.path().join("rust/src/lib.rs").is_file());
+        assert!(tmp.path().join("js/policy.js").is_file());
+        assert!(tmp.path().join("python/app.py").is_file());
+    }
+}
