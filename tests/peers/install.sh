@@ -48,7 +48,9 @@ want="$( (cat "$NODE_DIR/package-lock.json"; node --version) | sha256sum | cut -
 if [ ! -d "$NODE_DIR/node_modules" ] || [ "$(cat "$NPM_STAMP" 2>/dev/null || true)" != "$want" ]; then
   log "npm ci in tests/node"
   # Inspector 2.x declares node >=22.19 but its CLI works on node 20: engine warnings are expected.
-  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  # `npm install` honours the lock file like `npm ci`, but tolerates the platform-specific
+  # optional packages (other OSes/arches) that componentize-js lists and the registry lacks.
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error)
   echo "$want" > "$NPM_STAMP"
 fi
 
