@@ -4,7 +4,7 @@
 #   - rustup target wasm32-wasip2            (policy guests)
 #   - redis-server                           (Debian package, only if not on PATH)
 #   - <repo>/.venv from tests/peers/requirements.txt  (mcp SDK client/server, uvicorn, moto, ...)
-#   - tests/node/node_modules via `npm ci`   (server-everything, inspector, conformance)
+#   - tests/node/node_modules via `npm install` from the lock (server-everything, inspector, conformance, componentize-js)
 # Needs: python3 (3.10+), node 20+ with npm, rustup; network to PyPI / npm / crates.io / apt only.
 set -euo pipefail
 
@@ -41,12 +41,12 @@ if [ "$(cat "$PY_STAMP" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$PY_STAMP"
 fi
 
-# 4. npm peers; `npm ci` only when node_modules is missing or the lock (or node) changed.
+# 4. npm peers; installed only when node_modules is missing or the lock (or node) changed.
 NODE_DIR="$REPO/tests/node"
 NPM_STAMP="$NODE_DIR/node_modules/.portcullis-lock.sha256"
 want="$( (cat "$NODE_DIR/package-lock.json"; node --version) | sha256sum | cut -d' ' -f1)"
 if [ ! -d "$NODE_DIR/node_modules" ] || [ "$(cat "$NPM_STAMP" 2>/dev/null || true)" != "$want" ]; then
-  log "npm ci in tests/node"
+  log "npm install in tests/node"
   # Inspector 2.x declares node >=22.19 but its CLI works on node 20: engine warnings are expected.
   # `npm install` honours the lock file like `npm ci`, but tolerates the platform-specific
   # optional packages (other OSes/arches) that componentize-js lists and the registry lacks.

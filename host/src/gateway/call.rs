@@ -77,35 +77,21 @@ impl Gateway {
         record.connector = Some(connector.id.clone());
         record.tool = Some(tool_name.to_string());
 
-        let set = match self.catalog.tools(&connector.id).await {
-            Ok(set) => set,
-            Err(e) => {
-                return fail(
-                    record,
-                    upstream_error(&e),
-                    e.audit_status(),
-                    Some(e.to_string()),
-                )
-                .await;
-            }
-        };
-        let set = if set.get(tool_name).is_none() {
-            // The upstream may have added it since we listed: look once more.
-            self.catalog.invalidate(&connector.id);
+        // A tool missing from the cached list may have been added upstream since it was
+        // fetched: look once more with a fresh list before saying it does not exist.
+        let mut fresh = false;
+        let set = loop {
             match self.catalog.tools(&connector.id).await {
-                Ok(set) => set,
+                Ok(set) if set.get(tool_name).is_none() && !fresh => {
+                    fresh = true;
+                    self.catalog.invalidate(&connector.id);
+                }
+                Ok(set) => break set,
                 Err(e) => {
-                    return fail(
-                        record,
-                        upstream_error(&e),
-                        e.audit_status(),
-                        Some(e.to_string()),
-                    )
-                    .await;
+                    let status = e.audit_status();
+                    return fail(record, upstream_error(&e), status, Some(e.to_string())).await;
                 }
             }
-        } else {
-            set
         };
         let Some(tool) = set.get(tool_name) else {
             return fail(
