@@ -184,8 +184,19 @@ fn wait_log(gw: &mut Gateway, needles: &[&str]) -> String {
 
 fn base_config(hash: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
         agent("reporter", hash)
+    )
+}
+
+/// `GET /readyz` on the admin listener: (status, body).
+async fn readyz(gw: &Gateway) -> (u16, Value) {
+    let admin = gw.admin.as_ref().expect("admin listener");
+    let probe = Mcp::new(&format!("{admin}/readyz"), "");
+    let resp = probe.send("GET", bytes::Bytes::new(), vec![], &[]).await;
+    (
+        resp.status,
+        serde_json::from_str(&resp.body).expect("readyz JSON"),
     )
 }
 
@@ -587,6 +598,9 @@ async fn aws_kms_via_moto_rotate_and_outage() {
     let mut mcp = session(&gw, &key).await;
     let msg = env.call(&mut mcp, "secure.whoami", json!({})).await;
     assert_eq!(whoami_auth(&msg), format!("Bearer {token}"));
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["kms"]["provider"], "aws-kms", "{body}");
 
     // Rotate to a new KMS key: change key_id in the config, run `vault rotate`.
     let key2 = moto.create_key();
@@ -660,6 +674,11 @@ async fn aws_kms_via_moto_rotate_and_outage() {
         .call(&mut other, "plain.echo", json!({"text": "ok2"}))
         .await;
     assert_eq!(msg["result"]["structuredContent"]["text"], "ok2");
+
+    // Readiness says the KMS is down, and names it.
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["not_ready"], json!(["kms"]), "{body}");
 
     // The CLI reports the outage too, without the secret.
     let out = env.cli(&["put", "other"], b"value-for-other\n");

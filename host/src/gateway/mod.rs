@@ -50,6 +50,8 @@ pub struct Gateway {
     pub policy: Arc<PolicyEngine>,
     pub audit: AuditLog,
     pub quota: Quota,
+    /// The vault, when some connector takes its credential from it.
+    pub vault: Option<Arc<Vault>>,
     client: HttpClient,
     connectors: Vec<Arc<Connector>>,
     by_id: HashMap<String, Arc<Connector>>,
@@ -83,6 +85,7 @@ impl Gateway {
             policy,
             audit,
             quota: Quota::new(&config.quota),
+            vault,
             client,
             by_id: connectors
                 .iter()

@@ -3,8 +3,8 @@
 //!
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 when the gateway can do its job: the policy chain is loaded,
-//!   the quota backend answers, and at least one connector's upstream accepts a
-//!   connection; else 503. Both answer a JSON body naming every check.
+//!   the quota backend answers, the KMS answers (when connectors use the vault), and
+//!   at least one connector's upstream accepts a connection; else 503. Both answer a JSON body naming every check.
 //! - `GET /metrics`: Prometheus metrics (OpenMetrics text; see `telemetry::metrics`).
 //! - `POST /admin/connectors/refresh[?id=<connector>]`: drop cached tool lists.
 
@@ -120,10 +120,24 @@ async fn readiness(gw: &Gateway) -> (bool, Value) {
         }
         v
     };
-    let (quota, upstreams) = tokio::join!(quota, upstreams);
+    let kms = async {
+        let Some(vault) = &gw.vault else {
+            return json!({"ready": true, "used": false});
+        };
+        let provider = vault.kms_provider();
+        match tokio::time::timeout(PROBE_TIMEOUT, vault.kms_ready()).await {
+            Ok(Ok(())) => json!({"ready": true, "provider": provider}),
+            Ok(Err(e)) => json!({"ready": false, "provider": provider, "error": e.to_string()}),
+            Err(_) => {
+                json!({"ready": false, "provider": provider, "error": "the KMS did not answer in time"})
+            }
+        }
+    };
+    let (quota, upstreams, kms) = tokio::join!(quota, upstreams, kms);
     let checks = json!({
         "policies": policies,
         "quota": quota,
+        "kms": kms,
         "upstreams": upstreams,
     });
     let not_ready: Vec<&str> = checks

@@ -72,6 +72,16 @@ impl Kms {
         }
     }
 
+    /// Whether the KMS can be used now (for readiness checks): the local master key
+    /// loads (or does not exist yet), or AWS KMS answers DescribeKey for the key id.
+    pub async fn ready(&self) -> Result<(), VaultError> {
+        match self {
+            Kms::Local(l) if !l.path.exists() => Ok(()),
+            Kms::Local(l) => l.master_key(false).map(|_| ()),
+            Kms::Aws(a) => a.describe().await,
+        }
+    }
+
     /// Unwraps a data key that `key_id` wrapped.
     pub async fn unwrap(&self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, VaultError> {
         match self {
@@ -316,6 +326,17 @@ impl AwsKms {
                 aws_sdk_kms::Client::new(&loader.load().await)
             })
             .await
+    }
+
+    async fn describe(&self) -> Result<(), VaultError> {
+        self.client()
+            .await
+            .describe_key()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("KMS DescribeKey", e))
     }
 
     async fn generate(&self) -> Result<(DataKey, Vec<u8>, String), VaultError> {

@@ -129,6 +129,11 @@ impl Vault {
         self.kms.provider()
     }
 
+    /// Whether the KMS is reachable and usable (for `/readyz`).
+    pub async fn kms_ready(&self) -> Result<(), VaultError> {
+        self.kms.ready().await
+    }
+
     /// The secret `name`, decrypted.
     pub async fn get(&self, name: &str) -> Result<Zeroizing<String>, VaultError> {
         let file = self.current()?;
