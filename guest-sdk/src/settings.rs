@@ -87,20 +87,13 @@ impl SettingsObject {
 
     /// Refuses any key no getter took.
     pub fn finish(self) -> Result<(), String> {
-        let mut keys = self.map.keys().map(|k| format!("`{k}`"));
-        match keys.next() {
-            None => Ok(()),
-            Some(first) => {
-                let rest: Vec<String> = keys.collect();
-                if rest.is_empty() {
-                    Err(format!("unknown settings key {first}"))
-                } else {
-                    Err(format!(
-                        "unknown settings keys {first}, {}",
-                        rest.join(", ")
-                    ))
-                }
-            }
+        // Sorted, so the message does not depend on the JSON map's ordering.
+        let mut keys: Vec<String> = self.map.keys().map(|k| format!("`{k}`")).collect();
+        keys.sort();
+        match keys.len() {
+            0 => Ok(()),
+            1 => Err(format!("unknown settings key {}", keys[0])),
+            _ => Err(format!("unknown settings keys {}", keys.join(", "))),
         }
     }
 }
