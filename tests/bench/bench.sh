@@ -154,6 +154,27 @@ config() {
 config "$WORK/empty.toml"
 config "$WORK/builtins.toml" slug-scope blocklist mcp-servers annotation-hints
 
+# An OTLP/HTTP sink that accepts every export (the "tracing" target: empty chain with
+# traces exported, to measure what tracing costs).
+SINK_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+python3 - "$SINK_PORT" > "$WORK/otlp-sink.log" 2>&1 <<'PY' &
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+PIDS+=("$!")
+cp "$WORK/empty.toml" "$WORK/tracing.toml"
+printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\notlp_protocol = "http"\n' "$SINK_PORT" >> "$WORK/tracing.toml"
+
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
 MEMORY="$WORK/memory.jsonl"
@@ -260,6 +281,7 @@ printf '{"target":"direct","pid_kind":"upstream","rss_fresh_kb":%s}\n' "$(rss_kb
 scenarios direct "$UP_URL" ""
 sessions_1k direct "$UP_URL" "echo" "$UP_PID"
 gateway empty "$WORK/empty.toml"
+gateway tracing "$WORK/tracing.toml"
 gateway builtins "$WORK/builtins.toml"
 
 # ---------------------------------------------------------------- report

@@ -11,10 +11,11 @@ import argparse
 import json
 import sys
 
-TARGETS = ["direct", "empty", "builtins"]
+TARGETS = ["direct", "empty", "tracing", "builtins"]
 TARGET_LABEL = {
     "direct": "direct to upstream",
     "empty": "gateway, empty chain",
+    "tracing": "gateway, empty chain, traces exported (OTLP/HTTP)",
     "builtins": "gateway, 4 built-ins",
 }
 SCENARIOS = [
@@ -59,7 +60,7 @@ def main():
                 row["rps_pct_of_direct"] = round(100.0 * r["rps"] / direct["rps"], 1) if direct["rps"] else None
                 row["added_p50_us_vs_direct"] = r["p50_us"] - direct["p50_us"]
                 row["added_p99_us_vs_direct"] = r["p99_us"] - direct["p99_us"]
-            if target == "builtins" and empty:
+            if target in ("builtins", "tracing") and empty:
                 row["rps_pct_of_empty"] = round(100.0 * r["rps"] / empty["rps"], 1) if empty["rps"] else None
                 row["added_p50_us_vs_empty"] = r["p50_us"] - empty["p50_us"]
             rows.append(row)
@@ -83,6 +84,10 @@ def main():
     add("Added p50, 1 session, built-ins", v, "<= 150 us", "us", None if v is None else v <= 150)
     v = get("builtins", "call-c1", "added_p50_us_vs_empty")
     add("Four built-ins on one tools/call (p50 built-ins - empty, 1 session)", v, "<= 30 us", "us", None if v is None else v <= 30)
+    v = get("tracing", "call-sat", "rps_pct_of_empty")
+    add("Tracing on (OTLP/HTTP export) vs off: throughput at saturation (% of empty chain)", v, "(measured)", "%", None)
+    v = get("tracing", "call-c1", "added_p50_us_vs_empty")
+    add("Tracing on vs off: added p50, 1 session", v, "(measured)", "us", None)
     v = get("builtins", "list-c1", "added_p50_us_vs_empty")
     add("Four built-ins on a 1,000-tool tools/list (p50 built-ins - empty, 1 session)", v, "<= 1000 us", "us", None if v is None else v <= 1000)
     v = get("builtins", "call-64k", "rps_pct_of_direct")
