@@ -28,6 +28,10 @@ use crate::quota::Verdict;
 use crate::telemetry;
 use crate::upstream::{Message, Outcome, UpstreamError};
 
+/// How old a cached tool list must be before a call to a tool missing from it
+/// triggers a re-fetch.
+const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The source document's exact quota message.
 pub const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
 
@@ -82,7 +86,13 @@ impl Gateway {
         let mut fresh = false;
         let set = loop {
             match self.catalog.tools(&connector.id).await {
-                Ok(set) if set.get(tool_name).is_none() && !fresh => {
+                // At most one re-fetch per second and connector, so calls to unknown
+                // tools cannot make the gateway re-list the upstream on every request.
+                Ok(set)
+                    if set.get(tool_name).is_none()
+                        && !fresh
+                        && set.fetched.elapsed() >= MIN_REFETCH =>
+                {
                     fresh = true;
                     self.catalog.invalidate(&connector.id);
                 }

@@ -28,6 +28,8 @@ pub struct ToolSet {
     index: HashMap<String, usize>,
     /// Increases with every fetch, for cursors and policy caches.
     pub version: u64,
+    /// When the list was fetched.
+    pub fetched: std::time::Instant,
 }
 
 impl ToolSet {
@@ -41,6 +43,7 @@ impl ToolSet {
             tools,
             index,
             version,
+            fetched: std::time::Instant::now(),
         }
     }
 
