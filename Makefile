@@ -4,14 +4,14 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build lint deps wasm-target bench bench-quick
+.PHONY: run test build lint deps wasm-target polyglot bench bench-quick
 
 ## Start the gateway on a demo config in front of the in-repo demo upstream.
 run: wasm-target
 	bash host/demo/run.sh
 
 ## Install test prerequisites, lint, and run every test (unit, policy, integration).
-test: deps build lint
+test: deps build lint polyglot
 	$(CARGO) test --workspace --no-fail-fast
 
 build: wasm-target
@@ -20,6 +20,12 @@ build: wasm-target
 lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The args-guard policy in Rust, JavaScript and Python (target/polyglot/), for the
+## three-language tests; rebuilt only when its sources change.
+polyglot: deps build
+	PORTCULLIS="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/portcullis" \
+		bash tests/polyglot/build.sh
 
 ## Everything the tests talk to: wasm target, redis-server, Python venv, npm peers.
 deps:

@@ -6,7 +6,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const POLICIES: [&str; 4] = ["slug-scope", "blocklist", "mcp-servers", "annotation-hints"];
+const POLICIES: [&str; 5] = [
+    "slug-scope",
+    "blocklist",
+    "mcp-servers",
+    "annotation-hints",
+    "redact-secrets",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

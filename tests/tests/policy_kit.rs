@@ -280,8 +280,8 @@ fn policy_test_pass_and_fail_paths() {
     let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
 
-    let redact = fixture_policy("policy-test-redact-secrets");
-    let yaml = root().join("tests/policies/redact-secrets/fixtures.yaml");
+    let redact = fixture_policy("policy-redact-secrets");
+    let yaml = root().join("policies/redact-secrets/fixtures.yaml");
     let (code, stdout, stderr) = kit(&["policy", "test", p(&redact), p(&yaml)], &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
@@ -802,15 +802,14 @@ async fn a_module_that_fails_verification_at_reload_keeps_the_last_good_chain() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redact_secrets_masks_echo_results_end_to_end() {
-    let module = fixture_policy("policy-test-redact-secrets");
+    // The built-in embedded in the binary (same crate as policies/redact-secrets).
     let upstream = Upstream::rust(&[]);
     let (key, hash) = new_key();
     let text = "reach alice@example.com or bob.smith+ops@mail.example.org; \
                 OPENAI_API_KEY=sk-proj-abcdefghijklmnop1234 aws AKIAIOSFODNN7EXAMPLE; fine: task-sk-1";
     let policy = |settings: &str| {
         format!(
-            "\n[[policies]]\nname = \"redact\"\nmodule = {}\nsettings = {settings}\n",
-            toml_path(&module)
+            "\n[[policies]]\nname = \"redact\"\nmodule = \"builtin:redact-secrets\"\nsettings = {settings}\n"
         )
     };
 

@@ -2,7 +2,13 @@
 //! script and embedded in the binary, so `builtin:<name>` works with no files around.
 
 /// Names accepted after `builtin:`.
-pub const NAMES: [&str; 4] = ["slug-scope", "blocklist", "mcp-servers", "annotation-hints"];
+pub const NAMES: [&str; 5] = [
+    "slug-scope",
+    "blocklist",
+    "mcp-servers",
+    "annotation-hints",
+    "redact-secrets",
+];
 
 /// The component bytes of a built-in policy.
 pub fn bytes(name: &str) -> Option<&'static [u8]> {
@@ -13,6 +19,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "annotation-hints" => {
             include_bytes!(concat!(env!("OUT_DIR"), "/policy_annotation_hints.wasm"))
         }
+        "redact-secrets" => include_bytes!(concat!(env!("OUT_DIR"), "/policy_redact_secrets.wasm")),
         _ => return None,
     })
 }
