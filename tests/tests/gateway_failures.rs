@@ -179,21 +179,7 @@ async fn timeout_is_internal_error_504_and_cancels_upstream() {
 
     // The upstream is told to stop working on it.
     let mut upstream = direct(&up).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let ids = loop {
-        let ids =
-            upstream.call("cancelled_ids", json!({})).await["result"]["structuredContent"]["ids"]
-                .clone();
-        if ids.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
-            break ids;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        ids.as_array().map(Vec::len),
-        Some(1),
-        "the upstream got exactly one notifications/cancelled: {ids}"
-    );
+    assert_one_cancellation(&mut upstream).await;
 }
 
 #[tokio::test]
@@ -411,21 +397,7 @@ async fn cancellation_is_relayed_upstream() {
         resp.body
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let ids = loop {
-        let ids =
-            upstream.call("cancelled_ids", json!({})).await["result"]["structuredContent"]["ids"]
-                .clone();
-        if ids.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
-            break ids;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        ids.as_array().map(Vec::len),
-        Some(1),
-        "the upstream must get notifications/cancelled: {ids}"
-    );
+    assert_one_cancellation(&mut upstream).await;
     let line = wait_audit(&gw, Duration::from_secs(10), |l| {
         field(l, "tool").as_deref() == Some("wait_for_cancel")
     });
@@ -707,4 +679,24 @@ async fn upstream_refusing_the_gateway_is_internal_error_502() {
         });
         assert_eq!(field(&line, "status").as_deref(), Some("502"), "{line}");
     }
+}
+
+/// Waits (at most 5 s) for the upstream's log of cancelled requests and asserts it
+/// received exactly one `notifications/cancelled`.
+async fn assert_one_cancellation(upstream: &mut Mcp) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ids = loop {
+        let ids =
+            upstream.call("cancelled_ids", json!({})).await["result"]["structuredContent"]["ids"]
+                .clone();
+        if ids.as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        ids.as_array().map(Vec::len),
+        Some(1),
+        "the upstream got exactly one notifications/cancelled: {ids}"
+    );
 }
