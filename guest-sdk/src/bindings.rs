@@ -1,4 +1,4 @@
-//! Bindings generated from `wit/policy.wit` (package `portcullis:policy@0.1.0`,
+//! Bindings generated from `wit/policy.wit` (package `portcullis:policy@0.1.1`,
 //! world `policy`).
 //!
 //! Policy authors rarely need this module directly: the crate root re-exports the

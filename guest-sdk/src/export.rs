@@ -6,7 +6,7 @@
 use core::marker::PhantomData;
 
 use crate::bindings::Guest;
-use crate::{Context, INTERNAL_ERROR, Level, Policy, ResultVerdict, Tool, Verdict, log};
+use crate::{Context, INTERNAL_ERROR, Level, Manifest, Policy, ResultVerdict, Tool, Verdict, log};
 
 /// Zero-sized adapter implementing the generated `Guest` trait for a [`Policy`].
 pub struct Exported<T>(PhantomData<T>);
@@ -14,6 +14,10 @@ pub struct Exported<T>(PhantomData<T>);
 impl<T: Policy> Guest for Exported<T> {
     fn validate_settings(settings: String) -> Result<(), String> {
         T::validate_settings(&settings)
+    }
+
+    fn describe(settings: String) -> Manifest {
+        T::describe(&settings)
     }
 
     fn filter_tools(settings: String, ctx: Context) -> Vec<Verdict> {

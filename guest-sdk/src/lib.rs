@@ -39,8 +39,8 @@ pub mod testing;
 mod verdict;
 
 pub use bindings::portcullis::policy::types::{
-    Annotations, Connector, Context, Denial, Identity, Level, ResultVerdict, ServerRule, Tool,
-    ToolConstraints, Verdict,
+    Annotations, Connector, Context, Denial, Identity, Level, Manifest, ResultVerdict, ServerRule,
+    Tool, ToolConstraints, Verdict,
 };
 pub use glob::{glob_match, glob_match_any};
 pub use hints::{
@@ -48,7 +48,7 @@ pub use hints::{
     effective_open_world, effective_read_only, hint_mismatch, hints_pass,
 };
 pub use log::log;
-pub use policy::Policy;
+pub use policy::{Policy, manifest};
 pub use rules::{
     required_patterns, restricts_tool_names, rule_allows_tool, rule_hints, rule_matches_connector,
     tool_name_allowed,

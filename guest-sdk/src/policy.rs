@@ -3,7 +3,27 @@
 //! Every method is an associated function (no `self`): the gateway instantiates a
 //! policy afresh for each evaluation, so all state arrives as arguments.
 
-use crate::{Context, ResultVerdict, Tool, Verdict, settings_value};
+use crate::{Context, Manifest, ResultVerdict, Tool, Verdict, settings_value};
+
+/// The manifest of a policy that says nothing about itself: every hook, every input,
+/// no reuse of decisions. Start from it and switch off what the policy does not do:
+///
+/// ```
+/// use portcullis_policy_sdk::{Manifest, manifest};
+///
+/// let m = Manifest { check_result: false, reads_arguments: false, deterministic: true, ..manifest() };
+/// assert!(m.filter_tools && m.check_call && m.reads_connector_tools);
+/// ```
+pub fn manifest() -> Manifest {
+    Manifest {
+        filter_tools: true,
+        check_call: true,
+        check_result: true,
+        reads_connector_tools: true,
+        reads_arguments: true,
+        deterministic: false,
+    }
+}
 
 /// A Portcullis policy. Every method has a default, so implement only what the
 /// policy decides about; the defaults allow everything and pass every result.
@@ -18,6 +38,18 @@ pub trait Policy {
     /// Default: any JSON value (empty text counts as `{}`).
     fn validate_settings(settings: &str) -> Result<(), String> {
         settings_value(settings).map(|_| ())
+    }
+
+    /// What this policy implements and reads, asked once at load (after
+    /// [`Policy::validate_settings`]). The gateway skips hooks declared absent,
+    /// passes no tool list or arguments where they are declared unread (an empty
+    /// list, `{}`), and may reuse the decisions of a deterministic policy (one that
+    /// reads no clock and no randomness) for identical inputs.
+    ///
+    /// Default: [`manifest()`] (everything, no reuse): always correct, never fast.
+    fn describe(settings: &str) -> Manifest {
+        let _ = settings;
+        manifest()
     }
 
     /// Decides about one tool of `ctx.connector`, for both listing and calling.

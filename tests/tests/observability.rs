@@ -39,12 +39,15 @@ id = "alice"
 org = "acme"
 key_sha256 = "{hash}"
 scopes = ["mcp:call"]
+# Every decision evaluated (no reuse), so the policy counters equal the calls.
 [[policies]]
 module = "builtin:slug-scope"
 timeout_ms = 5000
+cache_decisions = false
 [[policies]]
 module = "builtin:blocklist"
 timeout_ms = 5000
+cache_decisions = false
 "#
     )
 }

@@ -411,10 +411,11 @@ fn scaffold_build_inspect_annotate_sign_verify() {
     };
     let report = inspect(&built);
     assert_eq!(
-        report["world"], "portcullis:policy/policy@0.1.0",
+        report["world"], "portcullis:policy/policy@0.1.1",
         "{report}"
     );
     assert_eq!(report["compatible"], true);
+    assert_eq!(report["describe"], true, "{report}");
     assert_eq!(report["metadata"]["name"], "demo-rust");
     assert_eq!(report["metadata"]["language"], "rust");
     assert_eq!(report["metadata"]["version"], "0.1.0");
@@ -431,7 +432,7 @@ fn scaffold_build_inspect_annotate_sign_verify() {
         .map(|i| i["name"].as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"portcullis:policy/types@0.1.0"),
+        imports.contains(&"portcullis:policy/types@0.1.1"),
         "{imports:?}"
     );
 
@@ -439,7 +440,7 @@ fn scaffold_build_inspect_annotate_sign_verify() {
     let (code, stdout, stderr) = kit(&["policy", "inspect", "--check", p(&built)], &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     for needle in [
-        "world:     portcullis:policy/policy@0.1.0",
+        "world:     portcullis:policy/policy@0.1.1",
         "sha256:",
         "imports:",
         "name:        demo-rust",

@@ -108,3 +108,12 @@ fn verdict_constructors() {
     );
     crate::log(crate::Level::Info, "native log goes to stderr");
 }
+
+#[test]
+fn a_policy_that_says_nothing_is_described_as_doing_everything() {
+    let m = <Exported<AllDefaults> as Guest>::describe("{}".into());
+    assert_eq!(m, crate::manifest());
+    assert!(m.filter_tools && m.check_call && m.check_result);
+    assert!(m.reads_connector_tools && m.reads_arguments);
+    assert!(!m.deterministic, "reuse must be opted into");
+}

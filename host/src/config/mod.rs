@@ -142,6 +142,8 @@ pub struct PolicySpec {
     pub on_error: OnError,
     pub timeout: Duration,
     pub memory_limit_bytes: usize,
+    /// Whether decisions of a deterministic policy may be reused.
+    pub cache_decisions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -155,6 +155,14 @@ pub struct PolicyRaw {
     pub timeout_ms: u64,
     #[serde(default = "default_policy_memory")]
     pub memory_limit_mb: u64,
+    /// Reuse this policy's decisions for identical inputs when the policy declares
+    /// itself deterministic (`describe`); `false` evaluates every request.
+    #[serde(default = "default_true")]
+    pub cache_decisions: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_mode() -> String {

@@ -391,6 +391,7 @@ fn policy(p: PolicyRaw, i: usize, base_dir: &Path) -> Result<PolicySpec, ConfigE
         on_error,
         timeout: Duration::from_millis(p.timeout_ms),
         memory_limit_bytes: (p.memory_limit_mb as usize) << 20,
+        cache_decisions: p.cache_decisions,
     })
 }
 

@@ -269,7 +269,7 @@ impl Gateway {
     ) -> Option<String> {
         match outcome {
             Ok(Outcome::Result(raw)) => {
-                if chain.is_empty() {
+                if !chain.checks_results() {
                     return Some(jsonrpc::raw_result(id, &raw));
                 }
                 let decision =

@@ -1,8 +1,9 @@
 //! Runs policy-chain evaluations on tokio's blocking pool. Guests are synchronous Wasm
 //! that may run until their deadline, and WASI's stdio bridge (a guest's panic message
 //! goes to its stderr) blocks on the runtime; neither may happen on an async worker,
-//! or one slow policy would stall unrelated requests. An empty chain is answered
-//! inline. A panic while evaluating fails closed.
+//! or one slow policy would stall unrelated requests. A chain whose every answer is
+//! known without evaluating (an empty chain, reused decisions) is answered inline.
+//! A panic while evaluating fails closed.
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ impl Owned {
             declaration: self.declaration.as_deref().map(Vec::as_slice),
             connector: &self.connector,
             tools: &self.tools.tools,
+            tools_version: self.tools.version,
         }
     }
 }
@@ -53,8 +55,8 @@ impl Gateway {
 /// Which tools the agent may see.
 pub async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
     let n = owned.tools.tools.len();
-    if chain.is_empty() {
-        return vec![true; n];
+    if let Some(visible) = chain.filter_tools_cached(&owned.subject()) {
+        return visible;
     }
     let chain = chain.clone();
     let span = tracing::Span::current();
@@ -73,6 +75,9 @@ pub async fn check_call(
     tool: Value,
     arguments: String,
 ) -> Decision {
+    if let Some(decision) = chain.check_call_cached(&owned.subject(), &tool, &arguments) {
+        return decision;
+    }
     let run = chain.clone();
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {

@@ -317,6 +317,7 @@ impl Runner<'_> {
             on_error: OnError::Deny,
             timeout: Duration::from_millis(self.fx.timeout_ms.unwrap_or(1000)),
             memory_limit_bytes: (self.fx.memory_limit_mb.unwrap_or(128) as usize) << 20,
+            cache_decisions: false,
         }
     }
 
@@ -384,6 +385,7 @@ impl Runner<'_> {
             declaration: self.fx.declaration.as_deref(),
             connector: &self.connector,
             tools: &self.tools,
+            tools_version: 0,
         };
         let decision = chain.check_call(&subject, &self.tool(&c.tool), &args_text);
         let (got, mut problems) = match &decision.denial {
@@ -427,6 +429,7 @@ impl Runner<'_> {
             declaration: self.fx.declaration.as_deref(),
             connector: &self.connector,
             tools: &self.tools,
+            tools_version: 0,
         };
         let visible: Vec<String> = chain
             .filter_tools(&subject)
@@ -476,6 +479,7 @@ impl Runner<'_> {
             declaration: self.fx.declaration.as_deref(),
             connector: &self.connector,
             tools: &self.tools,
+            tools_version: 0,
         };
         let d = chain.check_result(&subject, &self.tool(&r.tool), &text);
         let mut problems = Vec::new();

@@ -10,10 +10,14 @@ use wasmparser::{Chunk, ComponentExternalKind, ComponentTypeRef, Parser, Payload
 
 use super::metadata::{self, Metadata};
 
-/// The package the gateway implements and the version it loads.
+/// The package the gateway implements, the version it builds against and every
+/// version it loads (0.1.0 lacks `describe`; the gateway assumes the worst of it).
 pub const PACKAGE: &str = "portcullis:policy";
-pub const VERSION: &str = "0.1.0";
-/// The world's exports (function names).
+pub const VERSION: &str = "0.1.1";
+pub const LOADS: [&str; 2] = ["0.1.0", "0.1.1"];
+/// The export added in 0.1.1: the policy's manifest (hooks and inputs).
+pub const DESCRIBE: &str = "describe";
+/// The world's exports every loadable version has (function names).
 pub const EXPORTS: [&str; 4] = [
     "validate-settings",
     "filter-tools",
@@ -49,7 +53,15 @@ pub struct Report {
 impl Report {
     /// Whether this gateway can load the component's world version.
     pub fn compatible(&self) -> bool {
-        self.world.is_some() && self.version.as_deref() == Some(VERSION)
+        self.world.is_some() && self.version.as_deref().is_some_and(|v| LOADS.contains(&v))
+    }
+
+    /// Whether the component exports `describe` (0.1.1): without it the gateway
+    /// calls every hook with every input and never reuses a decision.
+    pub fn describes(&self) -> bool {
+        self.exports
+            .iter()
+            .any(|x| x.name == DESCRIBE && x.kind == "func")
     }
 
     pub fn to_json(&self) -> Value {
@@ -66,6 +78,7 @@ impl Report {
             "version": self.version,
             "compatible": self.compatible(),
             "missing_exports": self.missing,
+            "describe": self.describes(),
             "imports": items(&self.imports),
             "exports": items(&self.exports),
             "metadata": self.metadata.as_ref().map(|m| serde_json::to_value(m).unwrap_or(Value::Null)),
@@ -224,10 +237,19 @@ pub fn render(path: &Path, r: &Report, signature: &str) -> String {
             "world:",
             format!(
                 "{w} ({})",
-                if r.compatible() {
-                    format!("this gateway loads {PACKAGE}@{VERSION}: compatible")
-                } else {
-                    format!("this gateway loads {PACKAGE}@{VERSION}: NOT compatible")
+                match (r.compatible(), r.describes()) {
+                    (true, true) => format!(
+                        "this gateway loads {PACKAGE}@{}: compatible",
+                        LOADS.join(", ")
+                    ),
+                    (true, false) => format!(
+                        "this gateway loads {PACKAGE}@{}: compatible; no `describe`, so every hook is called with every input",
+                        LOADS.join(", ")
+                    ),
+                    (false, _) => format!(
+                        "this gateway loads {PACKAGE}@{}: NOT compatible",
+                        LOADS.join(", ")
+                    ),
                 }
             ),
         ),
@@ -279,11 +301,12 @@ mod tests {
         assert_eq!(r.missing, Vec::<String>::new(), "{:?}", r.exports);
         assert_eq!(r.version.as_deref(), Some(VERSION), "{:?}", r.imports);
         assert!(r.compatible());
-        assert_eq!(r.world.as_deref(), Some("portcullis:policy/policy@0.1.0"));
+        assert!(r.describes());
+        assert_eq!(r.world.as_deref(), Some("portcullis:policy/policy@0.1.1"));
         assert!(
             r.imports
                 .iter()
-                .any(|i| i.name == "portcullis:policy/types@0.1.0"),
+                .any(|i| i.name == "portcullis:policy/types@0.1.1"),
             "{:?}",
             r.imports
         );

@@ -157,7 +157,9 @@ debug = false
 //! everything arrives as arguments (`settings` is the JSON the operator wrote under
 //! `[[policies]] settings`).
 
-use portcullis_policy_sdk::{{Context, Policy, ResultVerdict, Tool, Verdict, export_policy}};
+use portcullis_policy_sdk::{{
+    Context, Manifest, Policy, ResultVerdict, Tool, Verdict, export_policy, manifest,
+}};
 
 pub struct MyPolicy;
 
@@ -165,6 +167,13 @@ impl Policy for MyPolicy {{
     /// Refuse bad settings at load time with `Err(message)`.
     fn validate_settings(_settings: &str) -> Result<(), String> {{
         Ok(())
+    }}
+
+    /// What this policy implements and reads. Switch off what it does not do: the
+    /// gateway then skips those hooks and inputs, and reuses the decisions of a
+    /// deterministic policy (no clock, no randomness) for identical inputs.
+    fn describe(_settings: &str) -> Manifest {{
+        manifest()
     }}
 
     /// Listing and calling: deny with e.g.
@@ -216,10 +225,24 @@ fn js_files(name: &str) -> Vec<(String, String)> {
 // {{ tag: 'pass' }}, {{ tag: 'replace', val: jsonText }} or {{ tag: 'deny', val: denial }}.
 // `settings`, `args` and `result` are JSON text.
 
-import {{ log }} from 'portcullis:policy/host@0.1.0';
+import {{ log }} from 'portcullis:policy/host@0.1.1';
 
 // Throw a string to refuse the settings.
 export function validateSettings(settings) {{}}
+
+// What this policy implements and reads. Switch off what it does not do: the
+// gateway then skips those hooks and inputs, and reuses the decisions of a
+// deterministic policy (no clock, no randomness) for identical inputs.
+export function describe(settings) {{
+  return {{
+    filterTools: true,
+    checkCall: true,
+    checkResult: true,
+    readsConnectorTools: true,
+    readsArguments: true,
+    deterministic: false,
+  }};
+}}
 
 // One verdict per tool of ctx.connector.tools, in the same order.
 export function filterTools(settings, ctx) {{
@@ -280,6 +303,19 @@ class WitWorld(wit_world.WitWorld):
         # raise Err("message") to refuse the settings
         return None
 
+    def describe(self, settings: str) -> types.Manifest:
+        # What this policy implements and reads. Switch off what it does not do: the
+        # gateway then skips those hooks and inputs, and reuses the decisions of a
+        # deterministic policy (no clock, no randomness) for identical inputs.
+        return types.Manifest(
+            filter_tools=True,
+            check_call=True,
+            check_result=True,
+            reads_connector_tools=True,
+            reads_arguments=True,
+            deterministic=False,
+        )
+
     def filter_tools(self, settings, ctx):
         # one verdict per tool of ctx.connector.tools, in the same order
         return [types.Verdict_Allow() for _ in ctx.connector.tools]
@@ -323,7 +359,7 @@ fn readme(name: &str, lang: Lang) -> String {
     format!(
         r#"# {name}
 
-A Portcullis policy ({lang}) implementing the WIT world `portcullis:policy/policy@0.1.0`
+A Portcullis policy ({lang}) implementing the WIT world `portcullis:policy/policy@0.1.1`
 (`wit/policy.wit`, copied from the gateway).
 
 ## Build

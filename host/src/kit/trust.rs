@@ -275,6 +275,7 @@ mod tests {
             on_error: crate::config::OnError::Deny,
             timeout: std::time::Duration::from_millis(100),
             memory_limit_bytes: 1 << 20,
+            cache_decisions: true,
         };
         let l = trust.load_lock().unwrap();
         let via_dots = dir.path().join("sub/../sub/guard.wasm");

@@ -3,12 +3,17 @@
 //! only if every policy allows it; the first denial's code and message reach the agent.
 //! A policy that fails (trap, timeout, memory) denies, unless its `on_error = "allow"`.
 //! A policy in `monitor` mode is evaluated and logged but never enforced.
+//!
+//! Each policy's manifest (`describe`) decides what is done for it: hooks it does
+//! not implement are skipped, inputs it does not read are not built or passed, and
+//! decisions of a deterministic policy are reused (see `cache`).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::bindings::{self, Context, ResultVerdict, Verdict};
+use super::bindings::{self, Context, Manifest, ResultVerdict, Verdict};
+use super::cache::{CallKey, DecisionCache, ListKey, count_hits};
 use super::runtime::{EvalError, Limits, Module, Runtime};
 use crate::auth::Identity;
 use crate::config::{Connector, OnError, PolicyMode, PolicySpec, ServerRule};
@@ -20,6 +25,15 @@ pub struct Loaded {
     pub spec: PolicySpec,
     pub name: Arc<str>,
     pub module: Module,
+    /// What the policy implements and reads (its `describe`).
+    pub manifest: Manifest,
+}
+
+impl Loaded {
+    /// Whether this policy's decisions may be reused.
+    fn cached(&self) -> bool {
+        self.manifest.deterministic && self.spec.cache_decisions
+    }
 }
 
 /// What a request is about, for the policies.
@@ -29,6 +43,8 @@ pub struct Subject<'a> {
     pub connector: &'a Connector,
     /// The connector's full tool list (JSON as the upstream sent it).
     pub tools: &'a [Value],
+    /// The catalog's version of that list (a new list, a new version).
+    pub tools_version: u64,
 }
 
 /// A refusal, for the agent (code, message) and the audit (reason, policy).
@@ -55,6 +71,7 @@ pub struct Decision {
 pub struct Chain {
     runtime: Arc<Runtime>,
     policies: Vec<Loaded>,
+    cache: DecisionCache,
     /// sha256 over every member's name, digest, mode and settings.
     pub digest: String,
     pub names: String,
@@ -82,6 +99,7 @@ impl Chain {
         Chain {
             runtime,
             policies,
+            cache: DecisionCache::default(),
             digest,
             names,
         }
@@ -97,78 +115,186 @@ impl Chain {
 
     /// Which of `subject.tools` the agent may see (same order).
     pub fn filter_tools(&self, subject: &Subject) -> Vec<bool> {
+        self.filter_tools_with(subject, true)
+            .expect("evaluating chains always decide")
+    }
+
+    /// [`Chain::filter_tools`] from reused decisions only: `None` when a policy
+    /// would have to be evaluated (the caller then evaluates off the async workers).
+    pub fn filter_tools_cached(&self, subject: &Subject) -> Option<Vec<bool>> {
+        self.filter_tools_with(subject, false)
+    }
+
+    fn filter_tools_with(&self, subject: &Subject, evaluate: bool) -> Option<Vec<bool>> {
         let mut visible = vec![true; subject.tools.len()];
-        if self.policies.is_empty() {
-            return visible;
-        }
-        let ctx = self.context(subject);
-        for p in &self.policies {
-            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "filter_tools");
-            let result =
-                self.runtime
-                    .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
-                        policy.call_filter_tools(store, &p.spec.settings, &ctx)
-                    });
-            span.finish(match &result {
-                Ok(v) if v.len() != visible.len() => "error",
-                Ok(v) if v.iter().any(|v| matches!(v, Verdict::Deny(_))) => "deny",
-                Ok(_) => "allow",
-                Err(_) => "error",
+        let mut ctx: Option<Context> = None;
+        let mut hits = 0;
+        for (i, p) in self.policies.iter().enumerate() {
+            if !p.manifest.filter_tools {
+                continue;
+            }
+            let key = p.cached().then(|| ListKey {
+                policy: i,
+                agent: subject.identity.agent.clone(),
+                connector: subject.connector.id.clone(),
+                tools_version: subject.tools_version,
             });
-            let verdicts = match result {
-                Ok(v) if v.len() == visible.len() => v,
-                Ok(v) => {
-                    let e = EvalError::Invalid(format!(
-                        "{} verdicts for {} tools",
-                        v.len(),
-                        visible.len()
-                    ));
-                    self.failed(p, "filter-tools", subject, &e);
-                    if p.spec.on_error == OnError::Deny && p.spec.mode == PolicyMode::Enforce {
-                        visible.iter_mut().for_each(|v| *v = false);
-                    }
-                    continue;
+            let verdicts = match key.as_ref().and_then(|k| self.cache.list(k)) {
+                Some(v) => {
+                    hits += 1;
+                    v
                 }
-                Err(e) => {
-                    self.failed(p, "filter-tools", subject, &e);
-                    if p.spec.on_error == OnError::Deny && p.spec.mode == PolicyMode::Enforce {
-                        visible.iter_mut().for_each(|v| *v = false);
+                None if !evaluate => return None,
+                None => {
+                    let ctx = ctx.get_or_insert_with(|| self.context(subject, true));
+                    match self.evaluate_filter(p, subject, ctx, visible.len()) {
+                        Ok(v) => {
+                            let v = Arc::new(v);
+                            if let Some(k) = key {
+                                self.cache.put_list(k, v.clone());
+                            }
+                            v
+                        }
+                        Err(()) => {
+                            if p.spec.on_error == OnError::Deny
+                                && p.spec.mode == PolicyMode::Enforce
+                            {
+                                visible.iter_mut().for_each(|v| *v = false);
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
-            for (i, verdict) in verdicts.into_iter().enumerate() {
+            for (i, verdict) in verdicts.iter().enumerate() {
                 if let Verdict::Deny(d) = verdict {
                     match p.spec.mode {
                         PolicyMode::Enforce => visible[i] = false,
                         PolicyMode::Monitor => tracing::info!(
                             target: "portcullis::policy", policy = &*p.name, mode = "monitor",
                             agent = %subject.identity.agent, connector = %subject.connector.id,
-                            tool = %ctx.connector.tools[i].name, reason = %d.reason, "would hide tool"
+                            tool = tool_name(&subject.tools[i]), reason = %d.reason, "would hide tool"
                         ),
                     }
                 }
             }
         }
-        visible
+        count_hits(hits);
+        Some(visible)
+    }
+
+    /// One `filter-tools` evaluation; `Err` after logging a failure.
+    fn evaluate_filter(
+        &self,
+        p: &Loaded,
+        subject: &Subject,
+        ctx: &Context,
+        n: usize,
+    ) -> Result<Vec<Verdict>, ()> {
+        let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "filter_tools");
+        let result = self
+            .runtime
+            .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
+                policy.call_filter_tools(store, &p.spec.settings, ctx)
+            });
+        span.finish(match &result {
+            Ok(v) if v.len() != n => "error",
+            Ok(v) if v.iter().any(|v| matches!(v, Verdict::Deny(_))) => "deny",
+            Ok(_) => "allow",
+            Err(_) => "error",
+        });
+        match result {
+            Ok(v) if v.len() == n => Ok(v),
+            Ok(v) => {
+                let e = EvalError::Invalid(format!("{} verdicts for {n} tools", v.len()));
+                self.failed(p, "filter-tools", subject, &e);
+                Err(())
+            }
+            Err(e) => {
+                self.failed(p, "filter-tools", subject, &e);
+                Err(())
+            }
+        }
     }
 
     /// Whether a call may proceed.
     pub fn check_call(&self, subject: &Subject, tool: &Value, arguments: &str) -> Decision {
-        let ctx = self.context(subject);
-        let wit_tool = bindings::tool(tool);
-        for p in &self.policies {
-            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_call");
-            let result =
-                self.runtime
-                    .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
-                        policy.call_check_call(store, &p.spec.settings, &ctx, &wit_tool, arguments)
-                    });
-            span.finish(match &result {
-                Ok(Verdict::Allow) => "allow",
-                Ok(Verdict::Deny(_)) => "deny",
-                Err(_) => "error",
+        self.check_call_with(subject, tool, arguments, true)
+            .expect("evaluating chains always decide")
+    }
+
+    /// [`Chain::check_call`] from reused decisions only: `None` when a policy would
+    /// have to be evaluated.
+    pub fn check_call_cached(
+        &self,
+        subject: &Subject,
+        tool: &Value,
+        arguments: &str,
+    ) -> Option<Decision> {
+        self.check_call_with(subject, tool, arguments, false)
+    }
+
+    fn check_call_with(
+        &self,
+        subject: &Subject,
+        tool: &Value,
+        arguments: &str,
+        evaluate: bool,
+    ) -> Option<Decision> {
+        // Built on first need: with tools for policies that read them, without for
+        // the others.
+        let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
+        let mut wit_tool = None;
+        let mut hits = 0;
+        for (i, p) in self.policies.iter().enumerate() {
+            if !p.manifest.check_call {
+                continue;
+            }
+            let key = p.cached().then(|| CallKey {
+                policy: i,
+                agent: subject.identity.agent.clone(),
+                connector: subject.connector.id.clone(),
+                tools_version: subject.tools_version,
+                tool: tool_name(tool).to_string(),
+                arguments: p.manifest.reads_arguments.then(|| arguments.to_string()),
             });
+            let result = match key.as_ref().and_then(|k| self.cache.call(k)) {
+                Some(v) => {
+                    hits += 1;
+                    Ok(v)
+                }
+                None if !evaluate => return None,
+                None => {
+                    let reads_tools = p.manifest.reads_connector_tools;
+                    let slot = if reads_tools { &mut full } else { &mut lean };
+                    let ctx = slot.get_or_insert_with(|| self.context(subject, reads_tools));
+                    let wit_tool = wit_tool.get_or_insert_with(|| bindings::tool(tool));
+                    let args = if p.manifest.reads_arguments {
+                        arguments
+                    } else {
+                        "{}"
+                    };
+                    let span =
+                        PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_call");
+                    let result = self.runtime.evaluate(
+                        &p.module,
+                        &p.name,
+                        limits(&p.spec),
+                        |policy, store| {
+                            policy.call_check_call(store, &p.spec.settings, ctx, wit_tool, args)
+                        },
+                    );
+                    span.finish(match &result {
+                        Ok(Verdict::Allow) => "allow",
+                        Ok(Verdict::Deny(_)) => "deny",
+                        Err(_) => "error",
+                    });
+                    if let (Some(k), Ok(v)) = (key, &result) {
+                        self.cache.put_call(k, v.clone());
+                    }
+                    result
+                }
+            };
             let denial = match result {
                 Ok(Verdict::Allow) => continue,
                 Ok(Verdict::Deny(d)) => denial(d),
@@ -178,24 +304,37 @@ impl Chain {
                 },
             };
             if let Some(d) = self.enforce(p, subject, denial) {
-                return self.decided_by(p, Some(d));
+                count_hits(hits);
+                return Some(self.decided_by(p, Some(d)));
             }
         }
-        self.allowed()
+        count_hits(hits);
+        Some(self.allowed())
+    }
+
+    /// Whether any policy has a post-call hook (otherwise results pass untouched).
+    pub fn checks_results(&self) -> bool {
+        self.policies.iter().any(|p| p.manifest.check_result)
     }
 
     /// The post-call hook over a result (JSON text).
     pub fn check_result(&self, subject: &Subject, tool: &Value, result: &str) -> Decision {
-        let ctx = self.context(subject);
+        let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
         let wit_tool = bindings::tool(tool);
         let mut current: Option<String> = None;
         for p in &self.policies {
+            if !p.manifest.check_result {
+                continue;
+            }
+            let reads_tools = p.manifest.reads_connector_tools;
+            let slot = if reads_tools { &mut full } else { &mut lean };
+            let ctx = &*slot.get_or_insert_with(|| self.context(subject, reads_tools));
             let text = current.as_deref().unwrap_or(result);
             let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_result");
             let outcome =
                 self.runtime
                     .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
-                        policy.call_check_result(store, &p.spec.settings, &ctx, &wit_tool, text)
+                        policy.call_check_result(store, &p.spec.settings, ctx, &wit_tool, text)
                     });
             span.finish(match &outcome {
                 Ok(ResultVerdict::Pass) => "allow",
@@ -236,8 +375,11 @@ impl Chain {
         }
     }
 
-    fn context(&self, s: &Subject) -> Context {
-        bindings::context(s.identity, s.declaration, s.connector, s.tools)
+    /// The WIT context; `with_tools: false` leaves `connector.tools` empty, for
+    /// policies that do not read it.
+    fn context(&self, s: &Subject, with_tools: bool) -> Context {
+        let tools = if with_tools { s.tools } else { &[] };
+        bindings::context(s.identity, s.declaration, s.connector, tools)
     }
 
     /// Applies the policy's mode to a denial: `None` when only monitored.
@@ -301,6 +443,10 @@ impl Chain {
             replacement: None,
         }
     }
+}
+
+fn tool_name(tool: &Value) -> &str {
+    tool.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
 fn limits(spec: &PolicySpec) -> Limits {

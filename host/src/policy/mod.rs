@@ -4,11 +4,13 @@
 //! - `runtime`: wasmtime engine, module cache, fresh store per evaluation, limits.
 //! - `bindings`: the generated world bindings and conversions to WIT records.
 //! - `chain`: the ordered chain and how verdicts combine (modes, fail-closed).
+//! - `cache`: reused decisions of policies that declare themselves deterministic.
 //! - `builtin`: the four built-in policies embedded in the binary.
 //! - `reload`: hot reload of the chain (file watch, SIGHUP) without a restart.
 
 mod bindings;
 pub mod builtin;
+mod cache;
 mod chain;
 pub mod reload;
 mod runtime;
@@ -17,6 +19,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+pub use bindings::Manifest;
+pub use cache::HITS as CACHE_HITS;
 pub use chain::{Chain, Decision, Denial, Loaded, Subject};
 pub use runtime::{EvalError, Runtime};
 
@@ -123,10 +127,14 @@ pub fn build_chain_trusted(
         if let Err(msg) = verdict {
             return Err(fail(anyhow::anyhow!("invalid settings: {msg}")));
         }
+        let manifest = runtime
+            .describe(&module, &name, limits, &spec.settings)
+            .map_err(|e| fail(anyhow::anyhow!("describe failed: {e}")))?;
         loaded.push(Loaded {
             spec: spec.clone(),
             name,
             module,
+            manifest,
         });
     }
     Ok(Chain::new(runtime.clone(), loaded))

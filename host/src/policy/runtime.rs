@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Policy, PolicyPre};
+use super::bindings::{Manifest, PolicyHooks, PolicyHooksPre};
 
 /// How often the epoch advances; deadlines are whole ticks.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -65,7 +65,9 @@ pub struct Module {
     /// Hex sha256 of the component bytes.
     pub digest: String,
     pub size: usize,
-    pre: PolicyPre<StoreState>,
+    pre: PolicyHooksPre<StoreState>,
+    /// The `describe` export (0.1.1); `None` for components built against 0.1.0.
+    describe: Option<ComponentExportIndex>,
 }
 
 /// Limits of one evaluation.
@@ -113,7 +115,8 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
-        Policy::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s).map_err(wasm_err)?;
+        PolicyHooks::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(wasm_err)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -145,13 +148,15 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("imports something the gateway does not grant: {e:#}"))?;
-        let pre = PolicyPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("does not implement the world portcullis:policy/policy@0.1.0: {e:#}")
+        let pre = PolicyHooksPre::new(pre).map_err(|e| {
+            anyhow::anyhow!("does not implement the world portcullis:policy/policy@0.1: {e:#}")
         })?;
+        let describe = component.get_export_index(None, "describe");
         let module = Module {
             digest: digest.clone(),
             size: bytes.len(),
             pre,
+            describe,
         };
         self.modules
             .lock()
@@ -174,8 +179,45 @@ impl Runtime {
         module: &Module,
         name: &Arc<str>,
         limits: Limits,
-        f: impl FnOnce(&Policy, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&PolicyHooks, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, EvalError> {
+        let mut store = self.store(name, limits);
+        let run = module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|policy| f(&policy, &mut store));
+        run.map_err(classify)
+    }
+
+    /// The policy's own account of its hooks and inputs (`describe`), or
+    /// [`Manifest::everything`] for a component built against 0.1.0.
+    pub fn describe(
+        &self,
+        module: &Module,
+        name: &Arc<str>,
+        limits: Limits,
+        settings: &str,
+    ) -> Result<Manifest, EvalError> {
+        let Some(index) = module.describe else {
+            return Ok(Manifest::everything());
+        };
+        let mut store = self.store(name, limits);
+        let run = module
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let func = instance
+                    .get_typed_func::<(&str,), (Manifest,)>(&mut store, index)
+                    .map_err(|e| e.context("`describe` has the wrong signature"))?;
+                let (manifest,) = func.call(&mut store, (settings,))?;
+                Ok(manifest)
+            });
+        run.map_err(classify)
+    }
+
+    /// A fresh store with the evaluation's memory cap and deadline.
+    fn store(&self, name: &Arc<str>, limits: Limits) -> Store<StoreState> {
         let state = StoreState {
             policy_name: name.clone(),
             wasi: WasiCtx::builder().build(),
@@ -193,11 +235,7 @@ impl Runtime {
         let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let run = module
-            .pre
-            .instantiate(&mut store)
-            .and_then(|policy| f(&policy, &mut store));
-        run.map_err(classify)
+        store
     }
 }
 

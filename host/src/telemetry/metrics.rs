@@ -269,6 +269,11 @@ pub fn render(live: Live) -> String {
         "Audit rows not stored (queue full with on_full = \"drop\", or after shutdown)",
         ConstCounter::new(live.audit_dropped_rows),
     );
+    live_registry.register(
+        "policy_cached_decisions",
+        "Policy decisions reused from the decision cache instead of evaluated",
+        ConstCounter::new(crate::policy::CACHE_HITS.load(std::sync::atomic::Ordering::Relaxed)),
+    );
     let mut out = String::with_capacity(8192);
     // Writing to a String cannot fail.
     let _ = encode_registry(&mut out, &METRICS.registry);
@@ -313,6 +318,7 @@ mod tests {
             "portcullis_active_sessions 3",
             "portcullis_audit_queue_depth 2",
             "portcullis_audit_dropped_rows_total 1",
+            "portcullis_policy_cached_decisions_total ",
             "portcullis_build_info{version=",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");

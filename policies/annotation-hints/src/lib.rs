@@ -8,8 +8,8 @@
 //! `-32601 Tool not found`, the mismatch as audit reason.
 
 use portcullis_policy_sdk::{
-    Context, HintFilter, INTERNAL_ERROR, Identity, Policy, SettingsObject, TOOL_NOT_FOUND, Tool,
-    Verdict, export_policy, glob_match_any, hint_mismatch,
+    Context, HintFilter, INTERNAL_ERROR, Identity, Manifest, Policy, SettingsObject,
+    TOOL_NOT_FOUND, Tool, Verdict, export_policy, glob_match_any, hint_mismatch,
 };
 
 /// The annotation-hints policy.
@@ -85,6 +85,18 @@ fn settings_error(e: &str) -> Verdict {
 impl Policy for AnnotationHints {
     fn validate_settings(settings: &str) -> Result<(), String> {
         Settings::parse(settings).map(|_| ())
+    }
+
+    /// Listing and calling, from the tool's own annotations.
+    fn describe(_settings: &str) -> Manifest {
+        Manifest {
+            filter_tools: true,
+            check_call: true,
+            check_result: false,
+            reads_connector_tools: false,
+            reads_arguments: false,
+            deterministic: true,
+        }
     }
 
     fn check_tool(settings: &str, ctx: &Context, tool: &Tool) -> Verdict {

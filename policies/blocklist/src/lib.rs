@@ -6,7 +6,7 @@
 //! names the matching entry. Settings: `{}`.
 
 use portcullis_policy_sdk::{
-    Context, Policy, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings, export_policy,
+    Context, Manifest, Policy, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings, export_policy,
     glob_match,
 };
 
@@ -25,6 +25,18 @@ pub fn blocking_pattern<'a>(ctx: &'a Context, tool_name: &str) -> Option<&'a str
 impl Policy for Blocklist {
     fn validate_settings(settings: &str) -> Result<(), String> {
         expect_empty_settings(settings)
+    }
+
+    /// Listing and calling, from the tool name and the connector's blocklist.
+    fn describe(_settings: &str) -> Manifest {
+        Manifest {
+            filter_tools: true,
+            check_call: true,
+            check_result: false,
+            reads_connector_tools: false,
+            reads_arguments: false,
+            deterministic: true,
+        }
     }
 
     fn check_tool(_settings: &str, ctx: &Context, tool: &Tool) -> Verdict {

@@ -9,7 +9,7 @@
 //! declaration makes nothing eligible. Settings: `{}`.
 
 use portcullis_policy_sdk::{
-    Context, Policy, ServerRule, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings,
+    Context, Manifest, Policy, ServerRule, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings,
     export_policy, glob_match, hint_mismatch, required_patterns, rule_hints,
     rule_matches_connector, tool_name_allowed,
 };
@@ -100,6 +100,18 @@ fn tool_verdict(ctx: &Context, ceiling: &Ceiling<'_>, tool: &Tool) -> Verdict {
 impl Policy for McpServers {
     fn validate_settings(settings: &str) -> Result<(), String> {
         expect_empty_settings(settings)
+    }
+
+    /// Listing and calling; eligibility reads the connector's whole tool list.
+    fn describe(_settings: &str) -> Manifest {
+        Manifest {
+            filter_tools: true,
+            check_call: true,
+            check_result: false,
+            reads_connector_tools: true,
+            reads_arguments: false,
+            deterministic: true,
+        }
     }
 
     fn check_tool(_settings: &str, ctx: &Context, tool: &Tool) -> Verdict {

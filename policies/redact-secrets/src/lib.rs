@@ -23,7 +23,8 @@
 
 use portcullis_policy_sdk::serde_json::{self, Value};
 use portcullis_policy_sdk::{
-    Context, Level, Policy, ResultVerdict, SettingsObject, Tool, export_policy, glob_match_any, log,
+    Context, Level, Manifest, Policy, ResultVerdict, SettingsObject, Tool, export_policy,
+    glob_match_any, log,
 };
 
 /// The policy.
@@ -215,6 +216,18 @@ fn mask_value(value: &mut Value, emails: bool, secrets: bool, found: &mut Found)
 impl Policy for RedactSecrets {
     fn validate_settings(settings: &str) -> Result<(), String> {
         Settings::parse(settings).map(|_| ())
+    }
+
+    /// Results only.
+    fn describe(_settings: &str) -> Manifest {
+        Manifest {
+            filter_tools: false,
+            check_call: false,
+            check_result: true,
+            reads_connector_tools: false,
+            reads_arguments: false,
+            deterministic: true,
+        }
     }
 
     fn check_result(settings: &str, _ctx: &Context, tool: &Tool, result: &str) -> ResultVerdict {

@@ -6,7 +6,8 @@
 //! `-32003 Insufficient scope`. Settings: `{}`.
 
 use portcullis_policy_sdk::{
-    Context, INSUFFICIENT_SCOPE, Policy, Tool, Verdict, expect_empty_settings, export_policy,
+    Context, INSUFFICIENT_SCOPE, Manifest, Policy, Tool, Verdict, expect_empty_settings,
+    export_policy,
 };
 
 /// The scope that reaches every connector.
@@ -44,6 +45,18 @@ pub fn scope_verdict(ctx: &Context) -> Verdict {
 impl Policy for SlugScope {
     fn validate_settings(settings: &str) -> Result<(), String> {
         expect_empty_settings(settings)
+    }
+
+    /// Listing and calling, from the scopes alone.
+    fn describe(_settings: &str) -> Manifest {
+        Manifest {
+            filter_tools: true,
+            check_call: true,
+            check_result: false,
+            reads_connector_tools: false,
+            reads_arguments: false,
+            deterministic: true,
+        }
     }
 
     fn check_tool(_settings: &str, ctx: &Context, _tool: &Tool) -> Verdict {

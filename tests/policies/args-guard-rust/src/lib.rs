@@ -19,7 +19,9 @@
 use std::collections::BTreeSet;
 
 use portcullis_policy_sdk::serde_json::{self, Value};
-use portcullis_policy_sdk::{Context, Policy, SettingsObject, Tool, Verdict, export_policy};
+use portcullis_policy_sdk::{
+    Context, Manifest, Policy, SettingsObject, Tool, Verdict, export_policy,
+};
 
 /// The policy.
 pub struct ArgsGuard;
@@ -101,6 +103,18 @@ pub fn decide(settings: &str, arguments: &str) -> Verdict {
 impl Policy for ArgsGuard {
     fn validate_settings(settings: &str) -> Result<(), String> {
         domains(settings).map(|_| ())
+    }
+
+    /// Only calls are checked, from their arguments alone, the same way every time.
+    fn describe(_settings: &str) -> Manifest {
+        Manifest {
+            filter_tools: false,
+            check_call: true,
+            check_result: false,
+            reads_connector_tools: false,
+            reads_arguments: true,
+            deterministic: true,
+        }
     }
 
     fn check_call(settings: &str, _ctx: &Context, _tool: &Tool, arguments: &str) -> Verdict {

@@ -13,7 +13,7 @@
 // not JSON are denied with -32603 "Internal error". Listing is not affected.
 // Settings: {"domains"?: [string]} (default ["prod.internal"]).
 
-import { log } from 'portcullis:policy/host@0.1.0';
+import { log } from 'portcullis:policy/host@0.1.1';
 
 const CODE = -32001;
 const MESSAGE = 'Denied: production host';
@@ -111,6 +111,18 @@ function decide(settings, args) {
 
 export function validateSettings(settings) {
   suffixes(settings);
+}
+
+// Only calls are checked, from their arguments alone, the same way every time.
+export function describe(settings) {
+  return {
+    filterTools: false,
+    checkCall: true,
+    checkResult: false,
+    readsConnectorTools: false,
+    readsArguments: true,
+    deterministic: true,
+  };
 }
 
 export function filterTools(settings, ctx) {

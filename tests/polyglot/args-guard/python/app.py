@@ -130,6 +130,17 @@ class WitWorld(wit_world.WitWorld):
         except ValueError as e:
             raise Err(str(e))
 
+    def describe(self, settings: str) -> types.Manifest:
+        # Only calls are checked, from their arguments alone, the same way every time.
+        return types.Manifest(
+            filter_tools=False,
+            check_call=True,
+            check_result=False,
+            reads_connector_tools=False,
+            reads_arguments=True,
+            deterministic=True,
+        )
+
     def filter_tools(self, settings, ctx):
         return [types.Verdict_Allow() for _ in ctx.connector.tools]
 

@@ -1,0 +1,134 @@
+//! Reused decisions of deterministic policies.
+//!
+//! A policy that declares itself deterministic (`describe`) answers `filter-tools`
+//! and `check-call` as a pure function of the inputs it reads: the agent (identity
+//! and declaration are fixed per agent for the life of the process), the connector
+//! and its tool list (named by the catalog's version), the tool, and the arguments
+//! when it reads them. Every evaluation still runs in a fresh store; the cache only
+//! skips evaluations whose answer is already known. It belongs to one chain, so a
+//! reload starts with an empty cache, and a new tool list has a new version.
+//!
+//! Only verdicts are kept, never failures: a timeout under load is retried on the
+//! next request. The cache is bounded; when a map is full it is cleared (the
+//! working set of agents x tools is small next to the bound, so this is rare and
+//! cheaper than tracking recency on every hit).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::bindings::Verdict;
+
+/// Most call decisions kept per chain.
+const MAX_CALLS: usize = 100_000;
+/// Most list decisions (one per policy, agent and connector list) kept per chain.
+const MAX_LISTS: usize = 10_000;
+
+/// Decisions served from a cache since start, for `/metrics` (counted by the chain
+/// once a request's answer is final, so a lookup pass that fell back to evaluating
+/// is not counted twice).
+pub static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Adds `n` reused decisions to [`HITS`].
+pub fn count_hits(n: u64) {
+    if n > 0 {
+        HITS.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a `check-call` decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallKey {
+    pub policy: usize,
+    pub agent: String,
+    pub connector: String,
+    pub tools_version: u64,
+    pub tool: String,
+    /// The arguments' JSON text, for policies that read them.
+    pub arguments: Option<String>,
+}
+
+/// What a `filter-tools` decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListKey {
+    pub policy: usize,
+    pub agent: String,
+    pub connector: String,
+    pub tools_version: u64,
+}
+
+#[derive(Default)]
+pub struct DecisionCache {
+    calls: Mutex<HashMap<CallKey, Verdict>>,
+    lists: Mutex<HashMap<ListKey, std::sync::Arc<Vec<Verdict>>>>,
+}
+
+impl DecisionCache {
+    pub fn call(&self, key: &CallKey) -> Option<Verdict> {
+        self.calls.lock().expect("decision cache").get(key).cloned()
+    }
+
+    pub fn put_call(&self, key: CallKey, verdict: Verdict) {
+        let mut calls = self.calls.lock().expect("decision cache");
+        if calls.len() >= MAX_CALLS {
+            calls.clear();
+        }
+        calls.insert(key, verdict);
+    }
+
+    pub fn list(&self, key: &ListKey) -> Option<std::sync::Arc<Vec<Verdict>>> {
+        self.lists.lock().expect("decision cache").get(key).cloned()
+    }
+
+    pub fn put_list(&self, key: ListKey, verdicts: std::sync::Arc<Vec<Verdict>>) {
+        let mut lists = self.lists.lock().expect("decision cache");
+        if lists.len() >= MAX_LISTS {
+            lists.clear();
+        }
+        lists.insert(key, verdicts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tool: &str, arguments: Option<&str>) -> CallKey {
+        CallKey {
+            policy: 0,
+            agent: "a".into(),
+            connector: "c".into(),
+            tools_version: 1,
+            tool: tool.into(),
+            arguments: arguments.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_decision_is_found_only_under_all_of_its_inputs() {
+        let cache = DecisionCache::default();
+        cache.put_call(key("echo", Some("{}")), Verdict::Allow);
+        assert!(cache.call(&key("echo", Some("{}"))).is_some());
+        assert!(cache.call(&key("echo", Some("{\"x\":1}"))).is_none());
+        assert!(cache.call(&key("echo", None)).is_none());
+        assert!(cache.call(&key("other", Some("{}"))).is_none());
+        let mut newer = key("echo", Some("{}"));
+        newer.tools_version = 2;
+        assert!(cache.call(&newer).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_starts_over_instead_of_growing() {
+        let cache = DecisionCache::default();
+        for i in 0..MAX_CALLS + 5 {
+            cache.put_call(key(&format!("t{i}"), None), Verdict::Allow);
+        }
+        let len = cache.calls.lock().unwrap().len();
+        assert!(len <= MAX_CALLS, "{len}");
+        assert!(
+            cache
+                .call(&key(&format!("t{}", MAX_CALLS + 4), None))
+                .is_some()
+        );
+    }
+}
