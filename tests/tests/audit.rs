@@ -466,3 +466,46 @@ async fn postgres_sink_failing_at_start_is_retried_and_catches_up() {
     drop(client);
     drop(schema);
 }
+
+/// `[audit] sink = "none"`: calls are served and each still leaves its audit log
+/// line, no table (no `audit.db`) is created, and `audit query` says why it has
+/// nothing to read instead of pretending the log is empty.
+#[tokio::test]
+async fn sink_none_keeps_the_log_lines_and_writes_no_table() {
+    let up = Upstream::rust(&[]);
+    let (alice_key, alice) = new_key();
+    let (_bob_key, bob) = new_key();
+    let mut gw = Gateway::start(&config(&up.url, &alice, &bob, "[audit]\nsink = \"none\"\n"));
+    assert!(
+        !gw.proc.lines_with("audit sink is \"none\"").is_empty(),
+        "no warning that the table is off:\n{}",
+        tail(&gw)
+    );
+    let mut m = Mcp::new(&gw.url(None), &alice_key);
+    m.initialize().await;
+    for i in 0..3 {
+        let msg = m
+            .call("test.echo", json!({ "text": format!("n{i}") }))
+            .await;
+        assert!(msg.get("result").is_some(), "{msg}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw
+        .audit_lines()
+        .iter()
+        .filter(|l| l.contains("tools/call"))
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "audit lines:\n{}", tail(&gw));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!gw.dir.path().join("audit.db").exists());
+    let config = gw.config_path.to_str().expect("utf-8 path");
+    let out = portcullis(&["audit", "query", "--config", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("sink = \"none\""), "{stderr}");
+    gw.proc.signal("TERM");
+    assert_eq!(gw.proc.wait_exit(Duration::from_secs(30)), Some(0));
+}

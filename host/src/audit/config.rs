@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRaw {
-    /// "sqlite" (default) or "postgres".
+    /// "sqlite" (default), "postgres" or "none" (no table; log lines only).
     pub sink: Option<String>,
     pub path: Option<String>,
     pub postgres_url: Option<String>,
@@ -25,8 +25,16 @@ pub struct AuditRaw {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSettings {
-    Sqlite { path: PathBuf },
-    Postgres { url: String },
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+    },
+    /// No `request_logs` table: each request still gets its audit log line and
+    /// metrics. For deployments whose log pipeline is the audit trail, and for
+    /// measuring what the table costs.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +95,21 @@ pub fn validate(raw: Option<AuditRaw>, base_dir: &Path) -> Result<AuditSettings,
             }
             SinkSettings::Postgres { url }
         }
+        "none" => {
+            for (set, key) in [
+                (raw.path.is_some(), "audit.path"),
+                (raw.postgres_url.is_some(), "audit.postgres_url"),
+            ] {
+                if set {
+                    return Err(ConfigError::new(key, "not used with sink = \"none\""));
+                }
+            }
+            SinkSettings::None
+        }
         other => {
             return Err(ConfigError::new(
                 "audit.sink",
-                format!("{other:?} is not one of \"sqlite\", \"postgres\""),
+                format!("{other:?} is not one of \"sqlite\", \"postgres\", \"none\""),
             ));
         }
     };

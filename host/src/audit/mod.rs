@@ -127,6 +127,12 @@ impl AuditLog {
         let sink: Box<dyn Sink> = match &settings.sink {
             SinkSettings::Sqlite { path } => Box::new(sqlite::SqliteSink::open(path)?),
             SinkSettings::Postgres { url } => Box::new(postgres::PgSink::start(url).await?),
+            SinkSettings::None => {
+                tracing::warn!(
+                    "audit sink is \"none\": no request_logs table is written; each request is still logged"
+                );
+                return Ok(AuditLog::new());
+            }
         };
         Ok(AuditLog::spawn(sink, settings))
     }

@@ -95,6 +95,11 @@ pub async fn query(settings: &AuditSettings, filter: &Filter) -> anyhow::Result<
             tokio::task::spawn_blocking(move || super::sqlite::query(&path, &filter)).await??
         }
         SinkSettings::Postgres { url } => super::postgres::query(url, filter).await?,
+        SinkSettings::None => {
+            anyhow::bail!(
+                "[audit] sink = \"none\": there is no table to query (the rows are only in the gateway's log)"
+            )
+        }
     };
     rows.reverse();
     Ok(rows)
