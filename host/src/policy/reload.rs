@@ -80,10 +80,13 @@ pub fn spawn(
             let engine2 = engine.clone();
             let path = config_path.clone();
             // Compiling components is CPU work: keep it off the async workers.
+            let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || reload_once(&engine2, &path)).await;
+            // Read, compile (or fetch by digest), validate, describe and swap.
+            let took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
             match result {
                 Ok(Ok(Reloaded::Swapped { old, new })) => {
-                    tracing::info!(target: "portcullis::policy", old_digest = %old, new_digest = %new, chain = %engine.current().names, "policy chain reloaded");
+                    tracing::info!(target: "portcullis::policy", old_digest = %old, new_digest = %new, chain = %engine.current().names, took_ms, "policy chain reloaded");
                     on_reload(true);
                 }
                 Ok(Ok(Reloaded::Unchanged)) => {
