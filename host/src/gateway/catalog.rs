@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub struct ToolSet {
     pub version: u64,
     /// When the list was fetched.
     pub fetched: std::time::Instant,
+    /// Each tool's JSON text as received, and renamed `<slug><sep><name>` for `/mcp`:
+    /// serialized once per list version, so `tools/list` only concatenates text.
+    plain: OnceLock<Vec<Box<str>>>,
+    prefixed: OnceLock<(String, Vec<Box<str>>)>,
 }
 
 impl ToolSet {
@@ -44,7 +49,34 @@ impl ToolSet {
             index,
             version,
             fetched: std::time::Instant::now(),
+            plain: OnceLock::new(),
+            prefixed: OnceLock::new(),
         }
+    }
+
+    /// Every tool's JSON text, as the upstream sent it (unknown fields kept).
+    pub fn plain_json(&self) -> &[Box<str>] {
+        self.plain
+            .get_or_init(|| self.tools.iter().map(|t| t.to_string().into()).collect())
+    }
+
+    /// Every tool's JSON text with its name prefixed by `prefix` (`<slug><sep>`; the
+    /// same for every caller, as a connector's slug and the separator are fixed).
+    pub fn prefixed_json(&self, prefix: &str) -> &[Box<str>] {
+        let (made_with, texts) = self.prefixed.get_or_init(|| {
+            let texts = self
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut renamed = t.clone();
+                    renamed["name"] = Value::String(format!("{prefix}{}", ToolSet::name(t)));
+                    renamed.to_string().into()
+                })
+                .collect();
+            (prefix.to_string(), texts)
+        });
+        debug_assert_eq!(made_with, prefix, "one prefix per connector");
+        texts
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {

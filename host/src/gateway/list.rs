@@ -11,7 +11,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::sessions::{AgentSession, Endpoint};
 use super::{Gateway, Reply, decide, names};
@@ -35,7 +35,7 @@ impl Gateway {
         let sets = join_all(connectors.iter().map(|c| self.catalog.tools(&c.id))).await;
         let chain = self.policy.current();
         let sep = &self.config.server.tool_separator;
-        let mut tools = Vec::new();
+        let mut held = Vec::with_capacity(sets.len());
         let mut versions = Vec::with_capacity(sets.len());
         for (connector, set) in connectors.iter().zip(sets) {
             let set = match set {
@@ -59,21 +59,21 @@ impl Gateway {
             versions.push(set.version);
             let owned = self.owned(&session.identity, connector, &set);
             let visible = decide::filter_tools(&chain, owned).await;
-            for (tool, _) in set.tools.iter().zip(visible).filter(|(_, v)| *v) {
-                match session.endpoint {
-                    Endpoint::All => {
-                        let mut renamed = tool.clone();
-                        let name = names::prefixed(
-                            &connector.slug,
-                            sep,
-                            super::catalog::ToolSet::name(tool),
-                        );
-                        renamed["name"] = Value::String(name);
-                        tools.push(renamed);
-                    }
-                    Endpoint::One(_) => tools.push(tool.clone()),
-                }
-            }
+            let prefix = match session.endpoint {
+                Endpoint::All => Some(names::prefixed(&connector.slug, sep, "")),
+                Endpoint::One(_) => None,
+            };
+            held.push((set, visible, prefix));
+        }
+        // Each visible tool's JSON text, in connector order.
+        let mut tools: Vec<&str> = Vec::new();
+        for (set, visible, prefix) in &held {
+            let texts = match prefix {
+                Some(p) => set.prefixed_json(p),
+                None => set.plain_json(),
+            };
+            let shown = texts.iter().zip(visible).filter(|(_, v)| **v);
+            tools.extend(shown.map(|(t, _)| &**t));
         }
         record.policy = Some(chain.names.clone());
         record.policy_digest = Some(chain.digest.clone());
@@ -97,14 +97,36 @@ impl Gateway {
         };
         let page_size = self.config.server.list_page_size;
         let end = (offset + page_size).min(tools.len());
-        let mut result = json!({ "tools": &tools[offset..end] });
-        if end < tools.len() {
-            result["nextCursor"] = Value::String(encode_cursor(end, &stamp));
-        }
+        let cursor = (end < tools.len()).then(|| encode_cursor(end, &stamp));
+        let text = page(id, &tools[offset..end], cursor.as_deref());
         record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.audit.record(record).await;
-        Reply::Json(jsonrpc::result(id, &result))
+        Reply::Json(text)
     }
+}
+
+/// The response `{"jsonrpc","id","result":{"tools":[...],"nextCursor"?}}`, written
+/// from the tools' JSON texts without building a `Value` tree.
+fn page(id: &Value, tools: &[&str], cursor: Option<&str>) -> String {
+    let id = id.to_string();
+    let len: usize = tools.iter().map(|t| t.len() + 1).sum();
+    let mut out = String::with_capacity(len + id.len() + 96);
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(&id);
+    out.push_str(r#","result":{"tools":["#);
+    for (i, t) in tools.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(t);
+    }
+    out.push(']');
+    if let Some(c) = cursor {
+        out.push_str(r#","nextCursor":"#);
+        out.push_str(&Value::String(c.to_string()).to_string());
+    }
+    out.push_str("}}");
+    out
 }
 
 /// Identifies the exact list a cursor points into.
@@ -127,6 +149,25 @@ fn decode_cursor(cursor: &Value, stamp: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_page_is_the_tools_texts_verbatim_with_the_cursor_after_them() {
+        let tools = [
+            r#"{"name":"a.x","z":1,"inputSchema":{"type":"object"}}"#,
+            r#"{"name":"a.y"}"#,
+        ];
+        let text = page(&json!(7), &tools, Some("abc"));
+        assert_eq!(
+            text,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a.x","z":1,"inputSchema":{"type":"object"}},{"name":"a.y"}],"nextCursor":"abc"}}"#
+        );
+        let v: Value = serde_json::from_str(&page(&json!("r1"), &[], None)).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc": "2.0", "id": "r1", "result": {"tools": []}})
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_expire() {
