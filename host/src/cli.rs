@@ -179,7 +179,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, log_format } => {
-            crate::logging::init(log_format);
+            let _log = crate::logging::init(log_format);
             crate::serve::run(&config)
         }
         Command::Keys {
@@ -197,14 +197,14 @@ pub fn run() -> ExitCode {
         Command::Agents {
             command: AgentsCommand::Eligible { config, agent },
         } => {
-            crate::logging::init(LogFormat::Text);
+            let _log = crate::logging::init(LogFormat::Text);
             eligible(&config, &agent)
         }
         Command::Config {
             command: ConfigCommand::Check { config },
         } => check(&config),
         Command::Vault { command } => {
-            crate::logging::init(LogFormat::Text);
+            let _log = crate::logging::init(LogFormat::Text);
             vault(command)
         }
         Command::Audit { command } => audit(command),

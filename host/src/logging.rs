@@ -1,12 +1,20 @@
 //! Log output: human-readable text by default, one JSON object per line with
 //! `--log-format json`. `RUST_LOG` overrides the default `info` level.
 //!
+//! Lines are formatted on the calling thread and written to stderr by a dedicated
+//! thread (`tracing-appender`), buffered and flushed whenever its queue runs empty:
+//! a request never waits on a write syscall, and under load many lines share one.
+//! The queue is not lossy (a full queue makes the caller wait), because the audit
+//! trail is also written as log lines. Keep the returned guard alive: dropping it
+//! flushes what is left.
+//!
 //! The same subscriber carries the OpenTelemetry layer (`telemetry::traces::layer`),
 //! which exports nothing until `serve` starts it. Trace spans are kept out of the log
 //! output, so log lines look the same with tracing on or off.
 
 use std::io::IsTerminal;
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
@@ -16,10 +24,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::cli::LogFormat;
 use crate::telemetry::traces;
 
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("portcullis-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
@@ -30,4 +45,5 @@ pub fn init(format: LogFormat) {
         .with(fmt.with_filter(filter.and(not_trace_spans)))
         .with(traces::layer())
         .try_init();
+    guard
 }
