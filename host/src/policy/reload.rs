@@ -51,11 +51,21 @@ pub fn spawn(
     let interesting = Arc::new(std::sync::RwLock::new(watched_files(&engine, &config_path)));
     let filter = interesting.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            let files = filter.read().expect("watch set");
-            if ev.paths.iter().any(|p| files.contains(&normalize(p))) {
-                let _ = tx.send(());
-            }
+        let Ok(ev) = res else { return };
+        // Reads (ours included) change nothing.
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        // The watched directories may hold busy files (an audit database, logs):
+        // compare file names first, and resolve the path only for a name we watch.
+        let files = filter.read().expect("watch set");
+        let ours = ev.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| files.iter().any(|f| f.file_name() == Some(n)))
+                && files.contains(&normalize(p))
+        });
+        if ours {
+            let _ = tx.send(());
         }
     })?;
     let mut dirs = HashSet::new();
@@ -83,7 +93,7 @@ pub fn spawn(
             let started = std::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || reload_once(&engine2, &path)).await;
             // Read, compile (or fetch by digest), validate, describe and swap.
-            let took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+            let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
             match result {
                 Ok(Ok(Reloaded::Swapped { old, new })) => {
                     tracing::info!(target: "portcullis::policy", old_digest = %old, new_digest = %new, chain = %engine.current().names, took_ms, "policy chain reloaded");
