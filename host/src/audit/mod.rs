@@ -105,6 +105,20 @@ struct Queue {
     closed: AtomicBool,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the writer early when a full batch is waiting; otherwise it wakes once
+    /// per flush interval, not once per row.
+    full: Arc<tokio::sync::Notify>,
+    batch_size: usize,
+}
+
+impl Queue {
+    /// Tells the writer when a full batch is waiting.
+    fn queued(&self) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if self.tx.max_capacity() - self.tx.capacity() >= self.batch_size {
+            self.full.notify_one();
+        }
+    }
 }
 
 /// Where audit records go: the log, and with a sink, the `request_logs` table.
@@ -153,12 +167,14 @@ impl AuditLog {
             on_full = ?settings.on_full,
             "audit log writer started"
         );
+        let full = Arc::new(tokio::sync::Notify::new());
         let writer = tokio::spawn(writer::run(
             rx,
             sink,
             settings.batch_size,
             settings.flush_interval,
             stats.clone(),
+            full.clone(),
             stop_rx,
         ));
         AuditLog {
@@ -171,6 +187,8 @@ impl AuditLog {
                 closed: AtomicBool::new(false),
                 stop: Mutex::new(Some(stop_tx)),
                 writer: Mutex::new(Some(writer)),
+                full,
+                batch_size: settings.batch_size,
             }),
         }
     }
@@ -185,9 +203,7 @@ impl AuditLog {
             return q.count_closed();
         }
         match q.tx.try_send(r) {
-            Ok(()) => {
-                q.stats.accepted.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => q.queued(),
             Err(mpsc::error::TrySendError::Full(r)) => match q.on_full {
                 OnFull::Wait => {
                     if q.may_warn() {
@@ -199,9 +215,7 @@ impl AuditLog {
                         );
                     }
                     match q.tx.send(r).await {
-                        Ok(()) => {
-                            q.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Ok(()) => q.queued(),
                         Err(_) => q.count_closed(),
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{LOG_TARGET, Record, Stats};
@@ -33,12 +33,12 @@ pub(super) async fn run(
     batch_size: usize,
     flush_interval: Duration,
     stats: Arc<Stats>,
+    full: Arc<Notify>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut batch: Vec<Record> = Vec::with_capacity(batch_size);
     let mut stopping = false;
     loop {
-        // The first rows of a batch: wait for them as long as it takes.
         let got = tokio::select! {
             n = rx.recv_many(&mut batch, batch_size) => n,
             _ = &mut stop, if !stopping => {
@@ -50,22 +50,23 @@ pub(super) async fn run(
         if got == 0 {
             break;
         }
-        // More, until the batch is full or the flush interval since the first is over.
-        // Once closed, `recv_many` never waits: it returns what is buffered, then 0.
-        let deadline = Instant::now() + flush_interval;
-        while batch.len() < batch_size {
-            let room = batch_size - batch.len();
-            let n = tokio::select! {
-                n = rx.recv_many(&mut batch, room) => n,
-                _ = tokio::time::sleep_until(deadline), if !stopping => break,
-                _ = &mut stop, if !stopping => {
+        if batch.len() < batch_size && !stopping {
+            // Let the batch gather without waking for every row: until the flush
+            // deadline, or until the producers see a full batch waiting (`full`).
+            let deadline = Instant::now() + flush_interval;
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = full.notified() => {}
+                _ = &mut stop => {
                     stopping = true;
                     rx.close();
-                    continue;
                 }
-            };
-            if n == 0 {
-                break;
+            }
+            while batch.len() < batch_size {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
             }
         }
         store(sink.as_mut(), &batch, &stats, &rx).await;
@@ -74,7 +75,6 @@ pub(super) async fn run(
     tracing::debug!(target: LOG_TARGET, "audit writer finished");
 }
 
-/// Writes one batch, retrying with backoff until the sink takes it.
 async fn store(sink: &mut dyn Sink, batch: &[Record], stats: &Stats, rx: &mpsc::Receiver<Record>) {
     let mut delay = FIRST_RETRY;
     let mut failures = 0u32;
