@@ -5,10 +5,19 @@
 #   bash tests/bench/bench.sh [--quick]
 #
 # Targets (all in front of the same `portcullis-test-upstream --response json`):
-#   direct    the upstream itself
-#   empty     the gateway with an empty policy chain
-#   builtins  the gateway with the four built-in policies (slug-scope, blocklist,
-#             mcp-servers, annotation-hints) and the audit log on
+#   direct       the upstream itself
+#   empty        the gateway with an empty policy chain (audit log to SQLite, the default)
+#   bare         empty chain, no quota, `[audit] sink = "none"`       (issue 4's "off")
+#   quota-audit  empty chain, Redis quota (own redis-server), SQLite audit (its "on")
+#   tracing      empty chain with every span exported over OTLP/HTTP to a local sink
+#   builtins     the four built-ins (slug-scope, blocklist, mcp-servers,
+#                annotation-hints), decisions reused (the default), SQLite audit
+#   builtins-cold  the same with `cache_decisions = false`: every decision evaluated
+#   production   the four built-ins + Redis quota + SQLite audit (the production shape)
+#   peer         mcp-contextforge-gateway (PyPI, pinned, its own venv; see
+#                tests/bench/peer/) fronting the same upstream; skipped with
+#                BENCH_PEER=0, in quick mode (BENCH_PEER=1 keeps it), or when
+#                its install fails (the report says so)
 # Scenarios (portcullis-loadgen, HTTP/1.1 keep-alive, one connection per session):
 #   call-sat     tools/call echo, $SAT sessions (throughput at saturation)
 #   call-c1      tools/call echo, 1 session (latency)
@@ -17,8 +26,13 @@
 #                10 connectors x 100 tools (1,000 tools); direct: one upstream's 100
 #   list-sat     the same with $SAT sessions
 #   sessions-1k  1,000 concurrent sessions opened, held idle, then tools/call echo
+#   reload-load  (production) call-sat while the policy chain is hot-reloaded every
+#                0.5 s, alternating between the four built-ins and the four plus
+#                redact-secrets (which is then compiled afresh each time)
+# Not every target runs every scenario (see `run_targets` below); quick mode
+# shortens every row.
 # Memory: gateway VmRSS fresh (idle), with 1,000 idle sessions, under load from
-# them, and the peak (VmHWM).
+# them, and the peak (VmHWM); the peer's RSS summed over its processes.
 #
 # Output: a markdown table on stdout and in target/bench/results.md, the raw
 # figures and ratios in target/bench/results.json, the gateways' warnings and
@@ -32,13 +46,13 @@ QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $arg (usage: bench.sh [--quick])" >&2; exit 2 ;;
   esac
 done
 
 if [ "$QUICK" = 1 ]; then
-  DUR="${BENCH_DURATION:-2}"; WARM="${BENCH_WARMUP:-1}"; HOLD=2; MODE=quick
+  DUR="${BENCH_DURATION:-1.5}"; WARM="${BENCH_WARMUP:-0.5}"; HOLD=1; MODE=quick
 else
   DUR="${BENCH_DURATION:-10}"; WARM="${BENCH_WARMUP:-2}"; HOLD=3; MODE=full
 fi
@@ -62,6 +76,10 @@ mkdir -p "$OUT"
 rm -rf "$OUT/failed" "$OUT"/gateway-*.log
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")"
+# Configs live in their own directory: the gateway watches it for reloads, and a
+# deployment keeps its logs and audit database elsewhere.
+CFG="$WORK/cfg"
+mkdir -p "$CFG"
 PIDS=()
 cleanup() {
   local rc=$? pid f
@@ -121,6 +139,16 @@ stop() {
   forget "$1"
 }
 
+# cpu_ticks PID...: user + system CPU ticks (100 a second) summed over the PIDs.
+cpu_ticks() {
+  local total=0 p t
+  for p in "$@"; do
+    t="$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)"
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -135,11 +163,46 @@ start upstream "$BIN/portcullis-test-upstream" --listen 127.0.0.1:0 --response j
 UP_URL="$URL"
 UP_PID="$PID"
 
-# config FILE POLICIES...: ten connectors named c0..c9 on the same upstream.
+# Redis for the quota targets: our own server on a free port, nothing on disk.
+REDIS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+  > "$WORK/redis.out" 2> "$WORK/redis.err" &
+PIDS+=("$!")
+for i in $(seq 1 100); do
+  if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then break; fi
+  sleep 0.05
+done
+redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
+
+BUILTINS="slug-scope blocklist mcp-servers annotation-hints"
+
+# config FILE [--audit-none] [--quota] [--cold] [POLICY...]: ten connectors named
+# c0..c9 on the same upstream, then the given built-in policies.
 config() {
   local file="$1"; shift
+  local audit_none=0 quota=0 cold=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --audit-none) audit_none=1 ;;
+      --quota) quota=1 ;;
+      --cold) cold=1 ;;
+      *) break ;;
+    esac
+    shift
+  done
   {
     printf '[server]\nlisten = "127.0.0.1:0"\ntool_separator = "."\nlist_page_size = 100000\n\n'
+    if [ "$audit_none" = 1 ]; then
+      printf '[audit]\nsink = "none"\n\n'
+    else
+      printf '[audit]\npath = "%s/audit-%s.db"\n\n' "$WORK" "$(basename "$file" .toml)"
+    fi
+    if [ "$quota" = 1 ]; then
+      # A limit the bench never reaches: every call pays the Redis round trip.
+      printf '[quota]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\nkey_prefix = "bench-%s"\n\n' \
+        "$REDIS_PORT" "$(basename "$file" .toml)"
+      printf '[[orgs]]\nid = "bench"\nquota = { calls = 1000000000, per = "day" }\n\n'
+    fi
     local i
     for i in $(seq 0 $((CONNECTORS - 1))); do
       printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntarget_url = "%s"\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n\n' "$i" "$i" "$UP_URL"
@@ -147,12 +210,25 @@ config() {
     printf '[[agents]]\nid = "bench"\norg = "bench"\nkey_sha256 = "%s"\nscopes = ["mcp:call"]\nmcp_servers = [{ url = "*" }]\n\n' "$HASH"
     local p
     for p in "$@"; do
-      printf '[[policies]]\nmodule = "builtin:%s"\n\n' "$p"
+      printf '[[policies]]\nmodule = "builtin:%s"\n' "$p"
+      if [ "$cold" = 1 ]; then printf 'cache_decisions = false\n'; fi
+      printf '\n'
     done
   } > "$file"
 }
-config "$WORK/empty.toml"
-config "$WORK/builtins.toml" slug-scope blocklist mcp-servers annotation-hints
+# shellcheck disable=SC2086
+{
+  config "$CFG/empty.toml"
+  config "$CFG/bare.toml" --audit-none
+  config "$CFG/quota-audit.toml" --quota
+  config "$CFG/builtins.toml" $BUILTINS
+  config "$CFG/builtins-cold.toml" --cold $BUILTINS
+  config "$CFG/production.toml" --quota $BUILTINS
+}
+# The reload-under-load variant: production plus redact-secrets (only the chain
+# differs, so each swap is a policy reload and nothing else).
+cp "$CFG/production.toml" "$CFG/production-plus.toml"
+printf '[[policies]]\nmodule = "builtin:redact-secrets"\n' >> "$CFG/production-plus.toml"
 
 # An OTLP/HTTP sink that accepts every export (the "tracing" target: empty chain with
 # traces exported, to measure what tracing costs).
@@ -172,13 +248,17 @@ class Sink(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 PY
 PIDS+=("$!")
-cp "$WORK/empty.toml" "$WORK/tracing.toml"
-printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\notlp_protocol = "http"\n' "$SINK_PORT" >> "$WORK/tracing.toml"
+cp "$CFG/empty.toml" "$CFG/tracing.toml"
+printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\notlp_protocol = "http"\n' "$SINK_PORT" >> "$CFG/tracing.toml"
 
 RESULTS="$WORK/results.jsonl"
 : > "$RESULTS"
 MEMORY="$WORK/memory.jsonl"
 : > "$MEMORY"
+RELOADS="$WORK/reloads.jsonl"
+: > "$RELOADS"
+PEER_STATUS="$WORK/peer.jsonl"
+: > "$PEER_STATUS"
 
 # check_alive: the servers under test must survive every row.
 check_alive() {
@@ -197,17 +277,45 @@ check_alive() {
 # measure TARGET SCENARIO URL LOADGEN-ARGS...: one loadgen run, one line of results.
 measure() {
   local target="$1" scenario="$2" url="$3"; shift 3
-  local line
-  if ! line="$("$BIN/portcullis-loadgen" --url "$url" --key "$KEY" --threads "$LG_THREADS" \
-      --warmup "$WARM" --duration "$DUR" --json "$@" 2> "$WORK/loadgen.err")"; then
+  local line lg rc=0 gw_pids="${CPU_GW_PIDS:-${GW_PID:-}}" gw0 up0
+  [ -n "${GW_NAME:-}" ] || [ -n "${CPU_GW_PIDS:-}" ] || gw_pids=""
+  "$BIN/portcullis-loadgen" --url "$url" --key "$KEY" --threads "$LG_THREADS" \
+      --warmup "$WARM" --duration "$DUR" --json "$@" > "$WORK/loadgen.out" 2> "$WORK/loadgen.err" &
+  lg=$!
+  PIDS+=("$lg")
+  # CPU time of the servers over the measured window (after the warm-up).
+  sleep "$WARM"
+  gw0="$(cpu_ticks $gw_pids)"; up0="$(cpu_ticks "$UP_PID")"
+  wait "$lg" || rc=$?
+  forget "$lg"
+  line="$(cat "$WORK/loadgen.out")"
+  if [ "$rc" = 0 ]; then
+    line="$(echo "$line" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+gw, up = int(sys.argv[1]), int(sys.argv[2])
+n = r.get("requests") or 0
+if n:
+    if sys.argv[3] == "1":
+        r["gateway_cpu_us_per_req"] = round(gw * 10000 / n)
+    r["upstream_cpu_us_per_req"] = round(up * 10000 / n)
+print(json.dumps(r))' "$(( $(cpu_ticks $gw_pids) - gw0 ))" "$(( $(cpu_ticks "$UP_PID") - up0 ))" "$([ -n "$gw_pids" ] && echo 1 || echo 0)")"
+  fi
+  if [ "$rc" != 0 ]; then
     echo "bench.sh: loadgen failed for $target/$scenario:" >&2
     cat "$WORK/loadgen.err" >&2
+    if [ "${MEASURE_SOFT:-0}" = 1 ]; then
+      # The peer: record the failure, keep benchmarking.
+      printf '{"target":"%s","scenario":"%s","failed":%s}\n' "$target" "$scenario" \
+        "$(tail -n 3 "$WORK/loadgen.err" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" >> "$PEER_STATUS"
+      return 1
+    fi
     check_alive
     exit 1
   fi
   check_alive
   printf '{"target":"%s","scenario":"%s","result":%s}\n' "$target" "$scenario" "$line" >> "$RESULTS"
-  echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f'   $target/$scenario: {r[\"rps\"]:.0f} req/s, p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, errors {r[\"errors\"]}')" >&2
+  echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f'   $target/$scenario: {r[\"rps\"]:.0f} req/s, p50 {r[\"p50_us\"]} us, p99 {r[\"p99_us\"]} us, errors {r[\"errors\"]}, CPU us/req gateway {r.get(\"gateway_cpu_us_per_req\", \"-\")} upstream {r.get(\"upstream_cpu_us_per_req\", \"-\")} loadgen {r.get(\"loadgen_cpu_us_per_req\", \"-\")}')" >&2
 }
 
 # sessions_1k TARGET URL TOOL PID: 1,000 sessions, held idle (RSS sampled), then load (RSS sampled).
@@ -247,31 +355,165 @@ sessions_1k() {
   echo "   $target/sessions-1k: RSS ${before} KB -> ${idle} KB with $IDLE_SESSIONS idle sessions, ${load} KB under load" >&2
 }
 
-# scenarios TARGET URL TOOL_PREFIX
+# scenarios TARGET URL TOOL_PREFIX [SCENARIO...]: the given scenarios (default: all five).
 scenarios() {
-  local target="$1" url="$2" p="$3"
-  measure "$target" call-sat "$url" --sessions "$SAT" --method call --tool "${p}echo" --args '{"text":"hello"}'
-  measure "$target" call-c1 "$url" --sessions 1 --method call --tool "${p}echo" --args '{"text":"hello"}'
-  measure "$target" call-64k "$url" --sessions "$SAT" --method call --tool "${p}big" --args '{"bytes":65536}'
-  measure "$target" list-c1 "$url" --sessions 1 --method list
-  measure "$target" list-sat "$url" --sessions "$SAT" --method list
+  local target="$1" url="$2" p="$3"; shift 3
+  local want=("$@")
+  [ ${#want[@]} -gt 0 ] || want=(call-sat call-c1 call-64k list-c1 list-sat)
+  local sc
+  for sc in "${want[@]}"; do
+    case "$sc" in
+      call-sat) measure "$target" call-sat "$url" --sessions "$SAT" --method call --tool "${p}echo" --args '{"text":"hello"}' ;;
+      call-c1) measure "$target" call-c1 "$url" --sessions 1 --method call --tool "${p}echo" --args '{"text":"hello"}' ;;
+      call-64k) measure "$target" call-64k "$url" --sessions "$SAT" --method call --tool "${p}big" --args '{"bytes":65536}' ;;
+      list-c1) measure "$target" list-c1 "$url" --sessions 1 --method list ;;
+      list-sat) measure "$target" list-sat "$url" --sessions "$SAT" --method list ;;
+      *) echo "bench.sh: unknown scenario $sc" >&2; exit 2 ;;
+    esac
+  done
 }
 
-# gateway TARGET CONFIG: fresh gateway, memory first, then the scenarios.
+# reload_under_load TARGET URL CONFIG OTHER_CONFIG: call-sat while the config file
+# alternates between CONFIG and OTHER_CONFIG every 0.5 s (each write is a reload);
+# the reload times come from the gateway's "policy chain reloaded ... took_ms" lines.
+reload_under_load() {
+  local target="$1" url="$2" cfg="$3" other="$4" err="$5"
+  local live="$CFG/reload-live.toml" before reloads
+  before="$(grep -c 'policy chain reloaded' "$err" || true)"
+  (
+    # Bounded: at most 4 swaps a second for the run's length.
+    local n k
+    n="$(python3 -c "print(int(($WARM + $DUR) * 2))")"
+    for k in $(seq 1 "$n"); do
+      sleep 0.5
+      if [ $((k % 2)) = 1 ]; then cp "$other" "$live.tmp"; else cp "$cfg" "$live.tmp"; fi
+      mv "$live.tmp" "$live"
+    done
+  ) &
+  local flipper=$!
+  PIDS+=("$flipper")
+  measure "$target" reload-load "$url" --sessions "$SAT" --method call --tool "c0.echo" --args '{"text":"hello"}'
+  wait "$flipper" 2>/dev/null || true
+  forget "$flipper"
+  sleep 1
+  reloads="$(grep 'policy chain reloaded' "$err" | tail -n +"$((before + 1))" | sed -n 's/.*took_ms=\([0-9.]*\).*/\1/p' | tr '\n' ' ')"
+  printf '{"target":"%s","scenario":"reload-load","reload_took_ms":[%s]}\n' "$target" \
+    "$(echo "$reloads" | xargs | tr ' ' ',')" >> "$RELOADS"
+  echo "   $target/reload-load: $(echo "$reloads" | wc -w) reloads, took_ms: $reloads" >&2
+}
+
+# gateway TARGET CONFIG [--sessions] [--reload OTHER] [SCENARIO...]: a fresh gateway;
+# memory first (with --sessions: the 1,000-session row), then the scenarios.
 gateway() {
-  local target="$1" cfg="$2"
+  local target="$1" cfg="$2"; shift 2
+  local with_sessions=0 reload_other=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --sessions) with_sessions=1 ;;
+      --reload) reload_other="$2"; shift ;;
+      *) break ;;
+    esac
+    shift
+  done
   echo "== $target: gateway, $(grep -c '^\[\[policies\]\]' "$cfg") policies, $CONNECTORS connectors" >&2
-  start "gw-$target" "$BIN/portcullis" serve --config "$cfg"
+  local run_cfg="$cfg"
+  if [ -n "$reload_other" ]; then
+    run_cfg="$CFG/reload-live.toml"
+    cp "$cfg" "$run_cfg"
+  fi
+  start "gw-$target" "$BIN/portcullis" serve --config "$run_cfg"
   local gw_url="$URL" gw_pid="$PID"
   GW_NAME="gw-$target" GW_PID="$PID"
   sleep 0.5
   printf '{"target":"%s","pid_kind":"gateway","rss_fresh_kb":%s}\n' "$target" "$(rss_kb "$gw_pid")" >> "$MEMORY"
-  sessions_1k "$target" "$gw_url" "c0.echo" "$gw_pid"
-  scenarios "$target" "$gw_url" "c0."
+  if [ "$with_sessions" = 1 ]; then
+    sessions_1k "$target" "$gw_url" "c0.echo" "$gw_pid"
+  fi
+  scenarios "$target" "$gw_url" "c0." "$@"
+  if [ -n "$reload_other" ]; then
+    reload_under_load "$target" "$gw_url" "$cfg" "$reload_other" "$WORK/gw-$target.err"
+  fi
   GW_NAME=""
   stop "$gw_pid"
   # Keep the gateway's warnings and errors (not the audit lines) for diagnosis.
   grep -E 'WARN|ERROR' "$WORK/gw-$target.err" | head -n 200 > "$OUT/gateway-$target.log" || true
+}
+
+# peer: mcp-contextforge-gateway in front of the same upstream (tests/bench/peer/).
+peer() {
+  # Quick mode leaves the peer out (it alone takes ~1 minute to install on first use
+  # and ~15 s to start); BENCH_PEER=1 brings it back, BENCH_PEER=0 drops it from full.
+  if [ "${BENCH_PEER:-$([ "$QUICK" = 1 ] && echo 0 || echo 1)}" = 0 ]; then
+    echo "== peer: skipped (quick mode or BENCH_PEER=0)" >&2
+    printf '{"target":"peer","skipped":"quick mode or BENCH_PEER=0"}\n' >> "$PEER_STATUS"
+    return
+  fi
+  if ! bash "$ROOT/tests/bench/peer/install.sh" > "$WORK/peer-install.log" 2>&1; then
+    echo "== peer: install failed (see $OUT/peer-install.log); skipped" >&2
+    cp "$WORK/peer-install.log" "$OUT/peer-install.log"
+    printf '{"target":"peer","skipped":"install failed"}\n' >> "$PEER_STATUS"
+    return
+  fi
+  echo "== peer: mcp-contextforge-gateway $(cat "$ROOT/tests/bench/peer/requirements.txt" | grep -i contextforge)" >&2
+  bash "$ROOT/tests/bench/peer/start.sh" "$UP_URL" > "$WORK/peer.out" 2> "$WORK/peer.err" &
+  local pid=$! i url="" key=""
+  PIDS+=("$pid")
+  for i in $(seq 1 1200); do   # contextforge takes a while to migrate and start
+    url="$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$WORK/peer.out" | head -n1)"
+    key="$(sed -n 's/^key: \(.*\)$/\1/p' "$WORK/peer.out" | head -n1)"
+    if [ -n "$url" ] && [ -n "$key" ]; then break; fi
+    if ! kill -0 "$pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  if [ -z "$url" ] || [ -z "$key" ]; then
+    echo "== peer: did not start; skipped. Its stderr:" >&2
+    tail -n 20 "$WORK/peer.err" >&2
+    cp "$WORK/peer.err" "$OUT/peer.err"
+    stop "$pid"
+    printf '{"target":"peer","skipped":"did not start"}\n' >> "$PEER_STATUS"
+    return
+  fi
+  # start.py registers the upstream as gateway "upstream"; the peer names its tools
+  # <gateway>-<tool> with '_' as '-' (tests/bench/peer/README.md).
+  local tool="upstream-echo" big="upstream-big"
+  sleep 1
+  printf '{"target":"peer","pid_kind":"peer","rss_fresh_kb":%s}\n' "$(tree_rss_kb "$pid")" >> "$MEMORY"
+  local saved_key="$KEY"
+  KEY="$key"
+  CPU_GW_PIDS="$(tree_pids "$pid")"
+  MEASURE_SOFT=1
+  measure peer call-sat "$url" --sessions "$SAT" --method call --tool "$tool" --args '{"text":"hello"}' || true
+  measure peer call-c1 "$url" --sessions 1 --method call --tool "$tool" --args '{"text":"hello"}' || true
+  measure peer call-64k "$url" --sessions "$SAT" --method call --tool "$big" --args '{"bytes":65536}' || true
+  MEASURE_SOFT=0
+  CPU_GW_PIDS=""
+  printf '{"target":"peer","pid_kind":"peer","rss_load_end_kb":%s}\n' "$(tree_rss_kb "$pid")" >> "$MEMORY"
+  KEY="$saved_key"
+  printf '{"target":"peer","version":"%s"}\n' "$(grep -i contextforge "$ROOT/tests/bench/peer/requirements.txt" | head -n1)" >> "$PEER_STATUS"
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  stop "$pid"
+}
+
+# tree_pids PID: PID and its descendants (three levels: script, server, workers).
+tree_pids() {
+  local level="$1" next all="$1" p
+  for _ in 1 2 3; do
+    next=""
+    for p in $level; do next="$next $(pgrep -P "$p" 2>/dev/null | xargs)"; done
+    all="$all $next"
+    level="$next"
+  done
+  echo $all
+}
+
+# tree_rss_kb PID: VmRSS summed over PID and its descendants.
+tree_rss_kb() {
+  local total=0 p
+  for p in $(tree_pids "$1"); do
+    total=$((total + $(rss_kb "$p")))
+  done
+  echo "$total"
 }
 
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -280,14 +522,20 @@ echo "== direct: $UP_URL" >&2
 printf '{"target":"direct","pid_kind":"upstream","rss_fresh_kb":%s}\n' "$(rss_kb "$UP_PID")" >> "$MEMORY"
 scenarios direct "$UP_URL" ""
 sessions_1k direct "$UP_URL" "echo" "$UP_PID"
-gateway empty "$WORK/empty.toml"
-gateway tracing "$WORK/tracing.toml"
-gateway builtins "$WORK/builtins.toml"
+# run_targets: which scenarios each target runs (the full set where a ratio matters).
+gateway empty "$CFG/empty.toml" --sessions
+gateway bare "$CFG/bare.toml" call-sat call-c1
+gateway quota-audit "$CFG/quota-audit.toml" call-sat call-c1
+gateway tracing "$CFG/tracing.toml" call-sat call-c1
+gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat
+gateway builtins-cold "$CFG/builtins-cold.toml" call-sat call-c1 list-c1
+gateway production "$CFG/production.toml" --sessions --reload "$CFG/production-plus.toml"
+peer
 
 # ---------------------------------------------------------------- report
 CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)"
 python3 "$ROOT/tests/bench/report.py" \
-  --results "$RESULTS" --memory "$MEMORY" --out-md "$OUT/results.md" --out-json "$OUT/results.json" \
+  --results "$RESULTS" --memory "$MEMORY" --reloads "$RELOADS" --peer "$PEER_STATUS" --out-md "$OUT/results.md" --out-json "$OUT/results.json" \
   --mode "$MODE" --date "$STARTED" --nproc "$(nproc)" --cpu "${CPU:-unknown}" \
   --duration "$DUR" --warmup "$WARM" --sat "$SAT" --loadgen-threads "$LG_THREADS" \
   --commit "$(git describe --always --dirty 2>/dev/null || echo unknown)" \

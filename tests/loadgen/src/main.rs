@@ -244,6 +244,8 @@ struct Report {
     max: u64,
     tools: Option<usize>,
     first_error: Option<String>,
+    /// CPU ticks this process used while measuring.
+    cpu_ticks: Option<u64>,
 }
 
 impl Report {
@@ -318,6 +320,11 @@ async fn run(plan: Arc<Plan>) -> Result<Report, String> {
         last_done: None,
         tools: None,
     }));
+    // This process's CPU time over the measured window (for CPU per request).
+    let cpu_at_warmup_end = tokio::spawn(async move {
+        tokio::time::sleep_until(warmup_end.into()).await;
+        cpu_ticks()
+    });
     let mut workers = JoinSet::new();
     for session in sessions {
         let (plan, stats, issued) = (plan.clone(), stats.clone(), issued.clone());
@@ -330,6 +337,10 @@ async fn run(plan: Arc<Plan>) -> Result<Report, String> {
             survivors.push(session);
         }
     }
+    let cpu_ticks_measured = match (cpu_at_warmup_end.await.ok().flatten(), cpu_ticks()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     // End the sessions on the server, a bounded number at a time.
     let gate = Arc::new(Semaphore::new(CONNECT_PARALLELISM));
     let mut closing = JoinSet::new();
@@ -364,7 +375,21 @@ async fn run(plan: Arc<Plan>) -> Result<Report, String> {
         max: if s.requests > 0 { s.hist.max() } else { 0 },
         tools: s.tools,
         first_error: s.first_error.clone(),
+        cpu_ticks: cpu_ticks_measured,
     })
+}
+
+/// User + system CPU time of this process in clock ticks (USER_HZ, 100 per second
+/// on Linux), from `/proc/self/stat`; `None` elsewhere.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and
+    // 15th fields of the whole line, i.e. the 12th and 13th after it.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Opens every session, at most `CONNECT_PARALLELISM` at a time; any failure
@@ -474,6 +499,11 @@ fn print_report(args: &Args, plan: &Plan, r: &Report) {
         });
         if let Some(n) = r.tools {
             out["tools"] = json!(n);
+        }
+        if let Some(t) = r.cpu_ticks.filter(|_| r.requests > 0) {
+            // 100 ticks a second: 10,000 us a tick.
+            out["loadgen_cpu_us_per_req"] =
+                json!((t as f64 * 10_000.0 / r.requests as f64).round());
         }
         if let Some(e) = &r.first_error {
             out["first_error"] = json!(e);
