@@ -14,6 +14,10 @@
 #                annotation-hints), decisions reused (the default), SQLite audit
 #   builtins-cold  the same with `cache_decisions = false`: every decision evaluated
 #   production   the four built-ins + Redis quota + SQLite audit (the production shape)
+#   nginx        nginx as a plain reverse proxy (keep-alive upstream, no buffering,
+#                no parsing): what one proxy hop costs on this machine, the floor
+#                for any gateway; installed from Debian if missing (BENCH_NGINX=0
+#                skips it)
 #   peer         mcp-contextforge-gateway (PyPI, pinned, its own venv; see
 #                tests/bench/peer/) fronting the same upstream; skipped with
 #                BENCH_PEER=0, in quick mode (BENCH_PEER=1 keeps it), or when
@@ -495,6 +499,63 @@ peer() {
   stop "$pid"
 }
 
+# nginx_target: nginx in front of the upstream, two workers (one per core).
+nginx_target() {
+  if [ "${BENCH_NGINX:-1}" = 0 ]; then
+    echo "== nginx: skipped (BENCH_NGINX=0)" >&2
+    return
+  fi
+  if ! command -v nginx > /dev/null; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    echo "== nginx: installing nginx-light from Debian" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light > "$WORK/nginx-install.log" 2>&1 || true
+  fi
+  if ! command -v nginx > /dev/null; then
+    echo "== nginx: not installed; skipped" >&2
+    return
+  fi
+  local port hostport
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  hostport="$(echo "$UP_URL" | sed 's#^http://##; s#/.*$##')"
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<NGX
+worker_processes 2;
+daemon off;
+error_log $WORK/nginx/error.log warn;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx;
+  proxy_temp_path $WORK/nginx;
+  keepalive_requests 100000000;
+  upstream up { server $hostport; keepalive 256; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGX
+  echo "== nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')" >&2
+  nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" > "$WORK/nginx.out" 2> "$WORK/nginx.err" &
+  local pid=$! i
+  PIDS+=("$pid")
+  for i in $(seq 1 100); do
+    if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then break; fi
+    sleep 0.05
+  done
+  CPU_GW_PIDS="$(tree_pids "$pid")"
+  scenarios nginx "http://127.0.0.1:$port/mcp" "" call-sat call-c1 call-64k
+  CPU_GW_PIDS=""
+  stop "$pid"
+}
+
 # tree_pids PID: PID and its descendants (three levels: script, server, workers).
 tree_pids() {
   local level="$1" next all="$1" p
@@ -523,6 +584,7 @@ printf '{"target":"direct","pid_kind":"upstream","rss_fresh_kb":%s}\n' "$(rss_kb
 scenarios direct "$UP_URL" ""
 sessions_1k direct "$UP_URL" "echo" "$UP_PID"
 # run_targets: which scenarios each target runs (the full set where a ratio matters).
+nginx_target
 gateway empty "$CFG/empty.toml" --sessions
 gateway bare "$CFG/bare.toml" call-sat call-c1
 gateway quota-audit "$CFG/quota-audit.toml" call-sat call-c1

@@ -13,10 +13,11 @@ import argparse
 import json
 import sys
 
-TARGETS = ["direct", "empty", "bare", "quota-audit", "tracing", "builtins", "builtins-cold",
+TARGETS = ["direct", "nginx", "empty", "bare", "quota-audit", "tracing", "builtins", "builtins-cold",
            "production", "peer"]
 TARGET_LABEL = {
     "direct": "direct to upstream",
+    "nginx": "nginx reverse proxy (reference: one plain proxy hop)",
     "empty": "gateway, empty chain",
     "bare": "gateway, empty chain, no quota, audit sink none",
     "quota-audit": "gateway, empty chain, Redis quota + SQLite audit",
@@ -79,7 +80,7 @@ def main():
                 row["rps_pct_of_direct"] = pct(r["rps"], direct["rps"])
                 row["added_p50_us_vs_direct"] = r["p50_us"] - direct["p50_us"]
                 row["added_p99_us_vs_direct"] = r["p99_us"] - direct["p99_us"]
-            if target not in ("direct", "empty", "peer") and empty:
+            if target not in ("direct", "nginx", "empty", "peer") and empty:
                 row["rps_pct_of_empty"] = pct(r["rps"], empty["rps"])
                 row["added_p50_us_vs_empty"] = r["p50_us"] - empty["p50_us"]
             if target == "quota-audit" and bare:
@@ -107,6 +108,11 @@ def main():
     def met(v, ok):
         return None if v is None else ok(v)
 
+    # The floor: what one plain proxy hop (nginx, no parsing) costs on this machine.
+    v = get("nginx", "call-c1", "added_p50_us_vs_direct")
+    add("Reference: nginx reverse proxy, added p50, 1 session", v, "(measured)", "us")
+    v = get("nginx", "call-sat", "rps_pct_of_direct")
+    add("Reference: nginx reverse proxy, throughput at saturation (% of direct)", v, "(measured)", "%")
     # Issue 2: the gateway core (empty chain).
     v = get("empty", "call-c1", "added_p50_us_vs_direct")
     add("Gateway core: added p50, 1 session, empty chain", v, "<= 100 us", "us", met(v, lambda x: x <= 100))
@@ -158,7 +164,7 @@ def main():
     v = get("production", "call-64k", "rps_pct_of_direct")
     add("64 KB tools/call throughput, production shape (% of direct)", v, "", "%")
     # What bounds throughput on shared cores: CPU time per request of each process.
-    for target in ["direct", "empty", "production", "peer"]:
+    for target in ["direct", "nginx", "empty", "production", "peer"]:
         parts = [(k, get(target, "call-sat", f"{k}_cpu_us_per_req")) for k in ["loadgen", "gateway", "upstream"]]
         parts = [(k, x) for k, x in parts if x is not None]
         if parts:

@@ -12,6 +12,8 @@
 //! to the agent as SSE; `notifications/cancelled` from the agent is forwarded upstream
 //! with the upstream's request id.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -169,7 +171,7 @@ impl Gateway {
         let tool = tool.clone();
         let tools = set.clone();
         let id2 = id.clone();
-        tokio::spawn(async move {
+        let forward = async move {
             let relay = tx.clone();
             let catalog = gateway.catalog.clone();
             let connector_id = connector.id.clone();
@@ -215,10 +217,26 @@ impl Gateway {
             if let Some(text) = text {
                 let _ = tx.send(Event::Final(text)).await;
             }
-        }.in_current_span());
+        };
+        let mut forward = Detachable::new(forward.in_current_span());
+        // Drive the call here (no task hop) until it finishes or sends something
+        // first; then it continues as a task of its own. Dropped mid-call (the agent
+        // went away), it continues too: it still ends upstream and is audited.
+        let first = tokio::select! {
+            biased;
+            () = forward.run() => None,
+            ev = rx.recv() => ev,
+        };
+        let first = match first {
+            Some(ev) => {
+                forward.detach();
+                Some(ev)
+            }
+            None => rx.recv().await,
+        };
 
         // Plain JSON unless the upstream sends notifications before its answer.
-        match rx.recv().await {
+        match first {
             Some(Event::Final(text)) => Reply::Json(text),
             Some(Event::Notification(first)) if accepts_sse => {
                 let (out_tx, out_rx) = mpsc::channel(64);
@@ -312,6 +330,40 @@ impl Gateway {
                 Some(jsonrpc::error(Some(id), &err))
             }
         }
+    }
+}
+
+/// A call's forwarding future: polled in place while the request handler waits for
+/// it, spawned as a task when it must outlive that (the answer streams as SSE, or
+/// the handler is dropped because the agent disconnected).
+struct Detachable(Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>);
+
+impl Detachable {
+    fn new(f: impl Future<Output = ()> + Send + 'static) -> Self {
+        Detachable(Some(Box::pin(f)))
+    }
+
+    /// Runs the future to its end (at once if it already ended).
+    async fn run(&mut self) {
+        if let Some(f) = self.0.as_mut() {
+            f.as_mut().await;
+            self.0 = None;
+        }
+    }
+
+    /// Hands what is left of the future to the runtime.
+    fn detach(&mut self) {
+        if let Some(f) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(f);
+        }
+    }
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 
