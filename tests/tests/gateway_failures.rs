@@ -700,3 +700,44 @@ async fn assert_one_cancellation(upstream: &mut Mcp) {
         "the upstream got exactly one notifications/cancelled: {ids}"
     );
 }
+
+/// "A disconnect is not a cancellation": an agent that drops its connection while a
+/// call runs leaves the call running upstream to its end; it is audited with the
+/// upstream's outcome, and the upstream is not told to cancel.
+#[tokio::test]
+async fn a_disconnect_is_not_a_cancellation() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let mcp = session(&gw, None, &key).await;
+    let body = call_body(&json!(41), "test-upstream.sleep", json!({"ms": 700}));
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\naccept: application/json, text/event-stream\r\n\
+         mcp-session-id: {}\r\nmcp-protocol-version: {}\r\ncontent-length: {}\r\n\r\n{body}",
+        mcp.session.as_deref().expect("session id"),
+        mcp.version,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drop(stream); // the agent goes away mid-call
+
+    let line = wait_audit(&gw, Duration::from_secs(10), |l| {
+        field(l, "tool").as_deref() == Some("sleep")
+    });
+    assert_eq!(field(&line, "status").as_deref(), Some("200"), "{line}");
+    let latency: f64 = field(&line, "latency_ms").unwrap().parse().unwrap();
+    assert!(
+        latency >= 650.0,
+        "audited before the upstream answered: {line}"
+    );
+    let mut upstream = direct(&up).await;
+    let ids = upstream.call("cancelled_ids", json!({})).await["result"]["structuredContent"]["ids"]
+        .clone();
+    assert_eq!(ids, json!([]), "the upstream was told to cancel");
+}
