@@ -166,6 +166,11 @@ start upstream "$BIN/portcullis-test-upstream" --listen 127.0.0.1:0 --response j
   --extra-tools $((TOOLS_PER_CONNECTOR - 14)) --name bench-upstream
 UP_URL="$URL"
 UP_PID="$PID"
+# The same upstream with a fixed 5 ms answer time (a realistic tool), for the
+# call-delay rows: how much of a real call's time the gateway adds.
+start upstream-delay "$BIN/portcullis-test-upstream" --listen 127.0.0.1:0 --response json \
+  --extra-tools $((TOOLS_PER_CONNECTOR - 14)) --name bench-upstream-delay --delay-ms 5
+UP_DELAY_URL="$URL"
 
 # Redis for the quota targets: our own server on a free port, nothing on disk.
 REDIS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -184,9 +189,10 @@ BUILTINS="slug-scope blocklist mcp-servers annotation-hints"
 # c0..c9 on the same upstream, then the given built-in policies.
 config() {
   local file="$1"; shift
-  local audit_none=0 quota=0 cold=0
+  local audit_none=0 quota=0 cold=0 upstream="$UP_URL"
   while [ $# -gt 0 ]; do
     case "$1" in
+      --upstream) upstream="$2"; shift ;;
       --audit-none) audit_none=1 ;;
       --quota) quota=1 ;;
       --cold) cold=1 ;;
@@ -209,7 +215,7 @@ config() {
     fi
     local i
     for i in $(seq 0 $((CONNECTORS - 1))); do
-      printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntarget_url = "%s"\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n\n' "$i" "$i" "$UP_URL"
+      printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntarget_url = "%s"\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n\n' "$i" "$i" "$upstream"
     done
     printf '[[agents]]\nid = "bench"\norg = "bench"\nkey_sha256 = "%s"\nscopes = ["mcp:call"]\nmcp_servers = [{ url = "*" }]\n\n' "$HASH"
     local p
@@ -228,6 +234,7 @@ config() {
   config "$CFG/builtins.toml" $BUILTINS
   config "$CFG/builtins-cold.toml" --cold $BUILTINS
   config "$CFG/production.toml" --quota $BUILTINS
+  config "$CFG/production-delay.toml" --upstream "$UP_DELAY_URL" --quota $BUILTINS
 }
 # The reload-under-load variant: production plus redact-secrets (only the chain
 # differs, so each swap is a policy reload and nothing else).
@@ -372,6 +379,7 @@ scenarios() {
       call-64k) measure "$target" call-64k "$url" --sessions "$SAT" --method call --tool "${p}big" --args '{"bytes":65536}' ;;
       list-c1) measure "$target" list-c1 "$url" --sessions 1 --method list ;;
       list-sat) measure "$target" list-sat "$url" --sessions "$SAT" --method list ;;
+      call-delay) measure "$target" call-delay "$url" --sessions 64 --method call --tool "${p}echo" --args '{"text":"hello"}' ;;
       *) echo "bench.sh: unknown scenario $sc" >&2; exit 2 ;;
     esac
   done
@@ -410,9 +418,10 @@ reload_under_load() {
 # memory first (with --sessions: the 1,000-session row), then the scenarios.
 gateway() {
   local target="$1" cfg="$2"; shift 2
-  local with_sessions=0 reload_other=""
+  local with_sessions=0 reload_other="" memory=1
   while [ $# -gt 0 ]; do
     case "$1" in
+      --no-memory) memory=0 ;;
       --sessions) with_sessions=1 ;;
       --reload) reload_other="$2"; shift ;;
       *) break ;;
@@ -429,7 +438,9 @@ gateway() {
   local gw_url="$URL" gw_pid="$PID"
   GW_NAME="gw-$target" GW_PID="$PID"
   sleep 0.5
-  printf '{"target":"%s","pid_kind":"gateway","rss_fresh_kb":%s}\n' "$target" "$(rss_kb "$gw_pid")" >> "$MEMORY"
+  if [ "$memory" = 1 ]; then
+    printf '{"target":"%s","pid_kind":"gateway","rss_fresh_kb":%s}\n' "$target" "$(rss_kb "$gw_pid")" >> "$MEMORY"
+  fi
   if [ "$with_sessions" = 1 ]; then
     sessions_1k "$target" "$gw_url" "c0.echo" "$gw_pid"
   fi
@@ -458,7 +469,7 @@ peer() {
     printf '{"target":"peer","skipped":"install failed"}\n' >> "$PEER_STATUS"
     return
   fi
-  echo "== peer: mcp-contextforge-gateway $(cat "$ROOT/tests/bench/peer/requirements.txt" | grep -i contextforge)" >&2
+  echo "== peer: $(grep -i '^mcp-contextforge-gateway==' "$ROOT/tests/bench/peer/requirements.txt")" >&2
   bash "$ROOT/tests/bench/peer/start.sh" "$UP_URL" > "$WORK/peer.out" 2> "$WORK/peer.err" &
   local pid=$! i url="" key=""
   PIDS+=("$pid")
@@ -493,7 +504,7 @@ peer() {
   CPU_GW_PIDS=""
   printf '{"target":"peer","pid_kind":"peer","rss_load_end_kb":%s}\n' "$(tree_rss_kb "$pid")" >> "$MEMORY"
   KEY="$saved_key"
-  printf '{"target":"peer","version":"%s"}\n' "$(grep -i contextforge "$ROOT/tests/bench/peer/requirements.txt" | head -n1)" >> "$PEER_STATUS"
+  printf '{"target":"peer","version":"%s"}\n' "$(grep -i '^mcp-contextforge-gateway==' "$ROOT/tests/bench/peer/requirements.txt" | head -n1)" >> "$PEER_STATUS"
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   stop "$pid"
@@ -592,6 +603,15 @@ gateway tracing "$CFG/tracing.toml" call-sat call-c1
 gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat
 gateway builtins-cold "$CFG/builtins-cold.toml" call-sat call-c1 list-c1
 gateway production "$CFG/production.toml" --sessions --reload "$CFG/production-plus.toml"
+# A realistic tool: the upstream answers after 5 ms; 64 sessions.
+scenarios direct "$UP_DELAY_URL" "" call-delay
+gateway production "$CFG/production-delay.toml" --no-memory call-delay
+# Issue 4's pair again, alternating, so machine drift hits both alike (the report
+# takes the median of the three call-sat runs of each).
+for round in 2 3; do
+  gateway bare "$CFG/bare.toml" --no-memory call-sat
+  gateway quota-audit "$CFG/quota-audit.toml" --no-memory call-sat
+done
 peer
 
 # ---------------------------------------------------------------- report

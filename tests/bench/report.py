@@ -35,6 +35,7 @@ SCENARIOS = [
     ("list-sat", "tools/list 10x100 tools, saturation"),
     ("sessions-1k", "tools/call echo, 1,000 sessions"),
     ("reload-load", "tools/call echo, saturation, chain hot-reloaded every 0.5 s"),
+    ("call-delay", "tools/call echo, upstream answering in 5 ms, 64 sessions"),
 ]
 # Direct lists one upstream (100 tools), the gateway merges ten: no ratio to direct.
 NO_DIRECT_RATIO = {"list-c1", "list-sat"}
@@ -52,7 +53,19 @@ def main():
         ap.add_argument("--" + name, required=True)
     a = ap.parse_args()
 
-    runs = {(r["target"], r["scenario"]): r["result"] for r in load(a.results)}
+    # A (target, scenario) measured more than once (issue 4's pair alternates three
+    # times): keep the run with the median throughput, and say how many there were.
+    grouped = {}
+    for r in load(a.results):
+        grouped.setdefault((r["target"], r["scenario"]), []).append(r["result"])
+    runs = {}
+    for key, results in grouped.items():
+        ordered = sorted(results, key=lambda x: x["rps"])
+        chosen = dict(ordered[len(ordered) // 2])
+        if len(results) > 1:
+            chosen["runs"] = len(results)
+            chosen["rps_all"] = [x["rps"] for x in results]
+        runs[key] = chosen
     memory = {}
     for m in load(a.memory):
         memory.setdefault(m["target"], {}).update({k: v for k, v in m.items() if k != "target"})
@@ -86,6 +99,12 @@ def main():
             if target == "quota-audit" and bare:
                 row["rps_pct_of_bare"] = pct(r["rps"], bare["rps"])
                 row["added_p50_us_vs_bare"] = r["p50_us"] - bare["p50_us"]
+                ons, offs = r.get("rps_all"), bare.get("rps_all")
+                if ons and offs and len(ons) == len(offs):
+                    # Alternating rounds: the ratio within each round, then the median.
+                    ratios = sorted(pct(on, off) for on, off in zip(ons, offs))
+                    row["rps_pct_of_bare_rounds"] = ratios
+                    row["rps_pct_of_bare"] = ratios[len(ratios) // 2]
             if target == "production" and peer and peer["rps"]:
                 row["rps_x_peer"] = round(r["rps"] / peer["rps"], 1)
                 row["p99_us_peer"] = peer["p99_us"]
@@ -138,7 +157,9 @@ def main():
         add("Policy chain reload time, slowest", st[-1], "(measured)", "ms")
     # Issue 4: Redis quota + SQLite audit against both off.
     v = get("quota-audit", "call-sat", "rps_pct_of_bare")
-    add("Redis quota + audit on vs off: throughput at saturation (% of off)", v, ">= 85 %", "%", met(v, lambda x: x >= 85))
+    n = get("quota-audit", "call-sat", "runs") or 1
+    add(f"Redis quota + audit on vs off: throughput at saturation (% of off; median over {n} alternating rounds)",
+        v, ">= 85 %", "%", met(v, lambda x: x >= 85))
     v = get("quota-audit", "call-c1", "added_p50_us_vs_bare")
     add("Redis quota + audit on vs off: added p50, 1 session", v, "(measured)", "us")
     # Issue 5: the production shape, the peer, reloads under load.
@@ -163,6 +184,10 @@ def main():
     add("Tracing on vs off: added p50, 1 session", v, "(measured)", "us", None)
     v = get("production", "call-64k", "rps_pct_of_direct")
     add("64 KB tools/call throughput, production shape (% of direct)", v, "", "%")
+    v = get("production", "call-delay", "rps_pct_of_direct")
+    add("Upstream answering in 5 ms, 64 sessions: production shape throughput (% of direct)", v, "(measured)", "%")
+    v = get("production", "call-delay", "added_p50_us_vs_direct")
+    add("Upstream answering in 5 ms, 64 sessions: production shape added p50", v, "(measured)", "us")
     # What bounds throughput on shared cores: CPU time per request of each process.
     for target in ["direct", "nginx", "empty", "production", "peer"]:
         parts = [(k, get(target, "call-sat", f"{k}_cpu_us_per_req")) for k in ["loadgen", "gateway", "upstream"]]
