@@ -48,7 +48,7 @@ pub use hints::{
     effective_open_world, effective_read_only, hint_mismatch, hints_pass,
 };
 pub use log::log;
-pub use policy::{Policy, manifest};
+pub use policy::{Policy, manifest, tool_rules_manifest};
 pub use rules::{
     required_patterns, restricts_tool_names, rule_allows_tool, rule_hints, rule_matches_connector,
     tool_name_allowed,

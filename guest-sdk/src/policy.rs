@@ -5,6 +5,21 @@
 
 use crate::{Context, Manifest, ResultVerdict, Tool, Verdict, settings_value};
 
+/// The manifest of a deterministic policy that decides listing and calling from the
+/// identity, the declaration, the connector's settings and the tool itself (not the
+/// connector's other tools, not the arguments), with no post-call hook: what most
+/// access rules are. Narrow or widen it with struct update syntax.
+pub fn tool_rules_manifest() -> Manifest {
+    Manifest {
+        filter_tools: true,
+        check_call: true,
+        check_result: false,
+        reads_connector_tools: false,
+        reads_arguments: false,
+        deterministic: true,
+    }
+}
+
 /// The manifest of a policy that says nothing about itself: every hook, every input,
 /// no reuse of decisions. Start from it and switch off what the policy does not do:
 ///

@@ -15,7 +15,7 @@ use portcullis_tests::policy_support::{
     add_upstream_tools, agent_toml, assert_call_ok, assert_rpc_error, connector_toml, session,
     sorted_names, toml_path,
 };
-use portcullis_tests::{Gateway, Upstream, bin, fixture_policy, new_key};
+use portcullis_tests::{Gateway, Mcp, Upstream, bin, fixture_policy, new_key};
 use serde_json::{Value, json};
 
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
@@ -49,6 +49,20 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .map(|(_, v)| v.parse::<f64>().expect("numeric sample"))
         .sum()
+}
+
+/// Calls `alpha.echo` until it is allowed (at most 10 s): a new upstream tool list
+/// reaches the gateway through `notifications/tools/list_changed`.
+async fn echo_until_allowed(m: &mut Mcp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = m.call("alpha.echo", json!({"text": "hi"})).await;
+        if msg.get("result").is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still denied: {msg}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn evaluations(text: &str, policy: &str, hook: &str) -> f64 {
@@ -149,16 +163,8 @@ async fn a_new_tool_list_is_decided_afresh() {
         assert_rpc_error(&msg, -32601, "Tool not found");
     }
     add_upstream_tools(&up.url, &["needed_one"]).await;
-    // The upstream announces list_changed; the gateway re-lists (bounded wait).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let msg = m.call("alpha.echo", json!({"text": "hi"})).await;
-        if msg.get("result").is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still denied: {msg}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The upstream announces list_changed; the gateway re-lists.
+    echo_until_allowed(&mut m).await;
     let names = sorted_names(&mut m).await;
     assert!(names.contains(&"alpha.needed_one".to_string()), "{names:?}");
 }
@@ -203,15 +209,7 @@ async fn a_policy_built_against_0_1_0_still_loads_and_gets_every_input() {
     let msg = m.call("alpha.echo", json!({"text": "hi"})).await;
     assert_rpc_error(&msg, -32010, "legacy: denied");
     add_upstream_tools(&up.url, &["guard"]).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let msg = m.call("alpha.echo", json!({"text": "hi"})).await;
-        if msg.get("result").is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still denied: {msg}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    echo_until_allowed(&mut m).await;
     // The arguments reach it, on every call.
     for text in ["forbidden", "fine", "forbidden"] {
         let msg = m.call("alpha.echo", json!({ "text": text })).await;

@@ -7,6 +7,7 @@
 //! default when unannotated); others are hidden and calls are refused with
 //! `-32601 Tool not found`, the mismatch as audit reason.
 
+use portcullis_policy_sdk::tool_rules_manifest;
 use portcullis_policy_sdk::{
     Context, HintFilter, INTERNAL_ERROR, Identity, Manifest, Policy, SettingsObject,
     TOOL_NOT_FOUND, Tool, Verdict, export_policy, glob_match_any, hint_mismatch,
@@ -89,14 +90,7 @@ impl Policy for AnnotationHints {
 
     /// Listing and calling, from the tool's own annotations.
     fn describe(_settings: &str) -> Manifest {
-        Manifest {
-            filter_tools: true,
-            check_call: true,
-            check_result: false,
-            reads_connector_tools: false,
-            reads_arguments: false,
-            deterministic: true,
-        }
+        tool_rules_manifest()
     }
 
     fn check_tool(settings: &str, ctx: &Context, tool: &Tool) -> Verdict {

@@ -5,6 +5,7 @@
 //! `tools/call` to it is refused with `-32601 Tool not found`; the audit reason
 //! names the matching entry. Settings: `{}`.
 
+use portcullis_policy_sdk::tool_rules_manifest;
 use portcullis_policy_sdk::{
     Context, Manifest, Policy, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings, export_policy,
     glob_match,
@@ -29,14 +30,7 @@ impl Policy for Blocklist {
 
     /// Listing and calling, from the tool name and the connector's blocklist.
     fn describe(_settings: &str) -> Manifest {
-        Manifest {
-            filter_tools: true,
-            check_call: true,
-            check_result: false,
-            reads_connector_tools: false,
-            reads_arguments: false,
-            deterministic: true,
-        }
+        tool_rules_manifest()
     }
 
     fn check_tool(_settings: &str, ctx: &Context, tool: &Tool) -> Verdict {

@@ -8,6 +8,7 @@
 //! effective hints passing). Anything else is `-32601 Tool not found`. An empty
 //! declaration makes nothing eligible. Settings: `{}`.
 
+use portcullis_policy_sdk::tool_rules_manifest;
 use portcullis_policy_sdk::{
     Context, Manifest, Policy, ServerRule, TOOL_NOT_FOUND, Tool, Verdict, expect_empty_settings,
     export_policy, glob_match, hint_mismatch, required_patterns, rule_hints,
@@ -105,12 +106,8 @@ impl Policy for McpServers {
     /// Listing and calling; eligibility reads the connector's whole tool list.
     fn describe(_settings: &str) -> Manifest {
         Manifest {
-            filter_tools: true,
-            check_call: true,
-            check_result: false,
             reads_connector_tools: true,
-            reads_arguments: false,
-            deterministic: true,
+            ..tool_rules_manifest()
         }
     }
 

@@ -5,6 +5,7 @@
 //! connector is hidden from `tools/list` and `tools/call` is refused with
 //! `-32003 Insufficient scope`. Settings: `{}`.
 
+use portcullis_policy_sdk::tool_rules_manifest;
 use portcullis_policy_sdk::{
     Context, INSUFFICIENT_SCOPE, Manifest, Policy, Tool, Verdict, expect_empty_settings,
     export_policy,
@@ -49,14 +50,7 @@ impl Policy for SlugScope {
 
     /// Listing and calling, from the scopes alone.
     fn describe(_settings: &str) -> Manifest {
-        Manifest {
-            filter_tools: true,
-            check_call: true,
-            check_result: false,
-            reads_connector_tools: false,
-            reads_arguments: false,
-            deterministic: true,
-        }
+        tool_rules_manifest()
     }
 
     fn check_tool(_settings: &str, ctx: &Context, _tool: &Tool) -> Verdict {
