@@ -608,9 +608,13 @@ scenarios direct "$UP_DELAY_URL" "" call-delay
 gateway production "$CFG/production-delay.toml" --no-memory call-delay
 # Issue 4's pair again, alternating, so machine drift hits both alike (the report
 # takes the median of the three call-sat runs of each).
+# The built-ins' cost at one session the same way: empty chain and built-ins
+# alternating (the report takes the median of the per-round differences).
 for round in 2 3; do
   gateway bare "$CFG/bare.toml" --no-memory call-sat
   gateway quota-audit "$CFG/quota-audit.toml" --no-memory call-sat
+  gateway empty "$CFG/empty.toml" --no-memory call-c1
+  gateway builtins "$CFG/builtins.toml" --no-memory call-c1
 done
 peer
 

@@ -65,6 +65,7 @@ def main():
         if len(results) > 1:
             chosen["runs"] = len(results)
             chosen["rps_all"] = [x["rps"] for x in results]
+            chosen["p50_all"] = [x["p50_us"] for x in results]
         runs[key] = chosen
     memory = {}
     for m in load(a.memory):
@@ -96,6 +97,12 @@ def main():
             if target not in ("direct", "nginx", "empty", "peer") and empty:
                 row["rps_pct_of_empty"] = pct(r["rps"], empty["rps"])
                 row["added_p50_us_vs_empty"] = r["p50_us"] - empty["p50_us"]
+                mine, base = r.get("p50_all"), empty.get("p50_all")
+                if mine and base and len(mine) == len(base):
+                    # Alternating rounds: the difference within each round, then the median.
+                    diffs = sorted(m - b for m, b in zip(mine, base))
+                    row["added_p50_us_vs_empty_rounds"] = diffs
+                    row["added_p50_us_vs_empty"] = diffs[len(diffs) // 2]
             if target == "quota-audit" and bare:
                 row["rps_pct_of_bare"] = pct(r["rps"], bare["rps"])
                 row["added_p50_us_vs_bare"] = r["p50_us"] - bare["p50_us"]
@@ -139,7 +146,9 @@ def main():
     add("Gateway core: throughput at saturation, empty chain (% of direct)", v, ">= 70 %", "%", met(v, lambda x: x >= 70))
     # Issue 3: what the four built-ins cost.
     v = get("builtins", "call-c1", "added_p50_us_vs_empty")
-    add("Four built-ins on one tools/call, decisions reused (p50 - empty chain, 1 session)", v, "<= 30 us", "us",
+    n = get("builtins", "call-c1", "runs") or 1
+    add(f"Four built-ins on one tools/call, decisions reused (p50 - empty chain, 1 session; median over {n} "
+        "alternating rounds)", v, "<= 30 us", "us",
         met(v, lambda x: x <= 30))
     v = get("builtins-cold", "call-c1", "added_p50_us_vs_empty")
     add("Four built-ins on one tools/call, every decision evaluated (p50 - empty chain)", v, "(measured)", "us")
