@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test build lint deps wasm-target polyglot bench bench-quick
+.PHONY: run test build lint deps wasm-target polyglot bench bench-quick bench-peer
 
 ## Start the gateway on a demo config in front of the in-repo demo upstream.
 run: wasm-target
@@ -35,8 +35,13 @@ wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 ## Benchmarks (release build; see README for the latest figures).
-bench: wasm-target
+bench: wasm-target bench-peer
 	bash tests/bench/bench.sh
+
+## The peer gateway (mcp-contextforge-gateway, pinned) in .venv-peer. A failed install
+## does not stop `make bench`: the report then says the peer was skipped and why.
+bench-peer:
+	-bash tests/bench/peer/install.sh
 
 bench-quick: wasm-target
 	bash tests/bench/bench.sh --quick
