@@ -56,7 +56,7 @@ for arg in "$@"; do
 done
 
 if [ "$QUICK" = 1 ]; then
-  DUR="${BENCH_DURATION:-1.5}"; WARM="${BENCH_WARMUP:-0.5}"; HOLD=1; MODE=quick
+  DUR="${BENCH_DURATION:-1}"; WARM="${BENCH_WARMUP:-0.5}"; HOLD=1; MODE=quick
 else
   DUR="${BENCH_DURATION:-10}"; WARM="${BENCH_WARMUP:-2}"; HOLD=3; MODE=full
 fi
