@@ -14,8 +14,8 @@
 //! cheaper than tracking recency on every hit).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::bindings::Verdict;
 
@@ -36,16 +36,56 @@ pub fn count_hits(n: u64) {
     }
 }
 
-/// What a `check-call` decision depends on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a `check-call` decision depends on: the call (shared by every policy of
+/// the chain, built once per call) and which policy asks.
+#[derive(Debug, Clone)]
 pub struct CallKey {
     pub policy: usize,
+    pub call: Arc<CallInputs>,
+    /// Whether the policy reads the arguments (part of the key only then).
+    pub with_arguments: bool,
+}
+
+/// The inputs of one `tools/call` a deterministic policy can read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallInputs {
     pub agent: String,
     pub connector: String,
     pub tools_version: u64,
     pub tool: String,
-    /// The arguments' JSON text, for policies that read them.
-    pub arguments: Option<String>,
+    /// The arguments' JSON text; compared only for policies that read them.
+    pub arguments: String,
+}
+
+impl CallKey {
+    fn arguments(&self) -> Option<&str> {
+        self.with_arguments.then_some(self.call.arguments.as_str())
+    }
+}
+
+impl PartialEq for CallKey {
+    fn eq(&self, other: &Self) -> bool {
+        let c = (&self.call, &other.call);
+        self.policy == other.policy
+            && c.0.agent == c.1.agent
+            && c.0.connector == c.1.connector
+            && c.0.tools_version == c.1.tools_version
+            && c.0.tool == c.1.tool
+            && self.arguments() == other.arguments()
+    }
+}
+
+impl Eq for CallKey {}
+
+impl std::hash::Hash for CallKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.policy.hash(h);
+        self.call.agent.hash(h);
+        self.call.connector.hash(h);
+        self.call.tools_version.hash(h);
+        self.call.tool.hash(h);
+        self.arguments().hash(h);
+    }
 }
 
 /// What a `filter-tools` decision depends on.
@@ -60,7 +100,7 @@ pub struct ListKey {
 #[derive(Default)]
 pub struct DecisionCache {
     calls: Mutex<HashMap<CallKey, Verdict>>,
-    lists: Mutex<HashMap<ListKey, std::sync::Arc<Vec<Verdict>>>>,
+    lists: Mutex<HashMap<ListKey, Arc<Vec<Verdict>>>>,
 }
 
 impl DecisionCache {
@@ -76,11 +116,11 @@ impl DecisionCache {
         calls.insert(key, verdict);
     }
 
-    pub fn list(&self, key: &ListKey) -> Option<std::sync::Arc<Vec<Verdict>>> {
+    pub fn list(&self, key: &ListKey) -> Option<Arc<Vec<Verdict>>> {
         self.lists.lock().expect("decision cache").get(key).cloned()
     }
 
-    pub fn put_list(&self, key: ListKey, verdicts: std::sync::Arc<Vec<Verdict>>) {
+    pub fn put_list(&self, key: ListKey, verdicts: Arc<Vec<Verdict>>) {
         let mut lists = self.lists.lock().expect("decision cache");
         if lists.len() >= MAX_LISTS {
             lists.clear();
@@ -96,11 +136,14 @@ mod tests {
     fn key(tool: &str, arguments: Option<&str>) -> CallKey {
         CallKey {
             policy: 0,
-            agent: "a".into(),
-            connector: "c".into(),
-            tools_version: 1,
-            tool: tool.into(),
-            arguments: arguments.map(str::to_string),
+            call: Arc::new(CallInputs {
+                agent: "a".into(),
+                connector: "c".into(),
+                tools_version: 1,
+                tool: tool.into(),
+                arguments: arguments.unwrap_or("{\"ignored\":true}").into(),
+            }),
+            with_arguments: arguments.is_some(),
         }
     }
 
@@ -112,9 +155,19 @@ mod tests {
         assert!(cache.call(&key("echo", Some("{\"x\":1}"))).is_none());
         assert!(cache.call(&key("echo", None)).is_none());
         assert!(cache.call(&key("other", Some("{}"))).is_none());
-        let mut newer = key("echo", Some("{}"));
-        newer.tools_version = 2;
+        let newer = CallKey {
+            call: Arc::new(CallInputs {
+                tools_version: 2,
+                ..CallInputs::clone(&key("echo", Some("{}")).call)
+            }),
+            ..key("echo", Some("{}"))
+        };
         assert!(cache.call(&newer).is_none());
+        // A policy that does not read the arguments: any arguments find the decision.
+        cache.put_call(key("quiet", None), Verdict::Allow);
+        let mut other_args = key("quiet", Some("{\"x\":2}"));
+        other_args.with_arguments = false;
+        assert!(cache.call(&other_args).is_some());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::bindings::{self, Context, Manifest, ResultVerdict, Verdict};
-use super::cache::{CallKey, DecisionCache, ListKey, count_hits};
+use super::cache::{CallInputs, CallKey, DecisionCache, ListKey, count_hits};
 use super::runtime::{EvalError, Limits, Module, Runtime};
 use crate::auth::Identity;
 use crate::config::{Connector, OnError, PolicyMode, PolicySpec, ServerRule};
@@ -107,10 +107,6 @@ impl Chain {
 
     pub fn policies(&self) -> &[Loaded] {
         &self.policies
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
     }
 
     /// Which of `subject.tools` the agent may see (same order).
@@ -245,6 +241,8 @@ impl Chain {
         // the others.
         let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
         let mut wit_tool = None;
+        // The cache key's inputs, built once for every policy that reuses decisions.
+        let mut call: Option<Arc<CallInputs>> = None;
         let mut hits = 0;
         for (i, p) in self.policies.iter().enumerate() {
             if !p.manifest.check_call {
@@ -252,11 +250,18 @@ impl Chain {
             }
             let key = p.cached().then(|| CallKey {
                 policy: i,
-                agent: subject.identity.agent.clone(),
-                connector: subject.connector.id.clone(),
-                tools_version: subject.tools_version,
-                tool: tool_name(tool).to_string(),
-                arguments: p.manifest.reads_arguments.then(|| arguments.to_string()),
+                call: call
+                    .get_or_insert_with(|| {
+                        Arc::new(CallInputs {
+                            agent: subject.identity.agent.clone(),
+                            connector: subject.connector.id.clone(),
+                            tools_version: subject.tools_version,
+                            tool: tool_name(tool).to_string(),
+                            arguments: arguments.to_string(),
+                        })
+                    })
+                    .clone(),
+                with_arguments: p.manifest.reads_arguments,
             });
             let result = match key.as_ref().and_then(|k| self.cache.call(k)) {
                 Some(v) => {
