@@ -24,11 +24,17 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     )?);
     let chain = engine.current();
     tracing::info!(chain = %chain.names, digest = %chain.digest, "policy chain loaded");
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let workers = Arc::new(server::Workers::start(config.server.workers)?);
+    // The main runtime accepts connections and runs the background tasks; the
+    // workers serve the connections (server::workers says why).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let served = rt.block_on(serve(config, engine, config_path));
+    let served = rt.block_on(serve(config, engine, config_path, workers.clone()));
     crate::telemetry::shutdown(); // exports the last spans; the runtime is still up
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        workers.stop();
+    }
     served
 }
 
@@ -36,6 +42,7 @@ async fn serve(
     config: Config,
     engine: Arc<PolicyEngine>,
     config_path: &Path,
+    workers: Arc<server::Workers>,
 ) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let admin = config.admin.clone();
@@ -79,14 +86,22 @@ async fn serve(
             l,
             gw,
             server::admin::handle,
+            None,
             std::future::pending(),
         )));
     }
 
     println!("listening on http://{addr}/mcp");
-    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), "portcullis started");
+    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), workers = workers.count(), "portcullis started");
 
-    server::serve(listener, gw.clone(), server::mcp, shutdown_signal()).await;
+    server::serve(
+        listener,
+        gw.clone(),
+        server::mcp,
+        Some(workers),
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("shutting down");
     for s in gw.sessions.drain() {
         s.close().await;

@@ -45,3 +45,66 @@ async fn lists_and_calls_on_both_endpoints() {
     let msg = one.call("echo", json!({"text": "direct"})).await;
     assert_eq!(msg["result"]["structuredContent"]["text"], "direct");
 }
+
+/// CPU time (ns) of each `portcullis-w*` thread of `pid`, by thread name.
+fn worker_runtimes(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("proc") {
+        let dir = task.expect("task").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        if name.starts_with("portcullis-w") && !name.contains("blocking") {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            let ns = stat
+                .split_whitespace()
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            out.insert(name.to_string(), ns);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn connections_are_spread_over_the_worker_threads() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let gw =
+        Gateway::start(&config(&up.url, &hash).replace("[server]\n", "[server]\nworkers = 3\n"));
+    let started = gw.proc.lines_with("portcullis started");
+    assert!(
+        started.iter().any(|l| l.contains("workers=3")),
+        "{started:?}"
+    );
+    let before = worker_runtimes(gw.proc.pid());
+    assert_eq!(before.len(), 3, "worker threads: {before:?}");
+
+    // Six agents, one connection each, calling at the same time: each worker takes two.
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let (url, key) = (gw.url(None), key.clone());
+        calls.push(tokio::spawn(async move {
+            let mut mcp = Mcp::new(&url, &key);
+            mcp.initialize().await;
+            for j in 0..30 {
+                let text = format!("agent {i} call {j}");
+                let msg = mcp
+                    .call("test-upstream.echo", json!({ "text": text }))
+                    .await;
+                assert_eq!(msg["result"]["structuredContent"]["text"], text);
+            }
+        }));
+    }
+    for c in calls {
+        c.await.expect("agent");
+    }
+    let after = worker_runtimes(gw.proc.pid());
+    for (name, ns) in &after {
+        assert!(
+            *ns > before[name],
+            "{name} served nothing: before {before:?}, after {after:?}"
+        );
+    }
+}

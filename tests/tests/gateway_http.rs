@@ -607,6 +607,13 @@ fn invalid_configs_refuse_to_start_naming_the_key() {
         assert!(out.contains("server.tool_separator"), "{sep:?}: {out}");
     }
 
+    // Worker threads: at least one.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 0\n{}{VALID_AGENT}",
+        connector("c1", "One", url, "")
+    ));
+    assert!(out.contains("server.workers"), "{out}");
+
     // A credential written into the config is refused, and not echoed back.
     let out = refused(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",

@@ -59,6 +59,9 @@ pub struct Server {
     pub list_page_size: usize,
     pub session_idle: Duration,
     pub max_sessions: usize,
+    /// Threads serving agent connections, each with its own single-threaded runtime
+    /// and upstream connection pool (`server.workers`; default: one per CPU).
+    pub workers: usize,
     /// Host header values accepted (lowercase, without port). Empty = any host.
     pub allowed_hosts: Vec<String>,
     /// Origins accepted besides those whose host is in `allowed_hosts`.

@@ -39,6 +39,8 @@ pub struct ServerRaw {
     pub session_idle_secs: u64,
     #[serde(default = "default_max_sessions")]
     pub max_sessions: u64,
+    /// Threads serving agent connections; default: one per CPU.
+    pub workers: Option<u64>,
     pub allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,

@@ -170,6 +170,16 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
             "must be at least 1",
         ));
     }
+    let workers = match s.workers {
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+        Some(n @ 1..=1024) => n as usize,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "server.workers",
+                "must be between 1 and 1024",
+            ));
+        }
+    };
     let allowed_hosts = match s.allowed_hosts {
         Some(hosts) => hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
         // A gateway bound to loopback answers only to loopback names: this is the
@@ -194,6 +204,7 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
         list_page_size: s.list_page_size as usize,
         session_idle: Duration::from_secs(s.session_idle_secs),
         max_sessions: s.max_sessions as usize,
+        workers,
         allowed_hosts,
         allowed_origins: s
             .allowed_origins

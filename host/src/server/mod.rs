@@ -1,11 +1,13 @@
-//! HTTP serving: the agent-facing MCP listener (`transport`, `listen`, `body`) and
-//! the operator's admin listener (`admin`). HTTP/1.1 with keep-alive; connections
-//! drain gracefully on shutdown.
+//! HTTP serving: the agent-facing MCP listener (`transport`, `listen`, `body`), the
+//! worker threads that serve its connections (`workers`) and the operator's admin
+//! listener (`admin`). HTTP/1.1 with keep-alive; connections drain gracefully on
+//! shutdown.
 
 pub mod admin;
 mod body;
 mod listen;
 mod transport;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,21 +15,24 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 
 pub use body::Body;
+pub use workers::Workers;
 
 use crate::gateway::Gateway;
 
 /// How long open connections may take to finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Accepts connections until `shutdown` resolves, then drains them.
+/// Accepts connections until `shutdown` resolves, then drains them. With `workers`,
+/// each connection is served on the next worker thread; without, on this runtime.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     gw: Arc<Gateway>,
     handler: F,
+    workers: Option<Arc<Workers>>,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Fn(Arc<Gateway>, hyper::Request<hyper::body::Incoming>) -> Fut
@@ -42,30 +47,35 @@ pub async fn serve<F, Fut>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
+                let stream = match accepted {
+                    Ok((s, _)) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let gw = gw.clone();
-                let handler = handler.clone();
-                let svc = service_fn(move |req| {
-                    let fut = handler(gw.clone(), req);
-                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                let conn = Connection {
+                    gw: gw.clone(),
+                    handler: handler.clone(),
+                    watcher: graceful.watcher(),
+                };
+                match &workers {
+                    None => {
+                        tokio::spawn(conn.serve(stream));
                     }
-                });
+                    Some(workers) => match stream.into_std() {
+                        Ok(std) => {
+                            workers.next().spawn(async move {
+                                match TcpStream::from_std(std) {
+                                    Ok(stream) => conn.serve(stream).await,
+                                    Err(e) => tracing::warn!(error = %e, "cannot hand over a connection"),
+                                }
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot hand over a connection"),
+                    },
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -76,6 +86,39 @@ pub async fn serve<F, Fut>(
         .is_err()
     {
         tracing::warn!("some connections did not finish within the drain period");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection<F> {
+    gw: Arc<Gateway>,
+    handler: F,
+    watcher: Watcher,
+}
+
+impl<F, Fut> Connection<F>
+where
+    F: Fn(Arc<Gateway>, hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<Body>> + Send + 'static,
+{
+    /// Serves HTTP/1.1 with keep-alive until the peer closes or shutdown drains it.
+    async fn serve(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Connection {
+            gw,
+            handler,
+            watcher,
+        } = self;
+        let svc = service_fn(move |req| {
+            let fut = handler(gw.clone(), req);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 

@@ -403,6 +403,7 @@ mod tests {
             list_page_size: 10,
             session_idle: std::time::Duration::from_secs(1),
             max_sessions: 1,
+            workers: 1,
             allowed_hosts: hosts.iter().map(|s| s.to_string()).collect(),
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
         }

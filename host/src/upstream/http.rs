@@ -1,19 +1,44 @@
-//! The HTTP client shared by every upstream session: one connection pool for the
-//! whole gateway, keep-alive on, HTTPS through rustls with the webpki roots.
+//! The HTTP client of upstream sessions: keep-alive, HTTP/1.1 and HTTP/2, HTTPS
+//! through rustls with the webpki roots. Each thread has its own connection pool,
+//! because a pooled connection is driven by a task on the runtime that opened it: with
+//! one pool per worker thread (`server::workers`), a request and the upstream
+//! connection it uses are on the same thread. [`HttpClient`] is a handle to "this
+//! thread's pool", so it can be cloned and stored anywhere.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::Request;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds the pooled client.
+thread_local! {
+    static POOL: Pool = build();
+}
+
+/// Sends requests through the calling thread's connection pool.
+#[derive(Clone, Debug, Default)]
+pub struct HttpClient {
+    _private: (),
+}
+
+impl HttpClient {
+    pub fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        POOL.with(|pool| pool.request(req))
+    }
+}
+
+/// A handle to the per-thread pools.
 pub fn new_client() -> HttpClient {
+    HttpClient::default()
+}
+
+fn build() -> Pool {
     // One crypto provider for the process; ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut http = HttpConnector::new();
