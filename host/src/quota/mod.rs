@@ -3,9 +3,10 @@
 //! Every `tools/call` the policy chain allowed counts, across all connectors, in fixed
 //! UTC windows (minute, hour, day, calendar month). Backends: `memory` (one gateway)
 //! and `redis` (a fleet: one atomic script per check, keys namespaced and expiring
-//! with their window). When Redis cannot be reached the call is refused with -32603,
+//! with their window; concurrent checks of one org share a script call, `batch.rs`). When Redis cannot be reached the call is refused with -32603,
 //! or let through when `on_unavailable = "allow"`; the gateway reconnects by itself.
 
+mod batch;
 mod config;
 mod memory;
 mod redis_backend;

@@ -1,22 +1,30 @@
 //! The Redis quota backend, shared by a fleet of gateways. One Lua script per check
 //! increments the org's window counter and sets its expiry atomically, so N gateways
-//! sharing one Redis admit exactly `calls` calls per window. The connection is made
-//! lazily and re-made after failures (at most one attempt per second), so the gateway
-//! starts and keeps serving while Redis is down.
+//! sharing one Redis admit exactly `calls` calls per window. Each thread has its own
+//! connection (a multiplexed connection is driven by a task on the runtime that made
+//! it; one per worker keeps a check on the thread of its request). Connections are
+//! made lazily and re-made after failures (at most one attempt per second and thread),
+//! so the gateway starts and keeps serving while Redis is down.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
 use super::Window;
+use super::batch::Batcher;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1000);
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
+/// Adds ARGV[2] calls (a batch, see `batch.rs`) to the window's counter; the key
+/// expires with its window.
 const SCRIPT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+if n == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 ";
 
@@ -24,7 +32,16 @@ pub struct Redis {
     client: Result<redis::Client, String>,
     prefix: String,
     script: redis::Script,
+    conns: std::sync::Mutex<HashMap<ThreadId, Slot>>,
+}
+
+/// A thread's connection (and when it last tried to connect) and its batches.
+type Slot = Arc<PerThread>;
+
+#[derive(Default)]
+struct PerThread {
     conn: Mutex<(Option<ConnectionManager>, Option<Instant>)>,
+    batches: Batcher,
 }
 
 impl Redis {
@@ -33,12 +50,20 @@ impl Redis {
             client: redis::Client::open(url).map_err(|e| e.to_string()),
             prefix: prefix.to_string(),
             script: redis::Script::new(SCRIPT),
-            conn: Mutex::new((None, None)),
+            conns: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
-        let mut guard = self.conn.lock().await;
+    fn slot(&self) -> Slot {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns
+            .entry(std::thread::current().id())
+            .or_default()
+            .clone()
+    }
+
+    async fn connection(&self, slot: &PerThread) -> Result<ConnectionManager, String> {
+        let mut guard = slot.conn.lock().await;
         if let Some(c) = &guard.0 {
             return Ok(c.clone());
         }
@@ -63,7 +88,8 @@ impl Redis {
         Ok(conn)
     }
 
-    /// Counts one call; the number of calls in the window so far.
+    /// Counts one call; the number of calls in the window so far, this one included.
+    /// Concurrent calls of one org on one thread share a script call (`batch.rs`).
     pub async fn incr(
         &self,
         org: &str,
@@ -71,11 +97,19 @@ impl Redis {
         window: u64,
         ttl: Duration,
     ) -> Result<u64, String> {
-        let mut conn = self.connection().await?;
+        let slot = self.slot();
         let key = format!("{}:quota:{}:{}:{}", self.prefix, org, per.name(), window);
         let ttl_ms = ttl.as_millis() as u64 + 5_000;
+        slot.batches
+            .count(&key, |n| self.add(&slot, &key, n, ttl_ms))
+            .await
+    }
+
+    /// Adds `n` calls to `key`'s counter; the new total.
+    async fn add(&self, slot: &PerThread, key: &str, n: u64, ttl_ms: u64) -> Result<u64, String> {
+        let mut conn = self.connection(slot).await?;
         let mut invocation = self.script.key(key);
-        invocation.arg(ttl_ms);
+        invocation.arg(ttl_ms).arg(n);
         match tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async::<u64>(&mut conn)).await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(format!("redis error: {e}")),
@@ -84,7 +118,7 @@ impl Redis {
     }
 
     pub async fn ping(&self) -> bool {
-        let Ok(mut conn) = self.connection().await else {
+        let Ok(mut conn) = self.connection(&self.slot()).await else {
             return false;
         };
         let cmd = redis::cmd("PING");
