@@ -1,10 +1,11 @@
-//! The Redis quota backend, shared by a fleet of gateways. One Lua script per check
-//! increments the org's window counter and sets its expiry atomically, so N gateways
-//! sharing one Redis admit exactly `calls` calls per window. Each thread has its own
-//! connection (a multiplexed connection is driven by a task on the runtime that made
-//! it; one per worker keeps a check on the thread of its request). Connections are
-//! made lazily and re-made after failures (at most one attempt per second and thread),
-//! so the gateway starts and keeps serving while Redis is down.
+//! The Redis quota backend, shared by a fleet of gateways. One Lua script call per check
+//! (or per batch of concurrent checks, `batch.rs`) increments the org's window counter
+//! and sets its expiry atomically, so N gateways sharing one Redis admit exactly
+//! `calls` calls per window. Each thread has its own connection (a multiplexed
+//! connection is driven by a task on the runtime that made it; one per worker keeps a
+//! check on the thread of its request). Connections are made lazily and re-made after
+//! failures (at most one attempt per second and thread), so the gateway starts and
+//! keeps serving while Redis is down.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
