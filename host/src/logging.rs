@@ -6,13 +6,17 @@
 //! a request never waits on a write syscall, and under load many lines share one.
 //! The queue is not lossy (a full queue makes the caller wait), because the audit
 //! trail is also written as log lines. Keep the returned guard alive: dropping it
-//! flushes what is left.
+//! flushes what is left. Worker threads hand their lines over in batches under load
+//! (`batch`), so the writer thread is not woken for every request's line.
 //!
 //! The same subscriber carries the OpenTelemetry layer (`telemetry::traces::layer`),
 //! which exports nothing until `serve` starts it. Trace spans are kept out of the log
 //! output, so log lines look the same with tracing on or off.
 
+mod batch;
+
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -24,6 +28,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::cli::LogFormat;
 use crate::telemetry::traces;
 
+/// The log layer's writer, for the worker threads to batch through.
+static WRITER: OnceLock<batch::Batching> = OnceLock::new();
+
 pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()
@@ -33,6 +40,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
             64 * 1024,
             std::io::stderr(),
         ));
+    let writer = WRITER.get_or_init(|| batch::Batching::new(writer)).clone();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
@@ -46,4 +54,17 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .with(traces::layer())
         .try_init();
     guard
+}
+
+/// Makes the calling worker thread hand its log lines over in batches under load
+/// (`batch`). Call inside the worker's runtime; without `init` it does nothing.
+pub fn batch_this_thread() {
+    if let Some(writer) = WRITER.get() {
+        batch::batch_this_thread(writer);
+    }
+}
+
+/// Sends the lines the calling thread holds (before a worker thread ends).
+pub fn flush_this_thread() {
+    batch::flush_this_thread();
 }

@@ -43,9 +43,11 @@ impl Workers {
                     .name(format!("portcullis-w{i}"))
                     .spawn(move || {
                         rt.block_on(async move {
+                            crate::logging::batch_this_thread();
                             let _ = stopped.wait_for(|s| *s).await;
                         });
                         rt.shutdown_timeout(STOP_GRACE);
+                        crate::logging::flush_this_thread();
                     })?,
             );
         }
