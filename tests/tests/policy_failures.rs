@@ -231,6 +231,66 @@ async fn looping_policy_does_not_stall_other_requests() {
 
 /// `on_error = "allow"`: a trapping or looping policy lets the call through (and
 /// still logs the failure).
+/// How many times the gateway's `policy-epoch` thread has been run on a CPU
+/// (`/proc/<pid>/task/<tid>/schedstat`, third field).
+fn epoch_thread_runs(pid: u32) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("proc") {
+        let dir = task.expect("task").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.trim() == "policy-epoch" {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).expect("schedstat");
+            return stat
+                .split_whitespace()
+                .nth(2)
+                .expect("runs")
+                .parse()
+                .expect("number");
+        }
+    }
+    panic!("no policy-epoch thread in {pid}");
+}
+
+/// The epoch ticker sleeps while no policy runs (it used to tick 500 times a second
+/// regardless), and still cuts a looping policy off at its deadline when one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn epoch_ticker_sleeps_while_no_policy_runs() {
+    let a = Upstream::rust(&[]);
+    add_upstream_tools(&a.url, &["danger"]).await;
+    let b = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let policies = misbehave("looper", "loop", &["danger"], "timeout_ms = 300");
+    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let pid = gw.proc.pid();
+    let idle_runs = || async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = epoch_thread_runs(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        epoch_thread_runs(pid) - before
+    };
+
+    let idle = idle_runs().await;
+    assert!(idle <= 10, "the idle ticker ran {idle} times in 1 s");
+
+    let before = epoch_thread_runs(pid);
+    let (msg, took) = timed_call(gw.url(None), key.clone(), "alpha.danger".into()).await;
+    assert_rpc_error(&msg, -32603, "Policy evaluation failed");
+    assert!(
+        took < Duration::from_secs(5),
+        "cut off at its deadline (took {took:?})"
+    );
+    let busy = epoch_thread_runs(pid) - before;
+    assert!(
+        busy >= 50,
+        "the ticker ran only {busy} times during a 300 ms evaluation"
+    );
+
+    let idle = idle_runs().await;
+    assert!(
+        idle <= 10,
+        "the ticker ran {idle} times in 1 s after the evaluation"
+    );
+}
+
 #[tokio::test]
 async fn on_error_allow_lets_failed_evaluations_through() {
     let a = Upstream::rust(&[]);

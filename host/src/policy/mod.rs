@@ -12,6 +12,7 @@ mod bindings;
 pub mod builtin;
 mod cache;
 mod chain;
+mod epoch;
 pub mod reload;
 mod runtime;
 

@@ -1,7 +1,8 @@
 //! The Wasm runtime policies run in.
 //!
 //! One wasmtime [`Engine`] for the process, with the pooling allocator and epoch
-//! interruption (a ticker thread advances the epoch every [`TICK`]). Components are
+//! interruption (a ticker thread advances the epoch every [`TICK`] while a policy
+//! runs, `epoch.rs`). Components are
 //! compiled once and cached by the sha256 of their bytes; each gets one shared
 //! [`PolicyPre`] (a pre-linked `InstancePre`). Every evaluation runs in a fresh
 //! [`Store`] with its own memory cap and deadline, so no state survives between
@@ -20,9 +21,8 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Manifest, PolicyHooks, PolicyHooksPre};
-
-/// How often the epoch advances; deadlines are whole ticks.
-pub const TICK: Duration = Duration::from_millis(2);
+pub use super::epoch::TICK;
+use super::epoch::Ticker;
 /// Environment variable naming a directory for wasmtime's compilation cache (off
 /// when unset).
 pub const CACHE_ENV: &str = "PORTCULLIS_POLICY_CACHE";
@@ -81,6 +81,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     modules: Mutex<HashMap<String, Module>>,
+    ticker: Ticker,
 }
 
 impl Runtime {
@@ -118,20 +119,12 @@ impl Runtime {
         PolicyHooks::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(wasm_err)?;
 
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("policy-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })?;
+        let ticker = Ticker::start(&engine)?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
+            ticker,
         }))
     }
 
@@ -181,6 +174,7 @@ impl Runtime {
         limits: Limits,
         f: impl FnOnce(&PolicyHooks, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, EvalError> {
+        let _ticking = self.ticker.busy();
         let mut store = self.store(name, limits);
         let run = module
             .pre
@@ -201,6 +195,7 @@ impl Runtime {
         let Some(index) = module.describe else {
             return Ok(Manifest::everything());
         };
+        let _ticking = self.ticker.busy();
         let mut store = self.store(name, limits);
         let run = module
             .pre
