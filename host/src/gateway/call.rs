@@ -105,7 +105,7 @@ impl Gateway {
                 }
             }
         };
-        let Some(tool) = set.get(tool_name) else {
+        let Some(tool) = set.position(tool_name) else {
             return fail(
                 record,
                 RpcError::tool_not_found(),
@@ -121,7 +121,7 @@ impl Gateway {
             .map(Value::to_string)
             .unwrap_or_else(|| "{}".into());
         let owned = self.owned(&session.identity, &connector, &set);
-        let decision = decide::check_call(&chain, owned, tool.clone(), arguments).await;
+        let decision = decide::check_call(&chain, owned, tool, arguments).await;
         record.policy = Some(decision.policy.clone());
         record.policy_digest = Some(decision.digest.clone());
         if let Some(d) = decision.denial {
@@ -156,8 +156,10 @@ impl Gateway {
         }
 
         // Forward: same params, upstream name.
-        let mut forward = params.clone();
-        forward["name"] = Value::String(tool_name.to_string());
+        let tool_name = tool_name.to_string();
+        let mut forward = params;
+        forward["name"] = Value::String(tool_name.clone());
+        let tool_name = tool_name.as_str();
         let upstream = self.upstream(session, &connector);
         let upstream_id = upstream.next_request_id();
         let up_span = telemetry::spans::upstream(&connector, tool_name, upstream_id);
@@ -168,7 +170,6 @@ impl Gateway {
         let (tx, mut rx) = mpsc::channel::<Event>(64);
         let gateway = self.clone();
         let session2 = session.clone();
-        let tool = tool.clone();
         let tools = set.clone();
         let id2 = id.clone();
         let forward = async move {
@@ -283,7 +284,7 @@ impl Gateway {
         outcome: Result<Outcome, UpstreamError>,
         chain: &Arc<crate::policy::Chain>,
         owned: decide::Owned,
-        tool: Value,
+        tool: usize,
     ) -> Option<String> {
         match outcome {
             Ok(Outcome::Result(raw)) => {

@@ -80,7 +80,12 @@ impl ToolSet {
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.index.get(name).map(|&i| &self.tools[i])
+        self.position(name).map(|i| &self.tools[i])
+    }
+
+    /// Where the tool called `name` is in `tools` (calls carry this, not a copy).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     pub fn name(tool: &Value) -> &str {

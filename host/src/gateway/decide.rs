@@ -34,6 +34,11 @@ impl Owned {
             tools_version: self.tools.version,
         }
     }
+
+    /// The tool at `position` in the connector's list (`ToolSet::position`).
+    fn tool(&self, position: usize) -> &Value {
+        &self.tools.tools[position]
+    }
 }
 
 impl Gateway {
@@ -68,36 +73,37 @@ pub async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
         })
 }
 
-/// Whether a call may proceed.
+/// Whether a call of the tool at `tool` (its position in `owned`'s list) may proceed.
 pub async fn check_call(
     chain: &Arc<Chain>,
     owned: Owned,
-    tool: Value,
+    tool: usize,
     arguments: String,
 ) -> Decision {
-    if let Some(decision) = chain.check_call_cached(&owned.subject(), &tool, &arguments) {
+    if let Some(decision) = chain.check_call_cached(&owned.subject(), owned.tool(tool), &arguments)
+    {
         return decision;
     }
     let run = chain.clone();
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run.check_call(&owned.subject(), &tool, &arguments))
+        span.in_scope(|| run.check_call(&owned.subject(), owned.tool(tool), &arguments))
     })
     .await;
     joined.unwrap_or_else(|e| panicked(chain, &e))
 }
 
-/// The post-call hook over a result.
+/// The post-call hook over a result of the tool at `tool` (as for `check_call`).
 pub async fn check_result(
     chain: &Arc<Chain>,
     owned: Owned,
-    tool: Value,
+    tool: usize,
     result: String,
 ) -> Decision {
     let run = chain.clone();
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run.check_result(&owned.subject(), &tool, &result))
+        span.in_scope(|| run.check_result(&owned.subject(), owned.tool(tool), &result))
     })
     .await;
     joined.unwrap_or_else(|e| panicked(chain, &e))
