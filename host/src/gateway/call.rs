@@ -155,7 +155,8 @@ impl Gateway {
             }
         }
 
-        // Forward: same params, upstream name.
+        // Forward: same params, upstream name. `params` moves into the request, so the
+        // name borrowed from it is copied first.
         let tool_name = tool_name.to_string();
         let mut forward = params;
         forward["name"] = Value::String(tool_name.clone());
