@@ -60,17 +60,39 @@ async fn timed_call(url: String, key: String, name: String) -> (Value, Duration)
     (msg, started.elapsed())
 }
 
+/// Two upstreams (`conn_a` with an extra tool `danger`), an agent key, and a gateway
+/// whose one policy `name` misbehaves (`behaviour`) on `danger`. The upstreams live as
+/// long as the value.
+struct Misbehaving {
+    _upstreams: (Upstream, Upstream),
+    key: String,
+    gw: Gateway,
+}
+
+async fn misbehaving(name: &str, behaviour: &str, extra: &str) -> Misbehaving {
+    let a = Upstream::rust(&[]);
+    add_upstream_tools(&a.url, &["danger"]).await;
+    let b = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let policies = misbehave(name, behaviour, &["danger"], extra);
+    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    Misbehaving {
+        _upstreams: (a, b),
+        key,
+        gw,
+    }
+}
+
 /// A misbehaving policy (`behaviour` on tool `danger`, which only `conn_a` has): its calls
 /// are refused with -32603 (fail-closed), audited 500 with the failing policy and
 /// logged with why (`why`); calls to other tools and to the other connector made at
 /// the same time succeed, and the gateway keeps serving afterwards.
 async fn fails_closed_while_others_are_served(behaviour: &str, extra: &str, why: &str) {
-    let a = Upstream::rust(&[]);
-    add_upstream_tools(&a.url, &["danger"]).await;
-    let b = Upstream::rust(&[]);
-    let (key, hash) = new_key();
-    let policies = misbehave("bad", behaviour, &["danger"], extra);
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let Misbehaving {
+        _upstreams: _kept,
+        key,
+        gw,
+    } = misbehaving("bad", behaviour, extra).await;
     let url = gw.url(None);
 
     let mut tasks = Vec::new();
@@ -163,12 +185,11 @@ async fn trapping_policy_fails_closed() {
 /// threads for the policy's budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn looping_policy_does_not_stall_other_requests() {
-    let a = Upstream::rust(&[]);
-    add_upstream_tools(&a.url, &["danger"]).await;
-    let b = Upstream::rust(&[]);
-    let (key, hash) = new_key();
-    let policies = misbehave("looper", "loop", &["danger"], "timeout_ms = 1000");
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let Misbehaving {
+        _upstreams: _kept,
+        key,
+        gw,
+    } = misbehaving("looper", "loop", "timeout_ms = 1000").await;
     let url = gw.url(None);
 
     // Warm sessions, so that only the calls themselves are timed.
@@ -254,12 +275,11 @@ fn epoch_thread_runs(pid: u32) -> u64 {
 /// regardless), and still cuts a looping policy off at its deadline when one does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn epoch_ticker_sleeps_while_no_policy_runs() {
-    let a = Upstream::rust(&[]);
-    add_upstream_tools(&a.url, &["danger"]).await;
-    let b = Upstream::rust(&[]);
-    let (key, hash) = new_key();
-    let policies = misbehave("looper", "loop", &["danger"], "timeout_ms = 300");
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let Misbehaving {
+        _upstreams: _kept,
+        key,
+        gw,
+    } = misbehaving("looper", "loop", "timeout_ms = 300").await;
     let pid = gw.proc.pid();
     let idle_runs = || async {
         tokio::time::sleep(Duration::from_millis(300)).await;
