@@ -8,7 +8,11 @@
 #   direct       the upstream itself
 #   empty        the gateway with an empty policy chain (audit log to SQLite, the default)
 #   bare         empty chain, no quota, `[audit] sink = "none"`       (issue 4's "off")
-#   quota-audit  empty chain, Redis quota (own redis-server), SQLite audit (its "on")
+#   quota-audit  empty chain, Redis quota (own redis-server), SQLite audit (its "on");
+#                the org is far from its limit, so threads count calls ahead in
+#                blocks (the default `quota.reserve = 64`)
+#   quota-exact  the same with `reserve = 0`: one script call per check (or per
+#                batch of concurrent checks), as for an org near its limit
 #   tracing      empty chain with every span exported over OTLP/HTTP to a local sink
 #   builtins     the four built-ins (slug-scope, blocklist, mcp-servers,
 #                annotation-hints), decisions reused (the default), SQLite audit
@@ -185,16 +189,17 @@ redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { echo "bench.sh: 
 
 BUILTINS="slug-scope blocklist mcp-servers annotation-hints"
 
-# config FILE [--audit-none] [--quota] [--cold] [POLICY...]: ten connectors named
+# config FILE [--audit-none] [--quota] [--exact] [--cold] [POLICY...]: ten connectors named
 # c0..c9 on the same upstream, then the given built-in policies.
 config() {
   local file="$1"; shift
-  local audit_none=0 quota=0 cold=0 upstream="$UP_URL"
+  local audit_none=0 quota=0 exact=0 cold=0 upstream="$UP_URL"
   while [ $# -gt 0 ]; do
     case "$1" in
       --upstream) upstream="$2"; shift ;;
       --audit-none) audit_none=1 ;;
       --quota) quota=1 ;;
+      --exact) exact=1 ;;
       --cold) cold=1 ;;
       *) break ;;
     esac
@@ -208,9 +213,12 @@ config() {
       printf '[audit]\npath = "%s/audit-%s.db"\n\n' "$WORK" "$(basename "$file" .toml)"
     fi
     if [ "$quota" = 1 ]; then
-      # A limit the bench never reaches: every call pays the Redis round trip.
-      printf '[quota]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\nkey_prefix = "bench-%s"\n\n' \
+      # A limit the bench never reaches (blocks of 64 are taken; --exact: none, so
+      # every check pays the Redis round trip, shared only by concurrent checks).
+      printf '[quota]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\nkey_prefix = "bench-%s"\n' \
         "$REDIS_PORT" "$(basename "$file" .toml)"
+      if [ "$exact" = 1 ]; then printf 'reserve = 0\n'; fi
+      printf '\n'
       printf '[[orgs]]\nid = "bench"\nquota = { calls = 1000000000, per = "day" }\n\n'
     fi
     local i
@@ -231,6 +239,7 @@ config() {
   config "$CFG/empty.toml"
   config "$CFG/bare.toml" --audit-none
   config "$CFG/quota-audit.toml" --quota
+  config "$CFG/quota-exact.toml" --quota --exact
   config "$CFG/builtins.toml" $BUILTINS
   config "$CFG/builtins-cold.toml" --cold $BUILTINS
   config "$CFG/production.toml" --quota $BUILTINS
@@ -599,6 +608,7 @@ nginx_target
 gateway empty "$CFG/empty.toml" --sessions
 gateway bare "$CFG/bare.toml" call-sat call-c1
 gateway quota-audit "$CFG/quota-audit.toml" call-sat call-c1
+gateway quota-exact "$CFG/quota-exact.toml" call-sat
 gateway tracing "$CFG/tracing.toml" call-sat call-c1
 gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat
 gateway builtins-cold "$CFG/builtins-cold.toml" call-sat call-c1 list-c1
@@ -613,6 +623,7 @@ gateway production "$CFG/production-delay.toml" --no-memory call-delay
 for round in 2 3; do
   gateway bare "$CFG/bare.toml" --no-memory call-sat
   gateway quota-audit "$CFG/quota-audit.toml" --no-memory call-sat
+  gateway quota-exact "$CFG/quota-exact.toml" --no-memory call-sat
   gateway empty "$CFG/empty.toml" --no-memory call-c1
   gateway builtins "$CFG/builtins.toml" --no-memory call-c1
 done

@@ -88,20 +88,35 @@ async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
     let cfg = config(&up.url, &hash, &quota, r#"{ calls = 25, per = "hour" }"#);
     let a = Gateway::start(&cfg);
     let b = Gateway::start(&cfg);
+    let counted = calls_on(&[&a, &b], &key, 4, 10, false).await;
+    assert_eq!(counted, (25, 55), "80 calls against a limit of 25");
+}
+
+/// `sessions` sessions on each gateway, all at once, each making up to `calls` calls
+/// (stopping at its first refusal if `stop_when_refused`); (admitted, refused).
+async fn calls_on(
+    gateways: &[&Gateway],
+    key: &str,
+    sessions: usize,
+    calls: usize,
+    stop_when_refused: bool,
+) -> (u64, u64) {
     let mut tasks = Vec::new();
-    for gw in [&a, &b] {
-        for _ in 0..4 {
-            let mut m = session(gw, &key).await;
+    for gw in gateways {
+        for _ in 0..sessions {
+            let mut m = session(gw, key).await;
             tasks.push(tokio::spawn(async move {
-                let mut ok = 0;
-                let mut refused = 0;
-                for _ in 0..10 {
+                let (mut ok, mut refused) = (0, 0);
+                for _ in 0..calls {
                     let msg = echo(&mut m).await;
                     if msg.get("result").is_some() {
                         ok += 1;
                     } else {
                         assert!(is_quota_error(&msg), "{msg}");
                         refused += 1;
+                        if stop_when_refused {
+                            break;
+                        }
                     }
                 }
                 (ok, refused)
@@ -114,7 +129,72 @@ async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
         ok += o;
         refused += r;
     }
-    assert_eq!((ok, refused), (25, 55), "80 calls against a limit of 25");
+    (ok, refused)
+}
+
+/// Polls `key`'s counter until it reads `want` (reserved calls are given back a
+/// second after they were taken); the last value read.
+async fn counter_settles(redis: &Redis, key: &str, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: u64 = redis.query(redis::cmd("GET").arg(key));
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_busy_org_counts_calls_ahead_and_gives_back_what_it_did_not_use() {
+    let redis = Redis::start();
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let quota = format!(
+        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"pc-blocks\"",
+        redis.url()
+    );
+    let limit = r#"{ calls = 1000000, per = "day" }"#;
+    let gw = Gateway::start(&config(&up.url, &hash, &quota, limit));
+    let counted = calls_on(&[&gw], &key, 16, 50, false).await;
+    assert_eq!(counted, (800, 0));
+    // Checks that queue up take blocks of 64 calls: far fewer script calls than
+    // calls (batching alone gives about one per three).
+    let scripts = redis.script_calls();
+    assert!(scripts * 4 < 800, "{scripts} script calls for 800 calls");
+    let counters = redis.keys("pc-blocks:quota:acme:day:*");
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    // Right after the calls the counter includes what the threads still hold.
+    let held: u64 = redis.query(redis::cmd("GET").arg(&counters[0]));
+    assert!(held >= 800, "{held}");
+    assert_eq!(counter_settles(&redis, &counters[0], 800).await, 800);
+}
+
+#[tokio::test]
+async fn with_blocks_two_gateways_still_admit_exactly_the_limit() {
+    let redis = Redis::start();
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let quota = format!(
+        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"pc-exact\"\nreserve = 4",
+        redis.url()
+    );
+    // Blocks of 4 while the counter is below 2,000, then one script call per check.
+    let cfg = config(&up.url, &hash, &quota, r#"{ calls = 4000, per = "day" }"#);
+    let a = Gateway::start(&cfg);
+    let b = Gateway::start(&cfg);
+    let mut m = session(&a, &key).await;
+    assert!(echo(&mut m).await.get("result").is_some());
+    let counter = redis.keys("pc-exact:quota:acme:day:*").remove(0);
+    let () = redis.query(redis::cmd("SET").arg(&counter).arg(1950).arg("KEEPTTL"));
+    let (ok, refused) = calls_on(&[&a, &b], &key, 8, 400, true).await;
+    assert_eq!(
+        ok, 2050,
+        "admitted after the counter was set to 1,950 of 4,000"
+    );
+    assert_eq!(refused, 16, "each session stops at its first refusal");
+    // Refused calls are not kept in the counter.
+    assert_eq!(counter_settles(&redis, &counter, 4000).await, 4000);
 }
 
 #[tokio::test]

@@ -112,4 +112,8 @@ fn semantic_errors_name_the_key() {
         err_key("[[policies]]\nmodule='builtin:blocklist'\nmode='audit'"),
         "policies[0].mode"
     );
+    assert_eq!(
+        err_key("[quota]\nbackend='redis'\nredis_url='redis://127.0.0.1/0'\nreserve=20000"),
+        "quota.reserve"
+    );
 }

@@ -20,6 +20,9 @@ pub struct QuotaRaw {
     /// "deny" (default) or "allow".
     #[serde(default = "deny")]
     pub on_unavailable: String,
+    /// Calls a thread counts ahead for a busy org (redis backend; 0 = none).
+    #[serde(default = "reserve")]
+    pub reserve: u64,
 }
 
 fn memory() -> String {
@@ -31,6 +34,11 @@ fn prefix() -> String {
 fn deny() -> String {
     "deny".into()
 }
+fn reserve() -> u64 {
+    64
+}
+/// The largest `quota.reserve` accepted.
+const MAX_RESERVE: u64 = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +67,8 @@ pub struct QuotaSettings {
     pub redis_url: Option<String>,
     pub key_prefix: String,
     pub on_unavailable: OnUnavailable,
+    /// The largest block of calls a thread counts ahead for a busy org (`blocks.rs`).
+    pub reserve: u64,
     pub limits: HashMap<String, Limit>,
 }
 
@@ -68,6 +78,7 @@ impl Default for QuotaSettings {
             redis_url: None,
             key_prefix: prefix(),
             on_unavailable: OnUnavailable::Deny,
+            reserve: reserve(),
             limits: HashMap::new(),
         }
     }
@@ -111,6 +122,13 @@ pub fn validate(quota: Option<QuotaRaw>, orgs: Vec<OrgRaw>) -> Result<QuotaSetti
             ));
         }
         s.key_prefix = q.key_prefix;
+        if q.reserve > MAX_RESERVE {
+            return Err(ConfigError::new(
+                "quota.reserve",
+                format!("{} is more than {MAX_RESERVE}", q.reserve),
+            ));
+        }
+        s.reserve = q.reserve;
         s.on_unavailable = match q.on_unavailable.as_str() {
             "deny" => OnUnavailable::Deny,
             "allow" => OnUnavailable::Allow,

@@ -3,10 +3,13 @@
 //! Every `tools/call` the policy chain allowed counts, across all connectors, in fixed
 //! UTC windows (minute, hour, day, calendar month). Backends: `memory` (one gateway)
 //! and `redis` (a fleet: one atomic script per check, keys namespaced and expiring
-//! with their window; concurrent checks of one org share a script call, `batch.rs`). When Redis cannot be reached the call is refused with -32603,
-//! or let through when `on_unavailable = "allow"`; the gateway reconnects by itself.
+//! with their window; concurrent checks of one org share a script call, `batch.rs`,
+//! and a busy org far from its limit has calls counted ahead per thread, `blocks.rs`).
+//! When Redis cannot be reached the call is refused with -32603, or let through when
+//! `on_unavailable = "allow"`; the gateway reconnects by itself.
 
 mod batch;
+mod blocks;
 mod config;
 mod memory;
 mod redis_backend;
@@ -61,6 +64,7 @@ impl Quota {
             Some(url) => Backend::Redis(Box::new(redis_backend::Redis::new(
                 url,
                 &settings.key_prefix,
+                settings.reserve,
             ))),
         };
         Quota {
@@ -94,7 +98,7 @@ impl Quota {
         let (window_id, ttl) = limit.per.current(now);
         let counted = match &self.backend {
             Backend::Memory(m) => Ok(m.incr(org, window_id)),
-            Backend::Redis(r) => r.incr(org, limit.per, window_id, ttl).await,
+            Backend::Redis(r) => r.incr(org, *limit, window_id, ttl).await,
         };
         match counted {
             Ok(used) if used <= limit.calls => Verdict::Allowed { used },
