@@ -146,14 +146,14 @@ impl PgSink {
 }
 
 impl Sink for PgSink {
-    fn write<'a>(&'a mut self, rows: &'a [Record]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn write(&mut self, rows: Vec<Record>) -> BoxFuture<'_, (Vec<Record>, anyhow::Result<()>)> {
         Box::pin(async move {
-            let result = self.insert(rows).await;
+            let result = self.insert(&rows).await;
             if result.is_err() {
                 // Start afresh next time: reconnect, re-create the table if needed.
                 self.conn = None;
             }
-            result
+            (rows, result)
         })
     }
 

@@ -79,16 +79,24 @@ impl SqliteSink {
 }
 
 impl Sink for SqliteSink {
-    fn write<'a>(&'a mut self, rows: &'a [Record]) -> BoxFuture<'a, anyhow::Result<()>> {
+    /// Inserts on a blocking thread. The rows are lent to it, not copied, and come
+    /// back whatever happens there (an error, a panic, the task never running).
+    fn write(&mut self, rows: Vec<Record>) -> BoxFuture<'_, (Vec<Record>, anyhow::Result<()>)> {
         let conn = self.conn.clone();
-        let rows = rows.to_vec();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
+            let lent = Arc::new(Mutex::new(rows));
+            let batch = lent.clone();
+            let task = tokio::task::spawn_blocking(move || {
                 let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let rows = batch.lock().unwrap_or_else(|e| e.into_inner());
                 insert(&mut conn, &rows)
-            })
-            .await
-            .context("audit writer task")?
+            });
+            let result = match task.await {
+                Ok(inserted) => inserted,
+                Err(e) => Err(anyhow::Error::new(e).context("audit writer task")),
+            };
+            let rows = std::mem::take(&mut *lent.lock().unwrap_or_else(|e| e.into_inner()));
+            (rows, result)
         })
     }
 
@@ -206,7 +214,7 @@ mod tests {
         rows[3].agent = "other".into();
         rows[3].rpc_code = Some(-32601);
         rows[3].reason = Some("no such tool".into());
-        sink.write(&rows).await.unwrap();
+        sink.write(rows).await.1.unwrap();
         // Reopening is fine (the schema statements are idempotent).
         drop(SqliteSink::open(&path).unwrap());
 
@@ -265,6 +273,25 @@ mod tests {
             .map(|r| r.request_id)
             .collect();
         assert_eq!(ids, ["req-9", "req-8", "req-7"]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_hands_the_rows_back_for_the_retry() {
+        let path = temp_db("retry");
+        let mut sink = SqliteSink::open(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("DROP TABLE request_logs").unwrap();
+        let rows: Vec<Record> = (0..5).map(record).collect();
+        let (back, result) = sink.write(rows).await;
+        assert!(result.is_err(), "the table is gone");
+        let ids: Vec<&str> = back.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["req-0", "req-1", "req-2", "req-3", "req-4"]);
+        other.execute_batch(SCHEMA).unwrap();
+        let (back, result) = sink.write(back).await;
+        result.unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(query(&path, &Filter::default()).unwrap().len(), 5);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -16,8 +16,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A place rows go (`request_logs` in SQLite or PostgreSQL).
 pub trait Sink: Send + 'static {
-    /// Stores `rows` in one transaction: all of them or, on error, none.
-    fn write<'a>(&'a mut self, rows: &'a [Record]) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Stores `rows` in one transaction: all of them or, on error, none. The rows come
+    /// back with the outcome (the writer keeps them for a retry, and reuses the
+    /// buffer), so a sink that works on another thread moves them there and back
+    /// instead of copying them.
+    fn write(&mut self, rows: Vec<Record>) -> BoxFuture<'_, (Vec<Record>, anyhow::Result<()>)>;
     /// For log lines: the kind and location, never a password.
     fn describe(&self) -> String;
 }
@@ -69,17 +72,25 @@ pub(super) async fn run(
                 }
             }
         }
-        store(sink.as_mut(), &batch, &stats, &rx).await;
+        batch = store(sink.as_mut(), batch, &stats, &rx).await;
         batch.clear();
     }
     tracing::debug!(target: LOG_TARGET, "audit writer finished");
 }
 
-async fn store(sink: &mut dyn Sink, batch: &[Record], stats: &Stats, rx: &mpsc::Receiver<Record>) {
+/// Stores `batch`, retrying until the sink takes it; the batch's buffer, for reuse.
+async fn store(
+    sink: &mut dyn Sink,
+    mut batch: Vec<Record>,
+    stats: &Stats,
+    rx: &mpsc::Receiver<Record>,
+) -> Vec<Record> {
     let mut delay = FIRST_RETRY;
     let mut failures = 0u32;
     loop {
-        match sink.write(batch).await {
+        let (rows, result) = sink.write(batch).await;
+        batch = rows;
+        match result {
             Ok(()) => {
                 stats
                     .written
@@ -93,7 +104,7 @@ async fn store(sink: &mut dyn Sink, batch: &[Record], stats: &Stats, rx: &mpsc::
                         "audit sink recovered: held rows written"
                     );
                 }
-                return;
+                return batch;
             }
             Err(e) => {
                 failures += 1;
@@ -132,7 +143,7 @@ pub(crate) mod tests {
     }
 
     impl Sink for MemSink {
-        fn write<'a>(&'a mut self, rows: &'a [Record]) -> BoxFuture<'a, anyhow::Result<()>> {
+        fn write(&mut self, rows: Vec<Record>) -> BoxFuture<'_, (Vec<Record>, anyhow::Result<()>)> {
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 if self
@@ -140,11 +151,11 @@ pub(crate) mod tests {
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    anyhow::bail!("sink unavailable (test)");
+                    return (rows, Err(anyhow::anyhow!("sink unavailable (test)")));
                 }
-                self.rows.lock().unwrap().extend_from_slice(rows);
+                self.rows.lock().unwrap().extend_from_slice(&rows);
                 self.batches.lock().unwrap().push(rows.len());
-                Ok(())
+                (rows, Ok(()))
             })
         }
         fn describe(&self) -> String {
