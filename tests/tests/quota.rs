@@ -38,6 +38,11 @@ scopes = ["mcp:call"]
     )
 }
 
+/// A `[quota]` section for the Redis at `url`, with `extra` lines.
+fn redis_quota(url: &str, extra: &str) -> String {
+    format!("[quota]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{extra}")
+}
+
 async fn session(gw: &Gateway, key: &str) -> Mcp {
     let mut m = Mcp::new(&gw.url(None), key);
     m.initialize().await;
@@ -81,10 +86,7 @@ async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
     let redis = Redis::start();
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let quota = format!(
-        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"pc-test\"",
-        redis.url()
-    );
+    let quota = redis_quota(&redis.url(), "key_prefix = \"pc-test\"");
     let cfg = config(&up.url, &hash, &quota, r#"{ calls = 25, per = "hour" }"#);
     let a = Gateway::start(&cfg);
     let b = Gateway::start(&cfg);
@@ -150,10 +152,7 @@ async fn a_busy_org_counts_calls_ahead_and_gives_back_what_it_did_not_use() {
     let redis = Redis::start();
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let quota = format!(
-        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"pc-blocks\"",
-        redis.url()
-    );
+    let quota = redis_quota(&redis.url(), "key_prefix = \"pc-blocks\"");
     let limit = r#"{ calls = 1000000, per = "day" }"#;
     let gw = Gateway::start(&config(&up.url, &hash, &quota, limit));
     let counted = calls_on(&[&gw], &key, 16, 50, false).await;
@@ -175,10 +174,7 @@ async fn with_blocks_two_gateways_still_admit_exactly_the_limit() {
     let redis = Redis::start();
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let quota = format!(
-        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"pc-exact\"\nreserve = 4",
-        redis.url()
-    );
+    let quota = redis_quota(&redis.url(), "key_prefix = \"pc-exact\"\nreserve = 4");
     // Blocks of 4 while the counter is below 2,000, then one script call per check.
     let cfg = config(&up.url, &hash, &quota, r#"{ calls = 4000, per = "day" }"#);
     let a = Gateway::start(&cfg);
@@ -234,10 +230,7 @@ async fn redis_outage_refuses_then_recovers() {
     let port = redis.port;
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let quota = format!(
-        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"",
-        redis.url()
-    );
+    let quota = redis_quota(&redis.url(), "");
     let gw = Gateway::start(&config(
         &up.url,
         &hash,
@@ -281,8 +274,7 @@ async fn on_unavailable_allow_lets_calls_through() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
     let dead = format!("redis://127.0.0.1:{}/0", portcullis_tests::free_port());
-    let quota =
-        format!("[quota]\nbackend = \"redis\"\nredis_url = \"{dead}\"\non_unavailable = \"allow\"");
+    let quota = redis_quota(&dead, "on_unavailable = \"allow\"");
     let gw = Gateway::start(&config(
         &up.url,
         &hash,
