@@ -24,7 +24,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     )?);
     let chain = engine.current();
     tracing::info!(chain = %chain.names, digest = %chain.digest, "policy chain loaded");
-    let workers = Arc::new(server::Workers::start(config.server.workers)?);
+    let workers = Arc::new(server::Workers::start(
+        config.server.workers,
+        config.server.idle_spin,
+    )?);
     // The main runtime accepts connections and runs the background tasks; the
     // workers serve the connections (server::workers says why).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -92,7 +95,7 @@ async fn serve(
     }
 
     println!("listening on http://{addr}/mcp");
-    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), workers = workers.count(), "portcullis started");
+    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), workers = workers.count(), idle_spin_us = gw.config.server.idle_spin.as_micros() as u64, "portcullis started");
 
     server::serve(
         listener,

@@ -108,3 +108,41 @@ async fn connections_are_spread_over_the_worker_threads() {
         );
     }
 }
+
+#[tokio::test]
+async fn workers_poll_briefly_before_sleeping_and_sleep_when_idle() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    // The longest polling allowed: a worker that never stopped polling would show here.
+    let gw = Gateway::start(
+        &config(&up.url, &hash)
+            .replace("[server]\n", "[server]\nworkers = 2\nidle_spin_us = 1000\n"),
+    );
+    let started = gw.proc.lines_with("portcullis started");
+    assert!(
+        started.iter().any(|l| l.contains("idle_spin_us=1000")),
+        "{started:?}"
+    );
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    for i in 0..50 {
+        let text = format!("call {i}");
+        let msg = mcp
+            .call("test-upstream.echo", json!({ "text": text }))
+            .await;
+        assert_eq!(msg["result"]["structuredContent"]["text"], text);
+    }
+    // Idle: each worker polls at most 1 ms after its last event, then sleeps.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = worker_runtimes(gw.proc.pid());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = worker_runtimes(gw.proc.pid());
+    assert_eq!(after.len(), 2, "worker threads: {after:?}");
+    for (name, ns) in &after {
+        let used = ns - before[name];
+        assert!(
+            used < 50_000_000,
+            "{name} used {used} ns of CPU in an idle second"
+        );
+    }
+}

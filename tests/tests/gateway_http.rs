@@ -614,6 +614,13 @@ fn invalid_configs_refuse_to_start_naming_the_key() {
     ));
     assert!(out.contains("server.workers"), "{out}");
 
+    // Polling before sleeping: at most a millisecond.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nidle_spin_us = 5000\n{}{VALID_AGENT}",
+        connector("c1", "One", url, "")
+    ));
+    assert!(out.contains("server.idle_spin_us"), "{out}");
+
     // A credential written into the config is refused, and not echoed back.
     let out = refused(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",

@@ -62,6 +62,9 @@ pub struct Server {
     /// Threads serving agent connections, each with its own single-threaded runtime
     /// and upstream connection pool (`server.workers`; default: one per CPU).
     pub workers: usize,
+    /// How long a worker out of work polls for events before it sleeps
+    /// (`server.idle_spin_us`; zero: it sleeps at once).
+    pub idle_spin: Duration,
     /// Host header values accepted (lowercase, without port). Empty = any host.
     pub allowed_hosts: Vec<String>,
     /// Origins accepted besides those whose host is in `allowed_hosts`.

@@ -41,6 +41,9 @@ pub struct ServerRaw {
     pub max_sessions: u64,
     /// Threads serving agent connections; default: one per CPU.
     pub workers: Option<u64>,
+    /// Microseconds a worker out of work polls before it sleeps.
+    #[serde(default = "default_idle_spin")]
+    pub idle_spin_us: u64,
     pub allowed_hosts: Option<Vec<String>>,
     #[serde(default)]
     pub allowed_origins: Vec<String>,
@@ -54,6 +57,9 @@ impl Default for ServerRaw {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_idle_spin() -> u64 {
+    50
 }
 fn default_separator() -> String {
     ".".into()

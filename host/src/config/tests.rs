@@ -82,6 +82,10 @@ fn semantic_errors_name_the_key() {
         err_key("[server]\ntool_separator = '-'"),
         "server.tool_separator"
     );
+    assert_eq!(
+        err_key("[server]\nidle_spin_us = 1001"),
+        "server.idle_spin_us"
+    );
     let two = "[[connectors]]\nid='a'\nname='My Server'\ntarget_url='http://x/'\n[[connectors]]\nid='b'\nname='my server!'\ntarget_url='http://y/'";
     assert_eq!(err_key(two), "connectors[1].name");
     assert_eq!(

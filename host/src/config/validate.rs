@@ -12,6 +12,10 @@ use super::{
     OnError, PolicyMode, PolicySpec, Server, slugify,
 };
 
+/// The longest `server.idle_spin_us`: a millisecond of polling per sleep already costs
+/// a lightly loaded worker more CPU than it saves.
+const MAX_IDLE_SPIN_US: u64 = 1000;
+
 pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
     let server = server(raw.server)?;
     let admin = match raw.admin {
@@ -180,6 +184,12 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
             ));
         }
     };
+    if s.idle_spin_us > MAX_IDLE_SPIN_US {
+        return Err(ConfigError::new(
+            "server.idle_spin_us",
+            format!("must be at most {MAX_IDLE_SPIN_US} (microseconds)"),
+        ));
+    }
     let allowed_hosts = match s.allowed_hosts {
         Some(hosts) => hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
         // A gateway bound to loopback answers only to loopback names: this is the
@@ -205,6 +215,7 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
         session_idle: Duration::from_secs(s.session_idle_secs),
         max_sessions: s.max_sessions as usize,
         workers,
+        idle_spin: Duration::from_micros(s.idle_spin_us),
         allowed_hosts,
         allowed_origins: s
             .allowed_origins

@@ -6,6 +6,7 @@
 pub mod admin;
 mod body;
 mod listen;
+mod spin;
 mod transport;
 mod workers;
 

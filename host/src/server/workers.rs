@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use super::spin::Spin;
+
 /// How long a stopping worker waits for its blocking tasks (policy evaluations).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -26,16 +28,21 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` worker threads (at least one).
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    /// Starts `n` worker threads (at least one), each polling for up to `idle_spin`
+    /// before it sleeps (`server.idle_spin_us`, see `spin`).
+    pub fn start(n: usize, idle_spin: Duration) -> std::io::Result<Workers> {
         let (stop, _) = watch::channel(false);
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
+            let spin = Spin::new(idle_spin);
+            let hook = spin.clone();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .thread_name(format!("portcullis-w{i}-blocking"))
+                .on_thread_park(move || hook.before_park())
                 .build()?;
+            spin.attach(&rt)?;
             handles.push(rt.handle().clone());
             let mut stopped = stop.subscribe();
             threads.push(
