@@ -37,23 +37,16 @@ impl Spin {
     /// `on_thread_park` hook): a probe socket is registered with the runtime, and
     /// the epoll instance whose `/proc/self/fdinfo` lists it is the runtime's. If none
     /// does (not Linux, no /proc), the worker sleeps without polling first.
-    pub fn attach(&self, rt: &tokio::runtime::Runtime) -> std::io::Result<()> {
+    pub fn attach(&self, rt: &tokio::runtime::Runtime) {
         if self.budget.is_zero() {
-            return Ok(());
+            return;
         }
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        probe.set_nonblocking(true)?;
-        let probe = {
-            let _in = rt.enter();
-            tokio::net::UdpSocket::from_std(probe)?
-        };
-        match runtime_epoll(probe.as_raw_fd()) {
+        match probe(rt).and_then(|p| runtime_epoll(p.as_raw_fd())) {
             Some(fd) => self.epfd.store(fd, Ordering::Release),
             None => tracing::warn!(
                 "server.idle_spin_us: cannot find this worker's epoll descriptor; it will sleep without polling first"
             ),
         }
-        Ok(())
     }
 
     /// The `on_thread_park` hook: returns when an event is ready or the budget is
@@ -70,6 +63,17 @@ impl Spin {
             std::thread::yield_now();
         }
     }
+}
+
+/// A socket registered with `rt`'s reactor (None if no socket can be had, e.g. no
+/// IPv4 loopback).
+fn probe(rt: &tokio::runtime::Runtime) -> Option<tokio::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+        .ok()?;
+    s.set_nonblocking(true).ok()?;
+    let _in = rt.enter();
+    tokio::net::UdpSocket::from_std(s).ok()
 }
 
 /// Whether the epoll instance `fd` has events ready (without taking them).
@@ -118,7 +122,7 @@ mod tests {
             .on_thread_park(move || hook.before_park())
             .build()
             .unwrap();
-        spin.attach(&rt).unwrap();
+        spin.attach(&rt);
         let fd = spin.epfd.load(Ordering::Acquire);
         assert!(fd >= 0, "the runtime's epoll descriptor was not found");
         rt.block_on(async {
@@ -150,7 +154,7 @@ mod tests {
             .on_thread_park(move || hook.before_park())
             .build()
             .unwrap();
-        spin.attach(&rt).unwrap();
+        spin.attach(&rt);
         rt.block_on(async {
             let t = Instant::now();
             spin.before_park();

@@ -42,7 +42,7 @@ impl Workers {
                 .thread_name(format!("portcullis-w{i}-blocking"))
                 .on_thread_park(move || hook.before_park())
                 .build()?;
-            spin.attach(&rt)?;
+            spin.attach(&rt);
             handles.push(rt.handle().clone());
             let mut stopped = stop.subscribe();
             threads.push(
