@@ -17,6 +17,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// An HTTP response, fully read.
 #[derive(Debug)]
 pub struct Response {
+    pub version: http::Version,
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
@@ -106,6 +107,17 @@ impl Mcp {
             session: None,
             version: "2025-11-25".into(),
             next_id: 1,
+        }
+    }
+
+    /// The same over HTTP/2 without TLS (prior knowledge): the request's host travels
+    /// as `:authority`, with no `Host` header.
+    pub fn new_http2(url: &str, key: &str) -> Mcp {
+        Mcp {
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+            ..Mcp::new(url, key)
         }
     }
 
@@ -299,6 +311,7 @@ pub async fn wait_stream_message(
 }
 
 async fn read(resp: hyper::Response<Incoming>) -> Response {
+    let version = resp.version();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
@@ -307,6 +320,7 @@ async fn read(resp: hyper::Response<Incoming>) -> Response {
         .expect("response body")
         .to_bytes();
     Response {
+        version,
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),

@@ -230,6 +230,53 @@ async fn get_stream_ends_when_the_session_is_deleted() {
 }
 
 #[tokio::test]
+async fn agents_may_speak_http2_without_tls() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    // No Host header over HTTP/2: the :authority (127.0.0.1:<port>) passes the Host check.
+    let mut mcp = Mcp::new_http2(&gw.url(None), &key);
+    mcp.initialize().await;
+    assert!(mcp.session.is_some());
+
+    // Calls share the one connection as concurrent streams.
+    let bodies: Vec<String> = (0..20)
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+                "params": {"name": "test-upstream.echo", "arguments": {"text": format!("h2 {i}")}}})
+            .to_string()
+        })
+        .collect();
+    let replies = futures_util::future::join_all(bodies.iter().map(|b| mcp.post(b, &[]))).await;
+    for (i, resp) in replies.iter().enumerate() {
+        assert_eq!(resp.version, http::Version::HTTP_2);
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        let msg = resp.json();
+        assert_eq!(msg["id"], 100 + i as i64);
+        assert_eq!(
+            msg["result"]["structuredContent"]["text"],
+            format!("h2 {i}")
+        );
+    }
+
+    // The GET stream works over HTTP/2 too, and ends with the session.
+    let mut stream = open_reader(&mcp).await;
+    let del = mcp.delete().await;
+    assert!((200..300).contains(&del.status), "{}", del.status);
+    assert!(stream.wait_end(Duration::from_secs(5)).await);
+
+    // The same checks apply: no key, no entry.
+    let mut anon = Mcp::new_http2(&gw.url(None), &key);
+    anon.key = None;
+    let resp = anon.post(&initialize_body(), &[]).await;
+    assert_eq!(resp.version, http::Version::HTTP_2);
+    assert_challenge(&resp);
+    let resp = mcp
+        .post(&initialize_body(), &[("origin", "http://evil.example")])
+        .await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+}
+
+#[tokio::test]
 async fn initialize_negotiates_a_supported_revision() {
     let up = Upstream::rust(&[]);
     let (gw, key) = gateway(&up, "");

@@ -1,7 +1,8 @@
 //! HTTP serving: the agent-facing MCP listener (`transport`, `listen`, `body`), the
 //! worker threads that serve its connections (`workers`) and the operator's admin
-//! listener (`admin`). HTTP/1.1 with keep-alive; connections drain gracefully on
-//! shutdown.
+//! listener (`admin`). HTTP/1.1 with keep-alive, and HTTP/2 for clients that open
+//! the connection with its preface (h2c with prior knowledge; TLS is terminated in
+//! front of the gateway); connections drain gracefully on shutdown.
 
 pub mod admin;
 mod body;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -102,7 +104,9 @@ where
     F: Fn(Arc<Gateway>, hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = hyper::Response<Body>> + Send + 'static,
 {
-    /// Serves HTTP/1.1 with keep-alive until the peer closes or shutdown drains it.
+    /// Serves HTTP/1.1 with keep-alive, or HTTP/2 when the client's first bytes are
+    /// its preface, until the peer closes or shutdown drains it. HTTP/2 streams are
+    /// tasks of this worker's runtime, like the connection.
     async fn serve(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let Connection {
@@ -114,9 +118,9 @@ where
             let fut = handler(gw.clone(), req);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), svc);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().keep_alive(true);
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

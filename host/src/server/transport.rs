@@ -27,7 +27,8 @@ use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION};
 use crate::telemetry;
 
 /// Serves one HTTP request.
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>) -> Response<Body> {
+    host_from_authority(&mut req);
     let path = req.uri().path();
     if path == "/.well-known/oauth-protected-resource"
         || path.starts_with("/.well-known/oauth-protected-resource/")
@@ -298,6 +299,24 @@ fn check_host_origin(server: &Server, headers: &HeaderMap) -> Result<(), &'stati
     Err("Forbidden: Origin not allowed")
 }
 
+/// HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the
+/// URI, and clients usually send no `Host`: give such a request the `Host` its
+/// authority names, so the checks and links below read one header for both versions.
+/// A request that has a `Host` keeps it.
+fn host_from_authority<B>(req: &mut Request<B>) {
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    let Some(value) = req
+        .uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    else {
+        return;
+    };
+    req.headers_mut().insert(HOST, value);
+}
+
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
 fn host_name(authority: &str) -> String {
     let a = authority.trim().to_ascii_lowercase();
@@ -417,6 +436,22 @@ mod tests {
             h.insert(ORIGIN, o.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn an_http2_authority_stands_in_for_a_missing_host() {
+        let mut req = Request::get("http://127.0.0.1:8080/mcp").body(()).unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[HOST], "127.0.0.1:8080");
+        let mut req = Request::get("http://evil.example/mcp")
+            .header(HOST, "localhost:8080")
+            .body(())
+            .unwrap();
+        host_from_authority(&mut req);
+        assert_eq!(req.headers()[HOST], "localhost:8080");
+        let mut req = Request::get("/mcp").body(()).unwrap();
+        host_from_authority(&mut req);
+        assert!(!req.headers().contains_key(HOST));
     }
 
     #[test]
