@@ -435,6 +435,33 @@ async fn big_result_is_intact() {
     );
 }
 
+/// An agent that reuses a request id while the first call runs (JSON-RPC asks it not to)
+/// gets both answers: the second call does not cancel the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_request_id_does_not_cancel_the_first_call() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "", "");
+    let a = session(&gw, None, &key).await;
+    let id = json!("same");
+    let slow = call_body(&id, "test-upstream.sleep", json!({"ms": 600}));
+    let quick = call_body(&id, "test-upstream.echo", json!({"text": "second"}));
+    let first = {
+        let client = same_session(&a);
+        tokio::spawn(async move { client.post(&slow, &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = a.post(&quick, &[]).await;
+    assert_eq!(
+        second.json()["result"]["structuredContent"]["text"],
+        "second"
+    );
+    let first = first.await.unwrap();
+    let msg = first.json();
+    assert_eq!(msg["id"], "same", "{msg}");
+    let text = msg["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert_eq!(text, "slept 600", "{msg}");
+}
+
 /// Many concurrent calls on two sessions: every answer reaches the request it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_are_not_mixed_up() {

@@ -189,7 +189,9 @@ impl Gateway {
             let (call, sent) = (call.instrument(up_span.clone()), Instant::now());
             let outcome = tokio::select! {
                 r = tokio::time::timeout(connector.timeout, call) => r.unwrap_or(Err(UpstreamError::Timeout)),
-                _ = cancel_rx => Err(UpstreamError::Cancelled),
+                // Only an agent's cancel counts: a sender dropped because a second call
+                // reused this id (or the entry was cleared) must not end this call.
+                Ok(()) = cancel_rx => Err(UpstreamError::Cancelled),
             };
             session2.finish_request(&id2);
             telemetry::spans::upstream_done(&up_span, &connector.id, &outcome, sent.elapsed());
