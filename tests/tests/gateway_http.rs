@@ -276,6 +276,51 @@ async fn agents_may_speak_http2_without_tls() {
     assert_eq!(resp.status, 403, "{}", resp.body);
 }
 
+/// Connects, writes `bytes`, and returns how long the gateway took to close the
+/// connection without answering (None: it answered, or kept it open for 10 s).
+async fn closed_after(addr: &str, bytes: &[u8]) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await {
+        Ok(_) if buf.is_empty() => Some(start.elapsed()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_or_silent_connections_are_closed_and_streams_are_not() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "header_read_timeout_secs = 1");
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    // Connects and sends nothing; sends half a request head and stalls.
+    for bytes in [&b""[..], b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"] {
+        let took = closed_after(&addr, bytes).await;
+        let took = took.unwrap_or_else(|| panic!("{bytes:?}: not closed within 10 s"));
+        assert!(
+            took >= Duration::from_millis(900),
+            "{bytes:?}: closed after {took:?}"
+        );
+    }
+
+    // A GET stream outlives the timeout: it is a response being written, not a wait.
+    let mcp = session(&gw, None, &key).await;
+    let mut stream = open_reader(&mcp).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !stream.wait_end(Duration::from_millis(100)).await,
+        "the GET stream was closed by the header timeout"
+    );
+    // And the session still answers (on a new connection if its idle one was closed).
+    let resp = mcp.post(PING, &[]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let del = mcp.delete().await;
+    assert!((200..300).contains(&del.status), "{}", del.status);
+    assert!(stream.wait_end(Duration::from_secs(5)).await);
+}
+
 #[tokio::test]
 async fn initialize_negotiates_a_supported_revision() {
     let up = Upstream::rust(&[]);
@@ -660,6 +705,13 @@ fn invalid_configs_refuse_to_start_naming_the_key() {
         connector("c1", "One", url, "")
     ));
     assert!(out.contains("server.workers"), "{out}");
+
+    // The request-head timeout: 1 s to an hour.
+    let out = refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout_secs = 0\n{}{VALID_AGENT}",
+        connector("c1", "One", url, "")
+    ));
+    assert!(out.contains("server.header_read_timeout_secs"), "{out}");
 
     // Polling before sleeping: at most a millisecond.
     let out = refused(&format!(

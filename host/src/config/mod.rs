@@ -62,6 +62,10 @@ pub struct Server {
     /// Threads serving agent connections, each with its own single-threaded runtime
     /// and upstream connection pool (`server.workers`; default: one per CPU).
     pub workers: usize,
+    /// How long an HTTP/1 connection may take to send a complete request head, counted
+    /// from the connection or from its previous response: slow or idle connections
+    /// are closed (`server.header_read_timeout_secs`).
+    pub header_read_timeout: Duration,
     /// How long a worker out of work polls for events before it sleeps
     /// (`server.idle_spin_us`; zero: it sleeps at once).
     pub idle_spin: Duration,

@@ -41,6 +41,10 @@ pub struct ServerRaw {
     pub max_sessions: u64,
     /// Threads serving agent connections; default: one per CPU.
     pub workers: Option<u64>,
+    /// Seconds a connection may take to send a request head (after connecting or
+    /// after its previous response) before it is closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
     /// Microseconds a worker out of work polls before it sleeps.
     #[serde(default = "default_idle_spin")]
     pub idle_spin_us: u64,
@@ -57,6 +61,9 @@ impl Default for ServerRaw {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_header_read_timeout() -> u64 {
+    30
 }
 fn default_idle_spin() -> u64 {
     50

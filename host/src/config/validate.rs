@@ -184,6 +184,12 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
             ));
         }
     };
+    if !(1..=3600).contains(&s.header_read_timeout_secs) {
+        return Err(ConfigError::new(
+            "server.header_read_timeout_secs",
+            "must be between 1 and 3600",
+        ));
+    }
     if s.idle_spin_us > MAX_IDLE_SPIN_US {
         return Err(ConfigError::new(
             "server.idle_spin_us",
@@ -215,6 +221,7 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
         session_idle: Duration::from_secs(s.session_idle_secs),
         max_sessions: s.max_sessions as usize,
         workers,
+        header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
         idle_spin: Duration::from_micros(s.idle_spin_us),
         allowed_hosts,
         allowed_origins: s

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -114,12 +114,27 @@ where
             handler,
             watcher,
         } = self;
+        let header_timeout = gw.config.server.header_read_timeout;
+        // A client that connects and sends nothing is closed after the same time (hyper's
+        // HTTP/1 timer only starts once its version has been told from the first bytes).
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
         let svc = service_fn(move |req| {
             let fut = handler(gw.clone(), req);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().keep_alive(true);
+        // A connection that does not send a complete request head within the timeout
+        // (slow headers, or idle after its previous response) is closed; a response
+        // being streamed (the GET stream) is not affected.
+        builder
+            .http1()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");

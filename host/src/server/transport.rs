@@ -423,6 +423,7 @@ mod tests {
             session_idle: std::time::Duration::from_secs(1),
             max_sessions: 1,
             workers: 1,
+            header_read_timeout: std::time::Duration::from_secs(30),
             idle_spin: std::time::Duration::ZERO,
             allowed_hosts: hosts.iter().map(|s| s.to_string()).collect(),
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
