@@ -768,3 +768,37 @@ async fn a_disconnect_is_not_a_cancellation() {
         .clone();
     assert_eq!(ids, json!([]), "the upstream was told to cancel");
 }
+
+/// An upstream that never answers DELETE holds up neither the agent's DELETE nor the
+/// gateway's shutdown: each upstream close is bounded (5 s).
+#[tokio::test]
+async fn an_upstream_that_never_answers_delete_holds_nothing_up() {
+    let up = Upstream::rust(&["--sessions", "--hang-delete"]);
+    let (mut gw, key) = gateway(&up, "", "");
+    let mut a = session(&gw, None, &key).await;
+    let msg = a.call("test-upstream.echo", json!({"text": "x"})).await;
+    assert_eq!(msg["result"]["structuredContent"]["text"], "x", "{msg}");
+    let started = Instant::now();
+    let del = tokio::time::timeout(Duration::from_secs(20), a.delete())
+        .await
+        .expect("the agent's DELETE waited for the hung upstream");
+    assert!((200..300).contains(&del.status), "{}", del.status);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Two more sessions with upstream sessions open, then SIGTERM.
+    for _ in 0..2 {
+        let mut s = session(&gw, None, &key).await;
+        let msg = s.call("test-upstream.echo", json!({"text": "y"})).await;
+        assert_eq!(msg["result"]["structuredContent"]["text"], "y", "{msg}");
+    }
+    let started = Instant::now();
+    gw.proc.signal("TERM");
+    let code = gw.proc.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "did not shut down: {}", gw.proc.output());
+    // Both sessions' DELETEs ran together: one timeout, not two.
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

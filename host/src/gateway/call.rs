@@ -205,13 +205,13 @@ impl Gateway {
                     "cancelled by the client"
                 };
                 let up = upstream.clone();
+                let limit = connector.timeout;
                 tokio::spawn(async move {
-                    let _ = up
-                        .notify(
-                            "notifications/cancelled",
-                            &json!({"requestId": upstream_id, "reason": reason}),
-                        )
-                        .await;
+                    // Bounded: an upstream that stopped answering must not keep this task
+                    // (and the session's state lock it may wait for) forever.
+                    let params = json!({"requestId": upstream_id, "reason": reason});
+                    let notify = up.notify("notifications/cancelled", &params);
+                    let _ = tokio::time::timeout(limit, notify).await;
                 });
             }
             let owned = gateway.owned(&session2.identity, &connector, &tools);

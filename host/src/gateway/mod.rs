@@ -194,10 +194,11 @@ impl Gateway {
 
     /// Closes idle sessions; run periodically.
     pub async fn expire_sessions(&self) {
-        for s in self.sessions.expire() {
+        let expired = self.sessions.expire();
+        for s in &expired {
             tracing::debug!(session = %s.id, "session expired");
-            s.close().await;
         }
+        futures_util::future::join_all(expired.iter().map(|s| s.close())).await;
     }
 
     /// The upstream session `session` uses for `connector`.

@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 use crate::auth::Identity;
 use crate::upstream::UpstreamSession;
 
+/// The longest an upstream session's DELETE may take when an agent session ends.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Which endpoint a session was opened on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -103,9 +106,14 @@ impl AgentSession {
             .drain()
             .map(|(_, s)| s)
             .collect();
-        for s in upstreams {
-            s.close().await;
-        }
+        // Each upstream gets its DELETE at once and at most CLOSE_TIMEOUT: an upstream
+        // that never answers must not hold up the others, expiry or shutdown.
+        futures_util::future::join_all(
+            upstreams
+                .iter()
+                .map(|s| tokio::time::timeout(CLOSE_TIMEOUT, s.close())),
+        )
+        .await;
     }
 }
 

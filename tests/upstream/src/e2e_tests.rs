@@ -22,6 +22,7 @@ async fn start(response: ResponseMode, sessions: bool) -> std::net::SocketAddr {
             name: "t".into(),
             get_stream: true,
             keepalive: Duration::from_secs(15),
+            hang_delete: false,
         },
         0,
     ));

@@ -72,6 +72,9 @@ struct Args {
     /// Answer GET /mcp with 405 instead of opening an SSE stream.
     #[arg(long)]
     no_get_stream: bool,
+    /// Never answer DELETE /mcp (a hung upstream, for shutdown and expiry tests).
+    #[arg(long)]
+    hang_delete: bool,
     /// Seconds between `: keepalive` comments on GET SSE streams.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_secs: u64,
@@ -101,6 +104,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
             bearer: args.require_bearer,
             name: args.name,
             get_stream: !args.no_get_stream,
+            hang_delete: args.hang_delete,
             keepalive: Duration::from_secs(args.keepalive_secs),
         },
         args.extra_tools,

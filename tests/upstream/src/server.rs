@@ -46,6 +46,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     match *req.method() {
         Method::POST => post(state, req).await,
         Method::GET => get(&state, req.headers()),
+        Method::DELETE if state.opts.hang_delete => std::future::pending().await,
         Method::DELETE => delete(&state, req.headers()),
         _ => method_not_allowed(),
     }

@@ -33,6 +33,7 @@ pub struct Options {
     pub name: String,
     pub get_stream: bool,
     pub keepalive: Duration,
+    pub hang_delete: bool,
 }
 
 /// Everything the handlers share.
