@@ -113,9 +113,8 @@ fn runtime_epoll(target: RawFd) -> Option<RawFd> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_runtime_epoll_descriptor_and_sees_its_events() {
-        let spin = Spin::new(Duration::from_millis(200));
+    /// A worker-like runtime whose park hook is `spin`'s, attached.
+    fn runtime(spin: &Spin) -> tokio::runtime::Runtime {
         let hook = spin.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -123,6 +122,13 @@ mod tests {
             .build()
             .unwrap();
         spin.attach(&rt);
+        rt
+    }
+
+    #[test]
+    fn finds_the_runtime_epoll_descriptor_and_sees_its_events() {
+        let spin = Spin::new(Duration::from_millis(200));
+        let rt = runtime(&spin);
         let fd = spin.epfd.load(Ordering::Acquire);
         assert!(fd >= 0, "the runtime's epoll descriptor was not found");
         rt.block_on(async {
@@ -148,13 +154,7 @@ mod tests {
     #[test]
     fn with_nothing_ready_the_hook_returns_after_its_budget() {
         let spin = Spin::new(Duration::from_millis(30));
-        let hook = spin.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(move || hook.before_park())
-            .build()
-            .unwrap();
-        spin.attach(&rt);
+        let rt = runtime(&spin);
         rt.block_on(async {
             let t = Instant::now();
             spin.before_park();
