@@ -106,9 +106,7 @@ async fn serve(
     )
     .await;
     tracing::info!("shutting down");
-    // Upstream sessions are closed together, each DELETE bounded (sessions::CLOSE_TIMEOUT).
-    let open = gw.sessions.drain();
-    futures_util::future::join_all(open.iter().map(|s| s.close())).await;
+    gw.close_sessions().await;
     // Every row queued so far reaches the sink before the process exits.
     gw.audit.shutdown(SHUTDOWN_FLUSH).await;
     for t in tasks {

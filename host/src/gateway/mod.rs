@@ -198,7 +198,12 @@ impl Gateway {
         for s in &expired {
             tracing::debug!(session = %s.id, "session expired");
         }
-        futures_util::future::join_all(expired.iter().map(|s| s.close())).await;
+        close_all(expired).await;
+    }
+
+    /// Ends every session (shutdown).
+    pub async fn close_sessions(&self) {
+        close_all(self.sessions.drain()).await;
     }
 
     /// The upstream session `session` uses for `connector`.
@@ -318,4 +323,15 @@ pub fn new_request_id() -> String {
     let mut raw = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
     hex::encode(raw)
+}
+
+/// Closes `sessions` several at a time: a hung upstream costs each of them one bounded
+/// DELETE (`sessions::CLOSE_TIMEOUT`), not one after another, and thousands of
+/// sessions ending together do not send thousands of DELETEs at once.
+async fn close_all(sessions: Vec<Arc<AgentSession>>) {
+    use futures_util::StreamExt;
+    const AT_ONCE: usize = 256;
+    futures_util::stream::iter(sessions)
+        .for_each_concurrent(AT_ONCE, |s| async move { s.close().await })
+        .await;
 }
