@@ -459,7 +459,10 @@ async fn postgres_sink_failing_at_start_is_retried_and_catches_up() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!gw.proc.lines_with("audit sink recovered").is_empty());
+    // Logged by the writer after the rows landed; through the log thread and a pipe.
+    gw.proc.wait_line(Duration::from_secs(5), |l| {
+        l.contains("audit sink recovered")
+    });
     let (written, dropped) = stop(&mut gw);
     assert_eq!((written, dropped), (N as u64, 0));
     assert_eq!(audit_query(&gw.config_path, &["--limit", "0"]).len(), N);
