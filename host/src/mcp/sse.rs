@@ -33,6 +33,8 @@ pub struct Event {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no line end.
+    scanned: usize,
     current: Event,
     has_data: bool,
 }
@@ -42,30 +44,39 @@ impl Decoder {
         Decoder::default()
     }
 
-    /// Adds bytes and returns every event completed by them.
+    /// Adds bytes and returns every event completed by them. Each byte is looked at
+    /// once: an unfinished line is not rescanned from its start when more of it comes.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         let mut start = 0;
-        while let Some(pos) = self.buf[start..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-        {
-            let end = start + pos;
+        // `buf[..self.scanned]` held no line end when the last call returned.
+        let mut from = self.scanned;
+        let scanned = loop {
+            let Some(pos) = self.buf[from..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+            else {
+                break self.buf.len();
+            };
+            let end = from + pos;
             let mut next = end + 1;
             if self.buf[end] == b'\r' {
                 match self.buf.get(next) {
                     Some(b'\n') => next += 1,
                     Some(_) => {}
-                    // A lone '\r' at the end may be the first half of "\r\n": wait.
-                    None => break,
+                    // A lone '\r' at the end may be the first half of "\r\n": wait,
+                    // and look at it again when more bytes come.
+                    None => break end,
                 }
             }
             let line = String::from_utf8_lossy(&self.buf[start..end]).into_owned();
             self.line(&line, &mut events);
             start = next;
-        }
+            from = next;
+        };
         self.buf.drain(..start);
+        self.scanned = scanned - start;
         events
     }
 
@@ -127,6 +138,24 @@ mod tests {
         assert!(d.feed(b"data: 1\r").is_empty());
         assert!(d.feed(b"\n").is_empty());
         assert_eq!(d.feed(b"\r\n")[0].data, "1");
+        assert!(d.feed(b"data: 2\r").is_empty());
+        assert_eq!(d.feed(b"\r\r")[0].data, "2");
+    }
+
+    #[test]
+    fn a_long_line_in_many_pieces_is_scanned_once() {
+        let mut d = Decoder::new();
+        assert!(d.feed(b"data: ").is_empty());
+        for _ in 0..1000 {
+            assert!(d.feed(&[b'x'; 100]).is_empty());
+            assert_eq!(d.scanned, d.buf.len());
+        }
+        assert!(d.feed(b"\r").is_empty());
+        assert_eq!(d.scanned, d.buf.len() - 1);
+        let ev = d.feed(b"\n\n");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].data.len(), 100_000);
+        assert_eq!((d.buf.len(), d.scanned), (0, 0));
     }
 
     #[test]
