@@ -321,6 +321,57 @@ async fn slow_or_silent_connections_are_closed_and_streams_are_not() {
     assert!(stream.wait_end(Duration::from_secs(5)).await);
 }
 
+/// Speaks the HTTP/2 client preface and one empty SETTINGS frame, then nothing (no
+/// acknowledgements, no PING answers); returns when the gateway closed the connection
+/// (None: not within 10 s) and the types of the frames it sent.
+async fn silent_http2_peer(addr: &str) -> (Option<Duration>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.expect("write");
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+        .await
+        .is_ok();
+    let mut types = Vec::new();
+    let mut rest = &buf[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        types.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    (closed.then(|| start.elapsed()), types)
+}
+
+#[tokio::test]
+async fn http2_peers_that_stop_answering_pings_are_closed() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "header_read_timeout_secs = 1");
+    let addr = gw.base.trim_start_matches("http://").to_string();
+    let (took, frames) = silent_http2_peer(&addr).await;
+    let took = took.unwrap_or_else(|| panic!("not closed within 10 s; frames {frames:?}"));
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    const PING_FRAME: u8 = 6;
+    assert!(frames.contains(&PING_FRAME), "no PING was sent: {frames:?}");
+
+    // A real client answers the pings: its GET stream outlives them, and calls go on.
+    let mut mcp = Mcp::new_http2(&gw.url(None), &key);
+    mcp.initialize().await;
+    let mut stream = open_reader(&mcp).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        !stream.wait_end(Duration::from_millis(100)).await,
+        "the GET stream of a live HTTP/2 client was closed"
+    );
+    let resp = mcp.post(PING, &[]).await;
+    assert_eq!((resp.version, resp.status), (http::Version::HTTP_2, 200));
+    let del = mcp.delete().await;
+    assert!((200..300).contains(&del.status), "{}", del.status);
+    assert!(stream.wait_end(Duration::from_secs(5)).await);
+}
+
 #[tokio::test]
 async fn initialize_negotiates_a_supported_revision() {
     let up = Upstream::rust(&[]);

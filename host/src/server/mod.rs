@@ -135,6 +135,13 @@ where
             .keep_alive(true)
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout);
+        // HTTP/2 has no request head to time: a peer that stops answering pings within
+        // the same time (gone, or never a real client) is closed instead.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(header_timeout)
+            .keep_alive_timeout(header_timeout);
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");
