@@ -1,7 +1,7 @@
 //! The agent-facing Streamable HTTP transport of the real binary: authentication,
-//! sessions, protocol version, DNS-rebinding checks, body limits, JSON-RPC framing,
-//! the GET stream with `list_changed`, operator refresh (CLI and SIGUSR1), config
-//! validation at start-up and `portcullis keys new`.
+//! sessions (and how many one agent may hold), protocol version, DNS-rebinding
+//! checks, body limits, JSON-RPC framing, the GET stream with `list_changed`, operator
+//! refresh (CLI and SIGUSR1), config validation at start-up and `portcullis keys new`.
 
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,45 @@ async fn sessions_are_assigned_required_and_bound_to_the_agent() {
     assert_eq!(alice.post(PING, &[]).await.status, 404);
     assert_eq!(alice.open_stream().await.status(), 404);
     assert_eq!(alice.delete().await.status, 404);
+}
+
+#[tokio::test]
+async fn one_agent_cannot_take_every_session() {
+    let up = Upstream::rust(&[]);
+    let (key_a, hash_a) = new_key();
+    let (key_b, hash_b) = new_key();
+    let agents = agent("alice", &hash_a) + &agent("bob", &hash_b);
+    let server = "max_sessions = 3\nmax_sessions_per_agent = 2";
+    let gw = Gateway::start(&config_with(server, &up.url, &agents));
+    let open = |key: &str| {
+        let mcp = Mcp::new(&gw.url(None), key);
+        async move { mcp.post(&initialize_body(), &[]).await }
+    };
+
+    let first = open(&key_a).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(open(&key_a).await.status, 200);
+    // Alice's third: 429, with a JSON-RPC error that says what to do.
+    let third = open(&key_a).await;
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert!(third.header("mcp-session-id").is_none());
+    assert_eq!(rpc_error_code(&third), -32600, "{}", third.body);
+    assert!(
+        third.body.contains("this agent has 2 open"),
+        "{}",
+        third.body
+    );
+    // Bob still gets the last place; after it the gateway as a whole is full: 503.
+    assert_eq!(open(&key_b).await.status, 200);
+    let full = open(&key_b).await;
+    assert_eq!(full.status, 503, "{}", full.body);
+    // Ending one of Alice's sessions gives her a place again.
+    let mut alice = Mcp::new(&gw.url(None), &key_a);
+    alice.session = first.header("mcp-session-id").map(str::to_string);
+    assert_eq!(alice.delete().await.status, 200);
+    assert_eq!(open(&key_a).await.status, 200);
+    // The gateway is full again and Alice at her limit: she is told about her own.
+    assert_eq!(open(&key_a).await.status, 429);
 }
 
 #[tokio::test]
@@ -717,14 +756,19 @@ fn refused(config: &str) -> String {
     strip_ansi(&Gateway::refuses(config))
 }
 
+/// The refusal of a config with these `[server]` settings, one connector and one agent.
+fn refused_server(settings: &str) -> String {
+    refused(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{settings}\n{}{VALID_AGENT}",
+        connector("c1", "One", "http://127.0.0.1:9/mcp", "")
+    ))
+}
+
 #[test]
 fn invalid_configs_refuse_to_start_naming_the_key() {
     let url = "http://127.0.0.1:9/mcp";
     // Unknown key.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nbogus_knob = 1\n{}{VALID_AGENT}",
-        connector("c1", "One", url, "")
-    ));
+    let out = refused_server("bogus_knob = 1");
     assert!(out.contains("bogus_knob"), "{out}");
     let out = refused(&format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
@@ -743,33 +787,33 @@ fn invalid_configs_refuse_to_start_naming_the_key() {
 
     // Bad separator.
     for sep in ["/", "", "-"] {
-        let out = refused(&format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ntool_separator = \"{sep}\"\n{}{VALID_AGENT}",
-            connector("c1", "One", url, "")
-        ));
+        let out = refused_server(&format!("tool_separator = \"{sep}\""));
         assert!(out.contains("server.tool_separator"), "{sep:?}: {out}");
     }
 
     // Worker threads: at least one.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 0\n{}{VALID_AGENT}",
-        connector("c1", "One", url, "")
-    ));
+    let out = refused_server("workers = 0");
     assert!(out.contains("server.workers"), "{out}");
 
     // The request-head timeout: 1 s to an hour.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout_secs = 0\n{}{VALID_AGENT}",
-        connector("c1", "One", url, "")
-    ));
+    let out = refused_server("header_read_timeout_secs = 0");
     assert!(out.contains("server.header_read_timeout_secs"), "{out}");
 
     // Polling before sleeping: at most a millisecond.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nidle_spin_us = 5000\n{}{VALID_AGENT}",
-        connector("c1", "One", url, "")
-    ));
+    let out = refused_server("idle_spin_us = 5000");
     assert!(out.contains("server.idle_spin_us"), "{out}");
+
+    // Sessions per agent: at least one, at most the gateway's limit.
+    for value in [
+        "max_sessions_per_agent = 0",
+        "max_sessions = 5\nmax_sessions_per_agent = 6",
+    ] {
+        let out = refused_server(value);
+        assert!(
+            out.contains("server.max_sessions_per_agent"),
+            "{value}: {out}"
+        );
+    }
 
     // A credential written into the config is refused, and not echoed back.
     let out = refused(&format!(

@@ -59,6 +59,8 @@ pub struct Server {
     pub list_page_size: usize,
     pub session_idle: Duration,
     pub max_sessions: usize,
+    /// Sessions one agent may hold open at once (`initialize` beyond it: 429).
+    pub max_sessions_per_agent: usize,
     /// Threads serving agent connections, each with its own single-threaded runtime
     /// and upstream connection pool (`server.workers`; default: one per CPU).
     pub workers: usize,

@@ -39,6 +39,9 @@ pub struct ServerRaw {
     pub session_idle_secs: u64,
     #[serde(default = "default_max_sessions")]
     pub max_sessions: u64,
+    /// Sessions one agent may hold open at once; default: the smaller of 10,000 and
+    /// `max_sessions`.
+    pub max_sessions_per_agent: Option<u64>,
     /// Threads serving agent connections; default: one per CPU.
     pub workers: Option<u64>,
     /// Seconds a connection may take to send a request head (after connecting or

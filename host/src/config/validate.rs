@@ -15,6 +15,9 @@ use super::{
 /// The longest `server.idle_spin_us`: a millisecond of polling per sleep already costs
 /// a lightly loaded worker more CPU than it saves.
 const MAX_IDLE_SPIN_US: u64 = 1000;
+/// `server.max_sessions_per_agent` when the config leaves it out (or `max_sessions`,
+/// when that is smaller).
+const DEFAULT_MAX_SESSIONS_PER_AGENT: u64 = 10_000;
 
 pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
     let server = server(raw.server)?;
@@ -174,6 +177,22 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
             "must be at least 1",
         ));
     }
+    let max_sessions_per_agent = match s.max_sessions_per_agent {
+        None => s.max_sessions.min(DEFAULT_MAX_SESSIONS_PER_AGENT),
+        Some(0) => {
+            return Err(ConfigError::new(
+                "server.max_sessions_per_agent",
+                "must be at least 1",
+            ));
+        }
+        Some(n) if n > s.max_sessions => {
+            return Err(ConfigError::new(
+                "server.max_sessions_per_agent",
+                format!("must not exceed server.max_sessions ({})", s.max_sessions),
+            ));
+        }
+        Some(n) => n,
+    };
     let workers = match s.workers {
         None => std::thread::available_parallelism().map_or(1, usize::from),
         Some(n @ 1..=1024) => n as usize,
@@ -220,6 +239,7 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
         list_page_size: s.list_page_size as usize,
         session_idle: Duration::from_secs(s.session_idle_secs),
         max_sessions: s.max_sessions as usize,
+        max_sessions_per_agent: max_sessions_per_agent as usize,
         workers,
         header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
         idle_spin: Duration::from_micros(s.idle_spin_us),

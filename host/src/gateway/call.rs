@@ -155,13 +155,20 @@ impl Gateway {
             }
         }
 
+        // The agent ended the session (DELETE) while this call was on its way.
+        let Some(upstream) = self.upstream(session, &connector) else {
+            let err = RpcError::new(
+                jsonrpc::INVALID_REQUEST,
+                "Session not found; initialize a new session",
+            );
+            return fail(record, err, 404, Some("session ended".into())).await;
+        };
         // Forward: same params, upstream name. `params` moves into the request, so the
         // name borrowed from it is copied first.
         let tool_name = tool_name.to_string();
         let mut forward = params;
         forward["name"] = Value::String(tool_name.clone());
         let tool_name = tool_name.as_str();
-        let upstream = self.upstream(session, &connector);
         let upstream_id = upstream.next_request_id();
         let up_span = telemetry::spans::upstream(&connector, tool_name, upstream_id);
         telemetry::traces::inject_meta(&up_span, &mut forward);

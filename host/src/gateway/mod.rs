@@ -81,7 +81,11 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             auth: Authenticator::new(&config.agents),
             catalog: Arc::new(catalog),
-            sessions: SessionStore::new(config.server.session_idle, config.server.max_sessions),
+            sessions: SessionStore::new(
+                config.server.session_idle,
+                config.server.max_sessions,
+                config.server.max_sessions_per_agent,
+            ),
             policy,
             audit,
             quota: Quota::new(&config.quota),
@@ -207,7 +211,12 @@ impl Gateway {
     }
 
     /// The upstream session `session` uses for `connector`.
-    fn upstream(&self, session: &AgentSession, connector: &Connector) -> Arc<UpstreamSession> {
+    /// The session's upstream session for a connector (`None`: the session has ended).
+    fn upstream(
+        &self,
+        session: &AgentSession,
+        connector: &Connector,
+    ) -> Option<Arc<UpstreamSession>> {
         session.upstream(&connector.id, || {
             UpstreamSession::new(
                 self.client.clone(),

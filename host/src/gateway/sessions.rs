@@ -57,16 +57,24 @@ impl AgentSession {
         self.created.elapsed().saturating_sub(last)
     }
 
-    /// The upstream session for a connector, created by `make` on first use.
+    /// The upstream session for a connector, created by `make` on first use; `None`
+    /// once this session has ended. `close` marks the end before it takes the map, so
+    /// an upstream session made here is either in the map it closes or never made: a
+    /// call racing the agent's DELETE cannot leave one open upstream.
     pub fn upstream(
         &self,
         connector: &str,
         make: impl FnOnce() -> UpstreamSession,
-    ) -> Arc<UpstreamSession> {
+    ) -> Option<Arc<UpstreamSession>> {
         let mut map = self.upstreams.lock().expect("upstreams lock");
-        map.entry(connector.to_string())
-            .or_insert_with(|| Arc::new(make()))
-            .clone()
+        if *self.ended.borrow() {
+            return None;
+        }
+        Some(
+            map.entry(connector.to_string())
+                .or_insert_with(|| Arc::new(make()))
+                .clone(),
+        )
     }
 
     pub fn start_request(&self, agent_id: &serde_json::Value, flight: InFlight) {
@@ -119,20 +127,47 @@ impl AgentSession {
 
 /// Why a session could not be created.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TooManySessions;
+pub enum TooManySessions {
+    /// `server.max_sessions` sessions are open, all agents together.
+    Gateway,
+    /// The agent has `server.max_sessions_per_agent` sessions open.
+    Agent { limit: usize },
+}
+
+/// The open sessions, and how many of them each agent holds.
+#[derive(Default)]
+struct Open {
+    sessions: HashMap<String, Arc<AgentSession>>,
+    per_agent: HashMap<String, usize>,
+}
+
+impl Open {
+    fn remove(&mut self, id: &str) -> Option<Arc<AgentSession>> {
+        let s = self.sessions.remove(id)?;
+        if let Some(n) = self.per_agent.get_mut(&s.identity.agent) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_agent.remove(&s.identity.agent);
+            }
+        }
+        Some(s)
+    }
+}
 
 pub struct SessionStore {
-    map: RwLock<HashMap<String, Arc<AgentSession>>>,
+    open: RwLock<Open>,
     idle: Duration,
     max: usize,
+    max_per_agent: usize,
 }
 
 impl SessionStore {
-    pub fn new(idle: Duration, max: usize) -> Self {
+    pub fn new(idle: Duration, max: usize, max_per_agent: usize) -> Self {
         SessionStore {
-            map: RwLock::new(HashMap::new()),
+            open: RwLock::new(Open::default()),
             idle,
             max,
+            max_per_agent,
         }
     }
 
@@ -155,11 +190,22 @@ impl SessionStore {
             inflight: Mutex::new(HashMap::new()),
             ended: tokio::sync::watch::channel(false).0,
         });
-        let mut map = self.map.write().expect("sessions lock");
-        if map.len() >= self.max {
-            return Err(TooManySessions);
+        let mut open = self.open.write().expect("sessions lock");
+        // An agent at its own limit is told so, even when the gateway is full too.
+        let held = open.per_agent.get(&session.identity.agent).copied();
+        if held.unwrap_or(0) >= self.max_per_agent {
+            return Err(TooManySessions::Agent {
+                limit: self.max_per_agent,
+            });
         }
-        map.insert(session.id.clone(), session.clone());
+        if open.sessions.len() >= self.max {
+            return Err(TooManySessions::Gateway);
+        }
+        *open
+            .per_agent
+            .entry(session.identity.agent.clone())
+            .or_insert(0) += 1;
+        open.sessions.insert(session.id.clone(), session.clone());
         Ok(session)
     }
 
@@ -171,8 +217,8 @@ impl SessionStore {
         identity: &Identity,
         endpoint: &Endpoint,
     ) -> Option<Arc<AgentSession>> {
-        let map = self.map.read().expect("sessions lock");
-        let s = map.get(id)?;
+        let open = self.open.read().expect("sessions lock");
+        let s = open.sessions.get(id)?;
         (s.identity.agent == identity.agent && &s.endpoint == endpoint).then(|| {
             s.touch();
             s.clone()
@@ -180,15 +226,19 @@ impl SessionStore {
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<AgentSession>> {
-        self.map.write().expect("sessions lock").remove(id)
+        self.open.write().expect("sessions lock").remove(id)
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.map.read().expect("sessions lock").contains_key(id)
+        self.open
+            .read()
+            .expect("sessions lock")
+            .sessions
+            .contains_key(id)
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().expect("sessions lock").len()
+        self.open.read().expect("sessions lock").sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -197,22 +247,20 @@ impl SessionStore {
 
     /// Removes sessions idle longer than the limit and returns them for closing.
     pub fn expire(&self) -> Vec<Arc<AgentSession>> {
-        let mut map = self.map.write().expect("sessions lock");
-        let expired: Vec<String> = map
+        let mut open = self.open.write().expect("sessions lock");
+        let expired: Vec<String> = open
+            .sessions
             .iter()
             .filter(|(_, s)| s.idle_for() > self.idle)
             .map(|(k, _)| k.clone())
             .collect();
-        expired.iter().filter_map(|k| map.remove(k)).collect()
+        expired.iter().filter_map(|k| open.remove(k)).collect()
     }
 
     pub fn drain(&self) -> Vec<Arc<AgentSession>> {
-        self.map
-            .write()
-            .expect("sessions lock")
-            .drain()
-            .map(|(_, s)| s)
-            .collect()
+        let mut open = self.open.write().expect("sessions lock");
+        open.per_agent.clear();
+        open.sessions.drain().map(|(_, s)| s).collect()
     }
 }
 
@@ -230,7 +278,7 @@ mod tests {
 
     #[test]
     fn sessions_are_bound_to_agent_and_endpoint() {
-        let store = SessionStore::new(Duration::from_secs(60), 10);
+        let store = SessionStore::new(Duration::from_secs(60), 10, 10);
         let s = store
             .create(ident("a"), Endpoint::All, "2025-11-25".into())
             .unwrap();
@@ -246,13 +294,54 @@ mod tests {
         assert!(store.get(&s.id, &ident("a"), &Endpoint::All).is_none());
     }
 
+    #[tokio::test]
+    async fn an_ended_session_opens_no_upstream_session() {
+        let store = SessionStore::new(Duration::from_secs(60), 10, 10);
+        let s = store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        let client = crate::upstream::new_client();
+        let make = || {
+            let uri = "http://127.0.0.1:9/mcp".parse().unwrap();
+            UpstreamSession::new(
+                client.clone(),
+                uri,
+                crate::upstream::CredentialProvider::None,
+            )
+        };
+        assert!(s.upstream("c", make).is_some());
+        s.close().await;
+        assert!(s.upstream("c", make).is_none());
+        assert!(s.upstreams.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn capacity_is_enforced() {
-        let store = SessionStore::new(Duration::from_secs(60), 1);
+        let store = SessionStore::new(Duration::from_secs(60), 1, 1);
         store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
         assert_eq!(
-            store.create(ident("a"), Endpoint::All, "v".into()).err(),
-            Some(TooManySessions)
+            store.create(ident("b"), Endpoint::All, "v".into()).err(),
+            Some(TooManySessions::Gateway)
         );
+    }
+
+    #[test]
+    fn one_agent_cannot_hold_every_session() {
+        let store = SessionStore::new(Duration::from_secs(60), 10, 2);
+        let a1 = store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        store
+            .create(ident("a"), Endpoint::One("c".into()), "v".into())
+            .unwrap();
+        assert_eq!(
+            store.create(ident("a"), Endpoint::All, "v".into()).err(),
+            Some(TooManySessions::Agent { limit: 2 })
+        );
+        // Others are not affected, and an ended session frees its place.
+        store.create(ident("b"), Endpoint::All, "v".into()).unwrap();
+        store.remove(&a1.id).unwrap();
+        store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.drain().len(), 3);
+        for _ in 0..2 {
+            store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        }
     }
 }

@@ -20,7 +20,7 @@ use super::body::{Body, empty, full, sse_stream};
 use super::listen;
 use crate::auth::{Authenticator, Identity};
 use crate::config::Server;
-use crate::gateway::sessions::{AgentSession, Endpoint};
+use crate::gateway::sessions::{AgentSession, Endpoint, TooManySessions};
 use crate::gateway::{Gateway, Reply};
 use crate::mcp::jsonrpc::{self, Incoming as Message, RpcError};
 use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION};
@@ -180,11 +180,21 @@ async fn dispatch(
                     .insert(HEADER_SESSION, session.id.parse().expect("hex id"));
                 resp
             }
-            Err(_) => {
+            Err(TooManySessions::Gateway) => {
                 telemetry::spans::refused(span, 503, "too_many_sessions");
                 http_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Too many sessions; try again later",
+                )
+            }
+            Err(TooManySessions::Agent { limit }) => {
+                telemetry::spans::refused(span, 429, "too_many_agent_sessions");
+                http_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "Too many sessions: this agent has {limit} open; end one (DELETE) \
+                         or let one expire"
+                    ),
                 )
             }
         };
@@ -422,6 +432,7 @@ mod tests {
             list_page_size: 10,
             session_idle: std::time::Duration::from_secs(1),
             max_sessions: 1,
+            max_sessions_per_agent: 1,
             workers: 1,
             header_read_timeout: std::time::Duration::from_secs(30),
             idle_spin: std::time::Duration::ZERO,
