@@ -249,10 +249,16 @@ impl Gateway {
         }
     }
 
+    /// Waits for the address on stdout and for the "portcullis started" log line on
+    /// stderr. The two pipes are read by separate threads, so seeing the first says
+    /// nothing about the second: without the wait, a test that reads a start-up log
+    /// line (or the started line itself) right after `start` may find it missing.
     fn wait_ready(&mut self) {
         let line = self
             .proc
             .wait_line(Duration::from_secs(60), |l| l.starts_with("listening on "));
+        self.proc
+            .wait_line(Duration::from_secs(10), |l| l.contains("portcullis started"));
         self.base = url_from_listening(&line)
             .trim_end_matches("/mcp")
             .to_string();
