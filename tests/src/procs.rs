@@ -257,8 +257,9 @@ impl Gateway {
         let line = self
             .proc
             .wait_line(Duration::from_secs(60), |l| l.starts_with("listening on "));
-        self.proc
-            .wait_line(Duration::from_secs(10), |l| l.contains("portcullis started"));
+        self.proc.wait_line(Duration::from_secs(10), |l| {
+            l.contains("portcullis started")
+        });
         self.base = url_from_listening(&line)
             .trim_end_matches("/mcp")
             .to_string();
