@@ -25,6 +25,7 @@ async fn start(response: ResponseMode, sessions: bool) -> std::net::SocketAddr {
             hang_delete: false,
         },
         0,
+        false,
     ));
     tokio::spawn(crate::run(listener, state));
     addr

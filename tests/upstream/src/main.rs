@@ -60,6 +60,10 @@ struct Args {
     /// Number of generated tools (`tool_0000`, ...) added to the catalogue.
     #[arg(long, default_value_t = 0)]
     extra_tools: usize,
+    /// Add the tool `raw_echo`, which answers with the exact text of the params it
+    /// received (for checking that a proxy forwards them unchanged).
+    #[arg(long)]
+    raw_echo: bool,
     /// Page size of tools/list (default: everything in one page).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     page_size: Option<u64>,
@@ -108,6 +112,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
             keepalive: Duration::from_secs(args.keepalive_secs),
         },
         args.extra_tools,
+        args.raw_echo,
     ));
     {
         let mut out = std::io::stdout().lock();

@@ -218,9 +218,9 @@ pub async fn answer(
         "ping" => Reply::Result("{}".to_owned()),
         "tools/list" => tools_list(state, params),
         "tools/call" => match call {
-            Some(call) => tools::call(state, &request.id, call, headers, events).await,
+            Some(call) => tools::call(state, request, call, headers, events).await,
             None => match call_params(request) {
-                Ok(call) => tools::call(state, &request.id, call, headers, events).await,
+                Ok(call) => tools::call(state, request, call, headers, events).await,
                 Err(reply) => reply,
             },
         },

@@ -51,10 +51,10 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(opts: Options, extra_tools: usize) -> Self {
+    pub fn new(opts: Options, extra_tools: usize, raw_echo: bool) -> Self {
         State {
             opts,
-            catalog: Catalog::new(extra_tools),
+            catalog: Catalog::new(extra_tools, raw_echo),
             sessions: Mutex::default(),
             session_ids: AtomicU64::new(0),
             session_keys: RandomState::new(),

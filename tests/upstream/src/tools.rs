@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::sleep;
 
-use crate::rpc::{CallParams, INVALID_PARAMS, Reply};
+use crate::rpc::{CallParams, INVALID_PARAMS, Reply, Request};
 use crate::sse;
 use crate::state::State;
 
@@ -26,6 +26,9 @@ const MAX_STEPS: u64 = 10_000;
 const STEP: Duration = Duration::from_millis(20);
 /// Cursors are offsets, lightly scrambled so that nobody mistakes them for numbers.
 const CURSOR_MASK: usize = 0x5eed_c0de;
+
+/// The tool that answers with its params as received (`--raw-echo`).
+pub const RAW_ECHO: &str = "raw_echo";
 
 /// Definitions of the built-in tools.
 fn builtin() -> Vec<Value> {
@@ -180,8 +183,19 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
 }
 
 impl Catalog {
-    pub fn new(extra: usize) -> Self {
-        let defs = builtin().into_iter().chain((0..extra).map(generated));
+    /// The built-in tools, `extra` generated ones and, if asked for, `raw_echo`.
+    pub fn new(extra: usize, raw_echo: bool) -> Self {
+        let raw_echo = raw_echo.then(|| {
+            json!({
+                "name": RAW_ECHO,
+                "description": "Answers with the exact text of the params it received.",
+                "inputSchema": { "type": "object" },
+            })
+        });
+        let defs = builtin()
+            .into_iter()
+            .chain((0..extra).map(generated))
+            .chain(raw_echo);
         let (mut names, mut tools) = (HashSet::new(), Vec::new());
         for def in defs {
             names.insert(def["name"].as_str().unwrap_or_default().to_owned());
@@ -307,7 +321,7 @@ fn str_arg<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, Reply
 /// Runs `tools/call`. `events` is the SSE stream of the request, if any.
 pub async fn call(
     state: &State,
-    id: &RawValue,
+    request: &Request,
     call: CallParams,
     headers: &HeaderMap,
     events: Option<&mpsc::Sender<Bytes>>,
@@ -316,7 +330,10 @@ pub async fn call(
     if !state.opts.delay.is_zero() {
         sleep(state.opts.delay).await;
     }
-    run(state, id, &call, headers, events)
+    if call.name == RAW_ECHO && state.catalog.contains(RAW_ECHO) {
+        return text(request.params.as_deref().map_or("", RawValue::get));
+    }
+    run(state, &request.id, &call, headers, events)
         .await
         .unwrap_or_else(|reply| reply)
 }
@@ -483,7 +500,7 @@ mod tests {
 
     #[test]
     fn pages_through_all_tools() {
-        let catalog = Catalog::new(10);
+        let catalog = Catalog::new(10, false);
         let all = names(&catalog.list(None, None).unwrap());
         assert_eq!(all.len(), 24);
         let mut seen = Vec::new();
@@ -503,7 +520,7 @@ mod tests {
 
     #[test]
     fn adds_tools_once() {
-        let catalog = Catalog::new(0);
+        let catalog = Catalog::new(0, false);
         assert!(catalog.add("fresh"));
         assert!(!catalog.add("fresh"));
         assert!(catalog.contains("fresh"));
