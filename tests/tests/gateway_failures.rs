@@ -89,6 +89,37 @@ async fn result_is_forwarded_byte_for_byte() {
     }
 }
 
+/// A call's params reach the upstream as the agent wrote them: numbers serde_json's
+/// `Value` would rewrite (`1e2`, integers beyond 64 bits, long fractions, `-0`),
+/// members the gateway does not know, and the agent's `_meta`. Only `name` changes.
+#[tokio::test]
+async fn call_params_reach_the_upstream_as_written() {
+    let up = Upstream::rust(&["--raw-echo"]);
+    let (gw, key) = gateway(&up, "", "");
+    let arguments = r#"{"big":123456789012345678901234567890,"e":1e2,"f":0.1000000000000000055511151231257827,"neg":-0,"s":"\u00e9\n","nested":{"z":[1.50,{}],"a":null}}"#;
+    let rest = r#""_meta":{"progressToken":1E2,"example.com/x":{"k":1.0}},"x-unknown":[true]"#;
+    for (endpoint, name) in [
+        (None, "test-upstream.raw_echo"),
+        (Some("conn_test"), "raw_echo"),
+    ] {
+        let mcp = session(&gw, endpoint, &key).await;
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"{name}","arguments":{arguments},{rest}}}}}"#
+        );
+        let got = mcp.post(&body, &[]).await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        let msg: Value = serde_json::from_str(&response_text(&got)).unwrap();
+        let received = msg["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no text via {endpoint:?}: {msg}"));
+        assert_eq!(
+            received,
+            format!(r#"{{"name":"raw_echo","arguments":{arguments},{rest}}}"#),
+            "via {endpoint:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn upstream_rpc_error_is_forwarded_with_code_message_and_data() {
     let up = Upstream::rust(&[]);

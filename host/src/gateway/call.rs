@@ -26,6 +26,7 @@ use super::{Gateway, Reply, decide, names};
 use crate::audit::{Record, now_ms};
 use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
+use crate::mcp::params::{self, Params};
 use crate::quota::Verdict;
 use crate::telemetry;
 use crate::upstream::{Message, Outcome, UpstreamError};
@@ -48,7 +49,7 @@ impl Gateway {
         self: &Arc<Self>,
         session: &Arc<AgentSession>,
         id: Value,
-        params: Value,
+        params: Params,
         accepts_sse: bool,
     ) -> Reply {
         let started = Instant::now();
@@ -63,15 +64,20 @@ impl Gateway {
                 Reply::Json(jsonrpc::error(Some(&id), &err))
             };
 
-        let Some(name) = params.get("name").and_then(Value::as_str) else {
+        // The call is forwarded as the agent wrote it, member by member (`params`); only
+        // `name` is read here, and replaced below.
+        let members = params.members();
+        let Some((mut forward, name)) =
+            members.and_then(|m| params::member::<String>(&m, "name").map(|n| (m, n)))
+        else {
             let err = RpcError::new(
                 jsonrpc::INVALID_PARAMS,
                 "Invalid params: \"name\" must be a string",
             );
             return fail(record, err, 400, None).await;
         };
-        record.tool = Some(name.to_string());
-        let Some((connector, tool_name)) = self.route(&session.endpoint, name) else {
+        record.tool = Some(name.clone());
+        let Some((connector, tool_name)) = self.route(&session.endpoint, &name) else {
             return fail(
                 record,
                 RpcError::tool_not_found(),
@@ -116,9 +122,9 @@ impl Gateway {
         };
 
         let chain = self.policy.current();
-        let arguments = params
+        let arguments = forward
             .get("arguments")
-            .map(Value::to_string)
+            .map(|a| a.get().to_string())
             .unwrap_or_else(|| "{}".into());
         let owned = self.owned(&session.identity, &connector, &set);
         let decision = decide::check_call(&chain, owned, tool, arguments).await;
@@ -163,12 +169,8 @@ impl Gateway {
             );
             return fail(record, err, 404, Some("session ended".into())).await;
         };
-        // Forward: same params, upstream name. `params` moves into the request, so the
-        // name borrowed from it is copied first.
-        let tool_name = tool_name.to_string();
-        let mut forward = params;
-        forward["name"] = Value::String(tool_name.clone());
-        let tool_name = tool_name.as_str();
+        // Forward: the agent's params, with the upstream's name for the tool.
+        forward.insert("name".to_string(), params::to_raw(tool_name));
         let upstream_id = upstream.next_request_id();
         let up_span = telemetry::spans::upstream(&connector, tool_name, upstream_id);
         telemetry::traces::inject_meta(&up_span, &mut forward);
@@ -188,8 +190,8 @@ impl Gateway {
                 if super::catalog::is_list_changed(&msg) {
                     catalog.invalidate(&connector_id);
                 } else if let Message::Notification { method, params } = msg {
-                    let _ = relay
-                        .try_send(Event::Notification(jsonrpc::notification(&method, &params)));
+                    let text = jsonrpc::notification(&method, params.as_deref());
+                    let _ = relay.try_send(Event::Notification(text));
                 }
             };
             let call = upstream.request(upstream_id, "tools/call", &forward, on_message);

@@ -17,13 +17,14 @@ use super::sessions::{AgentSession, Endpoint};
 use super::{Gateway, Reply, decide, names};
 use crate::audit::now_ms;
 use crate::mcp::jsonrpc::{self, RpcError};
+use crate::mcp::params::Params;
 
 impl Gateway {
     pub(super) async fn tools_list(
         self: &Arc<Self>,
         session: &Arc<AgentSession>,
         id: &Value,
-        params: &Value,
+        params: &Params,
     ) -> Reply {
         let started = Instant::now();
         let time_ms = now_ms();
@@ -79,9 +80,15 @@ impl Gateway {
         record.policy_digest = Some(chain.digest.clone());
 
         let stamp = stamp(&versions, &chain.digest);
-        let offset = match params.get("cursor") {
-            None | Some(Value::Null) => 0,
-            Some(c) => match decode_cursor(c, &stamp) {
+        // Absent or null: the first page. Present but unreadable (a number out of
+        // range, say) is an invalid cursor like any other.
+        let cursor = params.members().and_then(|m| {
+            let raw = m.get("cursor")?;
+            Some(serde_json::from_str::<Value>(raw.get()).ok())
+        });
+        let offset = match cursor {
+            None | Some(Some(Value::Null)) => 0,
+            Some(c) => match c.and_then(|c| decode_cursor(&c, &stamp)) {
                 Some(o) if o <= tools.len() => o,
                 _ => {
                     let err = RpcError::new(

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::audit::{AuditLog, Record};
 use crate::auth::{Authenticator, Identity};
 use crate::config::{Config, Connector, CredentialSource, ServerRule};
+use crate::mcp::params::Params;
 use crate::mcp::{self, jsonrpc, jsonrpc::RpcError};
 use crate::policy::PolicyEngine;
 use crate::quota::Quota;
@@ -120,16 +121,12 @@ impl Gateway {
         identity: Arc<Identity>,
         endpoint: Endpoint,
         id: &Value,
-        params: &Value,
+        params: &Params,
     ) -> Result<(Arc<AgentSession>, String), TooManySessions> {
-        let asked = params
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let version = if mcp::is_supported(asked) {
-            asked
-        } else {
-            mcp::LATEST_VERSION
+        let asked = params.field::<String>("protocolVersion");
+        let version = match asked.as_deref() {
+            Some(v) if mcp::is_supported(v) => v,
+            _ => mcp::LATEST_VERSION,
         };
         let session = self
             .sessions
@@ -157,7 +154,7 @@ impl Gateway {
         session: &Arc<AgentSession>,
         id: Value,
         method: &str,
-        params: Value,
+        params: Params,
         accepts_sse: bool,
     ) -> Reply {
         match method {
@@ -179,12 +176,12 @@ impl Gateway {
     }
 
     /// Handles a notification from the agent.
-    pub async fn notification(&self, session: &Arc<AgentSession>, method: &str, params: &Value) {
+    pub async fn notification(&self, session: &Arc<AgentSession>, method: &str, params: &Params) {
         if method == "notifications/cancelled" {
-            let Some(request_id) = params.get("requestId") else {
+            let Some(request_id) = params.field::<Value>("requestId") else {
                 return;
             };
-            if let Some(flight) = session.take_request(request_id) {
+            if let Some(flight) = session.take_request(&request_id) {
                 let _ = flight.cancel.send(());
             }
         }

@@ -1,9 +1,14 @@
-//! JSON-RPC 2.0 messages. Messages are kept as `serde_json::Value` (with key order
-//! preserved) so the gateway never drops a field it does not understand; results that
-//! are only relayed are kept as raw JSON text and spliced back unchanged.
+//! JSON-RPC 2.0 messages. An agent's message is read into its envelope (`jsonrpc`,
+//! `id`, `method`) with its `params` kept as the JSON text received (`params`), so what
+//! the gateway forwards is what the agent sent; results that are only relayed are kept
+//! as raw JSON text and spliced back unchanged.
 
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+
+use super::params::Params;
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -45,49 +50,74 @@ impl RpcError {
     }
 }
 
-/// A message received from a peer, classified.
+/// A message received from an agent, classified.
 #[derive(Debug)]
 pub enum Incoming {
     Request {
         id: Value,
         method: String,
-        params: Value,
+        params: Params,
     },
     Notification {
         method: String,
-        params: Value,
+        params: Params,
     },
     /// A response (result or error) to a request the receiver sent.
     Response {
         id: Value,
-        body: Value,
     },
+}
+
+/// The members of a message the gateway reads; `params` stays raw, and the rest of a
+/// response is not needed. Members present with the value `null` are told apart from
+/// absent ones (`present`), as JSON-RPC requires.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default, deserialize_with = "present")]
+    jsonrpc: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default)]
+    params: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<IgnoredAny>,
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Parses one JSON-RPC message; the error is the JSON-RPC error to answer with.
 pub fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| RpcError::new(PARSE_ERROR, format!("Parse error: {e}")))?;
-    classify(value)
+    // Only an object is a message (serde would also read a struct from an array).
+    let error = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => match serde_json::from_slice::<Envelope>(body) {
+            Ok(envelope) => return classify(envelope),
+            // Valid JSON, an object, and still no envelope: a member given twice.
+            Err(e) => format!("Invalid Request: {e}"),
+        },
+        Some(b'[') => "Invalid Request: JSON-RPC batches are not supported".to_string(),
+        _ => "Invalid Request: a message is a JSON object".to_string(),
+    };
+    // Invalid JSON is a parse error whatever its shape.
+    if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(body) {
+        return Err(RpcError::new(PARSE_ERROR, format!("Parse error: {syntax}")));
+    }
+    Err(RpcError::new(INVALID_REQUEST, error))
 }
 
-/// Classifies an already-parsed message.
-pub fn classify(value: Value) -> Result<Incoming, RpcError> {
-    let Value::Object(mut obj) = value else {
-        let what = if value.is_array() {
-            "Invalid Request: JSON-RPC batches are not supported"
-        } else {
-            "Invalid Request: a message is a JSON object"
-        };
-        return Err(RpcError::new(INVALID_REQUEST, what));
-    };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+fn classify(envelope: Envelope) -> Result<Incoming, RpcError> {
+    if envelope.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
         return Err(RpcError::new(
             INVALID_REQUEST,
             "Invalid Request: \"jsonrpc\" must be \"2.0\"",
         ));
     }
-    let id = obj.remove("id");
+    let id = envelope.id;
     if let Some(id) = &id
         && !(id.is_string() || id.is_i64() || id.is_u64())
     {
@@ -96,15 +126,17 @@ pub fn classify(value: Value) -> Result<Incoming, RpcError> {
             "Invalid Request: \"id\" must be a string or an integer",
         ));
     }
-    match (obj.remove("method"), id) {
+    match (envelope.method, id) {
         (Some(Value::String(method)), id) => {
-            let params = obj.remove("params").unwrap_or(Value::Null);
-            if !(params.is_null() || params.is_object() || params.is_array()) {
+            if let Some(raw) = &envelope.params
+                && !(raw.get().starts_with('{') || raw.get().starts_with('['))
+            {
                 return Err(RpcError::new(
                     INVALID_REQUEST,
                     "Invalid Request: \"params\" must be an object",
                 ));
             }
+            let params = Params::new(envelope.params);
             Ok(match id {
                 Some(id) => Incoming::Request { id, method, params },
                 None => Incoming::Notification { method, params },
@@ -114,11 +146,8 @@ pub fn classify(value: Value) -> Result<Incoming, RpcError> {
             INVALID_REQUEST,
             "Invalid Request: \"method\" must be a string",
         )),
-        (None, Some(id)) if obj.contains_key("result") || obj.contains_key("error") => {
-            Ok(Incoming::Response {
-                id,
-                body: Value::Object(obj),
-            })
+        (None, Some(id)) if envelope.result.is_some() || envelope.error.is_some() => {
+            Ok(Incoming::Response { id })
         }
         _ => Err(RpcError::new(
             INVALID_REQUEST,
@@ -150,18 +179,40 @@ pub fn error(id: Option<&Value>, err: &RpcError) -> String {
         .to_string()
 }
 
-/// A notification as JSON text.
-pub fn notification(method: &str, params: &Value) -> String {
-    if params.is_null() {
-        json!({"jsonrpc": "2.0", "method": method}).to_string()
-    } else {
-        json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+/// A notification as JSON text; `params` are written as given (raw text is relayed
+/// unchanged).
+pub fn notification(method: &str, params: Option<&RawValue>) -> String {
+    #[derive(Serialize)]
+    struct Notification<'a> {
+        jsonrpc: &'static str,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a RawValue>,
     }
+    let n = Notification {
+        jsonrpc: "2.0",
+        method,
+        params,
+    };
+    serde_json::to_string(&n).expect("a notification serialises")
 }
 
-/// A request as JSON text.
-pub fn request(id: &Value, method: &str, params: &Value) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+/// A request as JSON text; `params` are serialised as they are (raw members stay raw).
+pub fn request<P: Serialize + ?Sized>(id: &Value, method: &str, params: &P) -> String {
+    #[derive(Serialize)]
+    struct Request<'a, P: ?Sized> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        method: &'a str,
+        params: &'a P,
+    }
+    let r = Request {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params,
+    };
+    serde_json::to_string(&r).expect("a request serialises")
 }
 
 #[cfg(test)]
@@ -199,6 +250,61 @@ mod tests {
                 .unwrap_err()
                 .code,
             INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn params_stay_as_received_and_shapes_are_told_apart() {
+        let text = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{"n":1e2,"big":18446744073709551616}}}"#;
+        let Ok(Incoming::Request { params, .. }) = parse(text) else {
+            panic!("a request")
+        };
+        assert_eq!(
+            params.raw().unwrap().get(),
+            r#"{"name":"t","arguments":{"n":1e2,"big":18446744073709551616}}"#
+        );
+        let Ok(Incoming::Notification { params, .. }) =
+            parse(br#"{"jsonrpc":"2.0","method":"n","params":null}"#)
+        else {
+            panic!("a notification")
+        };
+        assert!(params.raw().is_none());
+        // Invalid JSON is a parse error whatever its shape; valid JSON of the wrong
+        // shape is an invalid request saying why.
+        assert_eq!(parse(b"[1,").unwrap_err().code, PARSE_ERROR);
+        assert_eq!(parse(b"{\"a\":1} x").unwrap_err().code, PARSE_ERROR);
+        let batch = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap_err();
+        assert_eq!(batch.code, INVALID_REQUEST);
+        assert!(batch.message.contains("batches"), "{}", batch.message);
+        assert_eq!(parse(b"3").unwrap_err().code, INVALID_REQUEST);
+        let twice = parse(br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#).unwrap_err();
+        assert_eq!(twice.code, INVALID_REQUEST);
+        assert!(
+            twice.message.contains("duplicate field"),
+            "{}",
+            twice.message
+        );
+        // A response's result may be null; a null id is still an id.
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"result":null}"#),
+            Ok(Incoming::Response { .. })
+        ));
+    }
+
+    #[test]
+    fn requests_and_notifications_write_params_unchanged() {
+        let raw: Box<RawValue> = serde_json::from_str(r#"{"progress":1e2,"total":1.50}"#).unwrap();
+        assert_eq!(
+            notification("notifications/progress", Some(&raw)),
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1e2,"total":1.50}}"#
+        );
+        assert_eq!(
+            notification("notifications/initialized", None),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        );
+        assert_eq!(
+            request(&json!(3), "tools/call", &raw),
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"progress":1e2,"total":1.50}}"#
         );
     }
 

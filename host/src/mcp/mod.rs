@@ -1,7 +1,9 @@
 //! The Model Context Protocol as the gateway speaks it on both sides: JSON-RPC
-//! messages, Server-Sent Events framing and the Streamable HTTP constants.
+//! messages (their params kept as received), Server-Sent Events framing and the
+//! Streamable HTTP constants.
 
 pub mod jsonrpc;
+pub mod params;
 pub mod sse;
 
 /// Protocol revisions the gateway accepts from agents, oldest first.

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::header::ACCEPT;
 use http::{HeaderMap, Response, StatusCode};
-use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use super::body::{Body, sse_stream};
@@ -36,7 +35,7 @@ pub fn open(gw: &Arc<Gateway>, session: Arc<AgentSession>, headers: &HeaderMap) 
     let endpoint = session.endpoint.clone();
     drop(session);
     tokio::spawn(async move {
-        let note = jsonrpc::notification("notifications/tools/list_changed", &Value::Null);
+        let note = jsonrpc::notification("notifications/tools/list_changed", None);
         loop {
             let relevant = tokio::select! {
                 _ = ended.wait_for(|e| *e) => return,

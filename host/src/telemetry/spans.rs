@@ -29,6 +29,7 @@ use super::traces::{self, TARGET};
 use crate::audit::Record;
 use crate::auth::Identity;
 use crate::config::{Connector, PolicyMode};
+use crate::mcp::params::Params;
 use crate::upstream::{Outcome, UpstreamError};
 
 /// Longest tool name put in a span name (agents choose what they send).
@@ -38,7 +39,7 @@ const MAX_NAME: usize = 128;
 pub fn request(
     method: &str,
     id: &Value,
-    params: &Value,
+    params: &Params,
     identity: &Identity,
     headers: &HeaderMap,
     listen: SocketAddr,
@@ -47,9 +48,9 @@ pub fn request(
         return Span::none();
     }
     let tool = (method == "tools/call")
-        .then(|| params.get("name").and_then(Value::as_str))
-        .flatten()
-        .map(|t| truncate(t, MAX_NAME));
+        .then(|| params.field::<String>("name"))
+        .flatten();
+    let tool = tool.as_deref().map(|t| truncate(t, MAX_NAME));
     let name = match tool {
         Some(t) => format!("{method} {t}"),
         None => method.to_string(),

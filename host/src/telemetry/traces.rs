@@ -25,7 +25,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanProcessor};
-use serde_json::Value;
 use tracing::Span;
 use tracing::level_filters::LevelFilter;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -34,6 +33,7 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::config::{Protocol, TelemetrySettings, check_url};
+use crate::mcp::params::{Members, to_raw};
 
 /// The `tracing` target of every span meant for OpenTelemetry.
 pub const TARGET: &str = "portcullis::trace";
@@ -339,8 +339,9 @@ impl<I: Injector> Injector for NonEmpty<I> {
 }
 
 /// Sets `params._meta.traceparent` (and `tracestate`) for `span`, keeping the agent's
-/// other `_meta` fields. A `_meta` that is not an object is left alone.
-pub fn inject_meta(span: &Span, params: &mut Value) {
+/// other `_meta` fields as they were written. A `_meta` that is not an object is left
+/// alone.
+pub fn inject_meta(span: &Span, params: &mut Members) {
     if !enabled() {
         return;
     }
@@ -350,18 +351,21 @@ pub fn inject_meta(span: &Span, params: &mut Value) {
     }
     let mut fields = NonEmpty(HashMap::<String, String>::new());
     propagator().inject_context(&cx, &mut fields);
-    let fields = fields.0;
-    let Some(params) = params.as_object_mut() else {
-        return;
+    merge_meta(params, fields.0);
+}
+
+fn merge_meta(params: &mut Members, fields: HashMap<String, String>) {
+    let mut meta = match params.get("_meta") {
+        None => Members::new(),
+        Some(raw) => match serde_json::from_str::<Members>(raw.get()) {
+            Ok(meta) if raw.get().starts_with('{') => meta,
+            _ => return,
+        },
     };
-    let meta = params
-        .entry("_meta")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if let Some(meta) = meta.as_object_mut() {
-        for (k, v) in fields {
-            meta.insert(k, Value::String(v));
-        }
+    for (k, v) in fields {
+        meta.insert(k, to_raw(&v));
     }
+    params.insert("_meta".to_string(), to_raw(&meta));
 }
 
 /// OTLP/HTTP over the gateway's pooled hyper client. The batch processor exports from
@@ -485,10 +489,32 @@ mod tests {
     }
 
     #[test]
-    fn meta_keeps_the_agents_fields() {
+    fn meta_keeps_the_agents_fields_as_written() {
+        let members = |text: &str| serde_json::from_str::<Members>(text).unwrap();
+        let trace = HashMap::from([("traceparent".to_string(), "00-ab-cd-01".to_string())]);
         // Without an exporting span nothing is added.
-        let mut params = serde_json::json!({"name": "t", "_meta": {"progressToken": 1}});
+        let mut params = members(r#"{"name":"t","_meta":{"progressToken":1e2}}"#);
         inject_meta(&Span::none(), &mut params);
-        assert_eq!(params["_meta"], serde_json::json!({"progressToken": 1}));
+        assert_eq!(
+            serde_json::to_string(&params).unwrap(),
+            r#"{"name":"t","_meta":{"progressToken":1e2}}"#
+        );
+        merge_meta(&mut params, trace.clone());
+        assert_eq!(
+            serde_json::to_string(&params).unwrap(),
+            r#"{"name":"t","_meta":{"progressToken":1e2,"traceparent":"00-ab-cd-01"}}"#
+        );
+        let mut params = members(r#"{"name":"t"}"#);
+        merge_meta(&mut params, trace.clone());
+        assert_eq!(
+            serde_json::to_string(&params).unwrap(),
+            r#"{"name":"t","_meta":{"traceparent":"00-ab-cd-01"}}"#
+        );
+        let mut params = members(r#"{"name":"t","_meta":[1]}"#);
+        merge_meta(&mut params, trace);
+        assert_eq!(
+            serde_json::to_string(&params).unwrap(),
+            r#"{"name":"t","_meta":[1]}"#
+        );
     }
 }

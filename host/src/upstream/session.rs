@@ -16,6 +16,7 @@ use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -23,6 +24,7 @@ use tokio::sync::Mutex;
 use super::stream::{ListenStream, Message, MessageStream};
 use super::{HttpClient, UpstreamError};
 use crate::config::CredentialKind;
+use crate::mcp::params::to_raw;
 use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION, jsonrpc};
 use crate::vault::Vault;
 
@@ -174,7 +176,7 @@ impl UpstreamSession {
         &self,
         id: i64,
         method: &str,
-        params: &Value,
+        params: &(impl Serialize + ?Sized),
         mut on_message: impl FnMut(Message),
     ) -> Result<Outcome, UpstreamError> {
         let body = Bytes::from(jsonrpc::request(&json!(id), method, params));
@@ -231,7 +233,7 @@ impl UpstreamSession {
         let resp = self
             .post(
                 &state,
-                Bytes::from(jsonrpc::notification(method, params)),
+                Bytes::from(jsonrpc::notification(method, Some(&to_raw(params)))),
                 &cred,
             )
             .await?;
@@ -348,7 +350,7 @@ impl UpstreamSession {
             generation: 0,
             capabilities: result.get("capabilities").cloned().unwrap_or(Value::Null),
         };
-        let note = jsonrpc::notification("notifications/initialized", &Value::Null);
+        let note = jsonrpc::notification("notifications/initialized", None);
         let resp = self.post(&state, Bytes::from(note), cred).await?;
         if !resp.status().is_success() {
             return Err(UpstreamError::Status(resp.status().as_u16()));

@@ -26,7 +26,11 @@ pub enum Message {
         error: Option<Value>,
     },
     /// A notification, e.g. progress or `notifications/tools/list_changed`.
-    Notification { method: String, params: Value },
+    /// `params` as the upstream wrote them (relayed unchanged).
+    Notification {
+        method: String,
+        params: Option<Box<RawValue>>,
+    },
     /// A server-to-client request (sampling, elicitation, roots...).
     Request { id: Value, method: String },
 }
@@ -38,7 +42,7 @@ struct Wire {
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
-    params: Option<Value>,
+    params: Option<Box<RawValue>>,
     #[serde(default)]
     result: Option<Box<RawValue>>,
     #[serde(default)]
@@ -53,7 +57,7 @@ pub fn parse_message(text: &str) -> Result<Message, UpstreamError> {
         (Some(method), Some(id)) => Ok(Message::Request { id, method }),
         (Some(method), None) => Ok(Message::Notification {
             method,
-            params: wire.params.unwrap_or(Value::Null),
+            params: wire.params,
         }),
         (None, Some(id)) if wire.result.is_some() || wire.error.is_some() => {
             Ok(Message::Response {
