@@ -292,11 +292,15 @@ pub fn same_session(mcp: &crate::Mcp) -> crate::Mcp {
     other
 }
 
-/// A minimal MCP upstream served from the test process: it answers `initialize`,
-/// `tools/list` (one tool, `raw`) and every `tools/call` with `result_text` spliced in
-/// verbatim, so tests can check that the gateway relays a result's exact bytes even
-/// when they are not in serde's canonical form. GET gets 405. Returns the URL.
-pub async fn raw_result_upstream(result_text: &'static str) -> String {
+/// An MCP upstream served from the test process: every POST's JSON body goes to
+/// `answer`, which returns the response's status and JSON text (or never returns, for
+/// an upstream that hangs); other methods get 405. Returns the URL; the server lives as
+/// long as the test's runtime.
+async fn in_process_upstream<F, Fut>(answer: F) -> String
+where
+    F: Fn(serde_json::Value) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u16, String)> + Send + 'static,
+{
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -305,48 +309,29 @@ pub async fn raw_result_upstream(result_text: &'static str) -> String {
         .expect("bind");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let service = service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let method = req.method().clone();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let reply = |status: u16, text: String| {
-                            let mut resp =
-                                hyper::Response::new(Full::new(bytes::Bytes::from(text)));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            resp.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, std::convert::Infallible>(resp)
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (status, text) = if req.method() == hyper::Method::POST {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            let msg = body
+                                .ok()
+                                .and_then(|b| serde_json::from_slice(&b).ok())
+                                .unwrap_or_default();
+                            answer(msg).await
+                        } else {
+                            (405, String::new())
                         };
-                        if method != hyper::Method::POST {
-                            return reply(405, String::new());
-                        }
-                        let msg: serde_json::Value =
-                            serde_json::from_slice(&body).unwrap_or_default();
-                        let Some(id) = msg.get("id") else {
-                            return reply(202, String::new());
-                        };
-                        let result = match msg["method"].as_str().unwrap_or("") {
-                        "initialize" => r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"raw","version":"1"}}"#.to_string(),
-                        "tools/list" => r#"{"tools":[{"name":"raw","inputSchema":{"type":"object"}}]}"#.to_string(),
-                        "tools/call" => result_text.to_string(),
-                        _ => "{}".to_string(),
-                    };
-                        reply(
-                            200,
-                            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
-                        )
-                    },
-                );
+                        let mut resp = hyper::Response::new(Full::new(bytes::Bytes::from(text)));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        resp.headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -355,3 +340,58 @@ pub async fn raw_result_upstream(result_text: &'static str) -> String {
     });
     format!("http://{addr}/mcp")
 }
+
+/// The InitializeResult of the in-process upstreams.
+const INITIALIZE_RESULT: &str = r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"in-process","version":"1"}}"#;
+
+/// A minimal MCP upstream served from the test process: it answers `initialize`,
+/// `tools/list` (one tool, `raw`) and every `tools/call` with `result_text` spliced in
+/// verbatim, so tests can check that the gateway relays a result's exact bytes even
+/// when they are not in serde's canonical form. GET gets 405. Returns the URL.
+pub async fn raw_result_upstream(result_text: &'static str) -> String {
+    in_process_upstream(move |msg: serde_json::Value| async move {
+        let Some(id) = msg.get("id") else {
+            return (202, String::new());
+        };
+        let result = match msg["method"].as_str().unwrap_or("") {
+            "initialize" => INITIALIZE_RESULT,
+            "tools/list" => r#"{"tools":[{"name":"raw","inputSchema":{"type":"object"}}]}"#,
+            "tools/call" => result_text,
+            _ => "{}",
+        };
+        (
+            200,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+        )
+    })
+    .await
+}
+
+/// An MCP upstream whose `tools/list` never answers (alive, but stuck on the list):
+/// `initialize` and notifications are answered, GET gets 405. Returns its URL and the
+/// number of `tools/list` requests it has received so far.
+pub async fn stalled_list_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let lists = Arc::new(AtomicUsize::new(0));
+    let counter = lists.clone();
+    let url = in_process_upstream(move |msg: serde_json::Value| {
+        let counter = counter.clone();
+        async move {
+            match (msg.get("id"), msg["method"].as_str()) {
+                (Some(id), Some("initialize")) => (
+                    200,
+                    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{INITIALIZE_RESULT}}}"#),
+                ),
+                (Some(_), Some("tools/list")) => {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending().await
+                }
+                _ => (202, String::new()),
+            }
+        }
+    })
+    .await;
+    (url, lists)
+}
+

@@ -308,6 +308,76 @@ async fn upstream_down_is_internal_error_and_others_still_listed() {
     assert_eq!(code, -32603, "{msg}");
 }
 
+/// A connector whose `tools/list` hangs is asked once by all the lists that wait for
+/// it, and its failure is remembered for a while: lists, calls and its own endpoint
+/// get the error at once instead of each waiting for the upstream again. A refresh
+/// (SIGUSR1) forgets it.
+#[tokio::test]
+async fn a_stalled_connector_is_asked_once_and_its_failure_remembered() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let up = Upstream::rust(&[]);
+    let (stalled, lists) = portcullis_tests::extra::stalled_list_upstream().await;
+    let (key, hash) = new_key();
+    let conns = connector("conn_test", "Test Upstream", &up.url, "")
+        + &connector(
+            "conn_stalled",
+            "Stalled Server",
+            &stalled,
+            "timeout_ms = 2000",
+        );
+    let mut gw = Gateway::start(&config("", &conns, &hash));
+    let mut agents = Vec::new();
+    for _ in 0..4 {
+        agents.push(session(&gw, None, &key).await);
+    }
+
+    let all = futures_util::future::join_all(agents.iter_mut().map(|m| m.tool_names())).await;
+    for names in &all {
+        assert!(
+            names.contains(&"test-upstream.echo".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.starts_with("stalled-server.")),
+            "{names:?}"
+        );
+    }
+    assert_eq!(lists.load(SeqCst), 1, "the four lists share one fetch");
+
+    // Remembered (for 5 s): the next list, a call and the connector's own endpoint are
+    // answered without asking the upstream again.
+    let names = agents[0].tool_names().await;
+    assert!(
+        names.contains(&"test-upstream.echo".to_string()),
+        "{names:?}"
+    );
+    let msg = agents[1]
+        .call("stalled-server.echo", json!({"text": "x"}))
+        .await;
+    assert_eq!(error_of(&msg), (-32603, "timeout".to_string()), "{msg}");
+    let line = wait_audit(&gw, Duration::from_secs(10), |l| {
+        field(l, "connector").as_deref() == Some("conn_stalled")
+            && field(l, "method").as_deref() == Some("tools/call")
+    });
+    assert_eq!(field(&line, "status").as_deref(), Some("504"), "{line}");
+    let mut one = session(&gw, Some("conn_stalled"), &key).await;
+    let msg = one.request("tools/list", json!({})).await;
+    assert_eq!(error_of(&msg).0, -32603, "{msg}");
+    assert_eq!(lists.load(SeqCst), 1, "the failure is remembered");
+
+    // An operator refresh forgets it: the next list asks again.
+    gw.proc.signal("USR1");
+    gw.proc.wait_line(Duration::from_secs(10), |l| {
+        l.contains("tool list invalidated") && l.contains("conn_stalled")
+    });
+    let names = agents[2].tool_names().await;
+    assert!(
+        names.contains(&"test-upstream.echo".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(lists.load(SeqCst), 2, "asked again after the refresh");
+}
+
 async fn progress_is_relayed_before_the_result(mode: &str) {
     let up = Upstream::rust(&["--response", mode]);
     let (gw, key) = gateway(&up, "", "");

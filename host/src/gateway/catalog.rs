@@ -4,12 +4,19 @@
 //!
 //! Tools are kept as the JSON the upstream sent, so fields the gateway does not know
 //! reach agents unchanged.
+//!
+//! Concurrent requests for a list that is not cached share one fetch. A fetch that
+//! fails is remembered for [`FAILURE_TTL`]: requests in that time get its error at once
+//! (on `/mcp` the connector is left out of the list) instead of each waiting for an
+//! upstream that is down or silent, up to its full `timeout_ms`, in turn. The first
+//! request after that tries again; an operator refresh or a `list_changed` forgets the
+//! failure at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use serde_json::{Value, json};
@@ -20,6 +27,9 @@ use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
 
 /// Upper bound on pages followed for one connector, against a looping cursor.
 const MAX_PAGES: usize = 1000;
+
+/// How long a failed fetch of a connector's list is answered from memory.
+pub const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 /// One connector's cached tool list.
 #[derive(Debug)]
@@ -98,6 +108,23 @@ struct Entry {
     session: Arc<UpstreamSession>,
     tools: ArcSwapOption<ToolSet>,
     fetch_lock: Mutex<()>,
+    /// The last fetch's error and when it ended, while no list is cached.
+    failure: std::sync::Mutex<Option<(Instant, UpstreamError)>>,
+}
+
+impl Entry {
+    /// The last fetch's error, if it ended less than [`FAILURE_TTL`] ago.
+    fn recent_failure(&self) -> Option<UpstreamError> {
+        let failure = self.failure.lock().expect("catalog failure lock");
+        match &*failure {
+            Some((at, e)) if at.elapsed() < FAILURE_TTL => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn set_failure(&self, failure: Option<UpstreamError>) {
+        *self.failure.lock().expect("catalog failure lock") = failure.map(|e| (Instant::now(), e));
+    }
 }
 
 /// The catalog of every connector.
@@ -120,6 +147,7 @@ impl Catalog {
                     session,
                     tools: ArcSwapOption::empty(),
                     fetch_lock: Mutex::new(()),
+                    failure: std::sync::Mutex::new(None),
                 };
                 (connector.id.clone(), entry)
             })
@@ -136,34 +164,49 @@ impl Catalog {
         self.changed.subscribe()
     }
 
-    /// The cached tools of a connector, fetched first if not cached.
+    /// The cached tools of a connector, fetched first if not cached; a recent failed
+    /// fetch's error at once (module doc).
     pub async fn tools(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
         let entry = self.entry(connector_id)?;
         if let Some(tools) = entry.tools.load_full() {
             return Ok(tools);
         }
+        if let Some(e) = entry.recent_failure() {
+            return Err(e);
+        }
+        // One fetch at a time; who waited for it takes its list or its error.
         let _guard = entry.fetch_lock.lock().await;
         if let Some(tools) = entry.tools.load_full() {
             return Ok(tools);
         }
+        if let Some(e) = entry.recent_failure() {
+            return Err(e);
+        }
         let fetched = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
             .await
             .unwrap_or(Err(UpstreamError::Timeout));
-        if let Err(e) = &fetched {
-            crate::telemetry::metrics::upstream_error(connector_id, e.kind());
-        }
-        let tools = fetched?;
+        let tools = match fetched {
+            Ok(tools) => tools,
+            Err(e) => {
+                crate::telemetry::metrics::upstream_error(connector_id, e.kind());
+                entry.set_failure(Some(e.clone()));
+                return Err(e);
+            }
+        };
         let set = Arc::new(ToolSet::new(
             tools,
             self.versions.fetch_add(1, Ordering::Relaxed) + 1,
         ));
+        entry.set_failure(None);
         entry.tools.store(Some(set.clone()));
         Ok(set)
     }
 
-    /// Drops a connector's cached list and tells subscribers.
+    /// Drops a connector's cached list (and a remembered failure) and tells
+    /// subscribers.
     pub fn invalidate(&self, connector_id: &str) {
         if let Some(entry) = self.entries.get(connector_id) {
+            entry.set_failure(None);
             entry.tools.store(None);
             let _ = self.changed.send(connector_id.to_string());
             tracing::info!(connector = connector_id, "tool list invalidated");

@@ -15,7 +15,7 @@ pub use stream::{ListenStream, Message};
 
 /// Why an upstream exchange failed (as opposed to the upstream answering with a
 /// JSON-RPC error, which is an [`Outcome`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// The upstream answered with a non-2xx HTTP status.
     #[error("upstream answered HTTP {0}")]
