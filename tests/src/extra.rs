@@ -395,3 +395,33 @@ pub async fn stalled_list_upstream() -> (String, std::sync::Arc<std::sync::atomi
     (url, lists)
 }
 
+/// An MCP upstream that never answers the first `initialize` it receives (a server
+/// stuck while it starts) and answers everything after it: `initialize`, notifications,
+/// and `tools/list` with one tool, `late_tool`. Returns its URL.
+pub async fn first_initialize_hangs_upstream() -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let hung = Arc::new(AtomicBool::new(false));
+    in_process_upstream(move |msg: serde_json::Value| {
+        let hung = hung.clone();
+        async move {
+            let result = match (msg.get("id"), msg["method"].as_str()) {
+                (Some(_), Some("initialize")) if !hung.swap(true, Ordering::SeqCst) => {
+                    std::future::pending().await
+                }
+                (Some(_), Some("initialize")) => INITIALIZE_RESULT,
+                (Some(_), Some("tools/list")) => {
+                    r#"{"tools":[{"name":"late_tool","inputSchema":{"type":"object"}}]}"#
+                }
+                (Some(_), _) => "{}",
+                (None, _) => return (202, String::new()),
+            };
+            let id = &msg["id"];
+            (
+                200,
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
+            )
+        }
+    })
+    .await
+}

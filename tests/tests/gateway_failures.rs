@@ -378,6 +378,31 @@ async fn a_stalled_connector_is_asked_once_and_its_failure_remembered() {
     assert_eq!(lists.load(SeqCst), 2, "asked again after the refresh");
 }
 
+/// An upstream stuck on the first `initialize` it gets (the gateway's list_changed
+/// watcher sends it at start-up) does not stay unusable once it answers: that
+/// handshake is bounded by the connector's timeout like every other request.
+#[tokio::test]
+async fn a_connector_stuck_at_start_up_is_usable_once_it_answers() {
+    let url = portcullis_tests::extra::first_initialize_hangs_upstream().await;
+    let (key, hash) = new_key();
+    let conns = connector("conn_late", "Late Server", &url, "timeout_ms = 1000");
+    let gw = Gateway::start(&config("", &conns, &hash));
+    let mut mcp = session(&gw, None, &key).await;
+    // Bounded: the watcher gives up after 1 s, a failed fetch is retried after 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names = mcp.tool_names().await;
+        if names.contains(&"late-server.late_tool".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connector never became usable: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn progress_is_relayed_before_the_result(mode: &str) {
     let up = Upstream::rust(&["--response", mode]);
     let (gw, key) = gateway(&up, "", "");

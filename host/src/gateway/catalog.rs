@@ -250,12 +250,23 @@ impl Catalog {
     }
 
     /// One listening period; `Ok(false)` means there is nothing to listen to.
+    ///
+    /// Setting up (the handshake, opening the stream) is bounded by the connector's
+    /// timeout: the handshake holds the session's state lock, and an upstream that
+    /// never answered it would otherwise keep the connector's list and calls waiting
+    /// for good, even after it recovered.
     async fn watch_once(&self, entry: &Entry) -> Result<bool, UpstreamError> {
-        let caps = entry.session.capabilities().await?;
+        let limit = entry.connector.timeout;
+        let caps = tokio::time::timeout(limit, entry.session.capabilities())
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))?;
         if caps.pointer("/tools/listChanged") != Some(&Value::Bool(true)) {
             return Ok(false);
         }
-        let Some(mut stream) = entry.session.listen().await? else {
+        let listen = tokio::time::timeout(limit, entry.session.listen())
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout));
+        let Some(mut stream) = listen? else {
             return Ok(false);
         };
         while let Some(msg) = stream.next().await? {
