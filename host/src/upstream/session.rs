@@ -137,7 +137,8 @@ struct State {
     version: Option<HeaderValue>,
     /// Bumped at every handshake, so concurrent callers re-initialise only once.
     generation: u64,
-    capabilities: Value,
+    /// Shared: every request takes a copy of the state.
+    capabilities: Arc<Value>,
 }
 
 pub struct UpstreamSession {
@@ -167,7 +168,7 @@ impl UpstreamSession {
     /// The upstream's capabilities from its InitializeResult (initialising if needed).
     pub async fn capabilities(&self) -> Result<Value, UpstreamError> {
         let cred = self.credential.get().await?;
-        Ok(self.ready(&cred).await?.capabilities)
+        Ok(Value::clone(&self.ready(&cred).await?.capabilities))
     }
 
     /// Sends request `id` and waits for its response. Every other message the upstream
@@ -348,7 +349,7 @@ impl UpstreamSession {
             session_id,
             version: Some(version),
             generation: 0,
-            capabilities: result.get("capabilities").cloned().unwrap_or(Value::Null),
+            capabilities: Arc::new(result.get("capabilities").cloned().unwrap_or(Value::Null)),
         };
         let note = jsonrpc::notification("notifications/initialized", None);
         let resp = self.post(&state, Bytes::from(note), cred).await?;
