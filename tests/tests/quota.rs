@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use portcullis_tests::extra::{field, same_session, wait_audit};
+use portcullis_tests::policy_support::toml_path;
 use portcullis_tests::redis::Redis;
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::{Gateway, Mcp, Upstream, fixture_policy, new_key};
 use serde_json::{Value, json};
 
 const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
@@ -292,4 +294,40 @@ async fn on_unavailable_allow_lets_calls_through() {
     gw.proc.wait_line(Duration::from_secs(5), |l| {
         l.contains("letting the call through")
     });
+}
+
+/// A call whose session is ended (DELETE) while its policies run is refused before the
+/// quota check: it uses none of the org's quota.
+#[tokio::test]
+async fn a_call_whose_session_ended_uses_no_quota() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    // echo spends 1.5 s in a looping policy, then goes on (on_error = "allow").
+    let module = toml_path(&fixture_policy("policy-test-misbehave"));
+    let slow = format!(
+        "\n[[policies]]\nname = \"slow\"\nmodule = {module}\n\
+         settings = {{ behaviour = \"loop\", tools = [\"echo\"] }}\n\
+         on_error = \"allow\"\ntimeout_ms = 1500\ncache_decisions = false\n"
+    );
+    let cfg = config(&up.url, &hash, "", r#"{ calls = 1, per = "day" }"#) + &slow;
+    let gw = Gateway::start(&cfg);
+    let mut m = session(&gw, &key).await;
+    let other = same_session(&m);
+    let (msg, deleted) = tokio::join!(echo(&mut m), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        other.delete().await.status
+    });
+    assert_eq!(deleted, 200);
+    assert_eq!(msg["error"]["code"], -32600, "{msg}");
+    wait_audit(&gw, Duration::from_secs(10), |l| {
+        field(l, "status").as_deref() == Some("404") && l.contains("session ended")
+    });
+
+    // The org's one call is still there.
+    let mut fresh = session(&gw, &key).await;
+    let msg = echo(&mut fresh).await;
+    assert!(
+        msg.get("result").is_some(),
+        "the ended session's call used the quota: {msg}"
+    );
 }

@@ -139,6 +139,11 @@ impl Gateway {
             )
             .await;
         }
+        // The agent ended the session (DELETE) while the policies ran: refused before
+        // the quota check, so the call uses none of the org's quota.
+        if session.has_ended() {
+            return fail(record, session_ended(), 404, Some("session ended".into())).await;
+        }
         match self.quota.check(&session.identity.org).await {
             Verdict::Allowed { .. } | Verdict::Unlimited | Verdict::UnavailableAllowed(_) => {}
             Verdict::Exceeded { limit } => {
@@ -161,13 +166,10 @@ impl Gateway {
             }
         }
 
-        // The agent ended the session (DELETE) while this call was on its way.
+        // The session ended during the quota check (`upstream` makes no upstream
+        // session for an ended one).
         let Some(upstream) = self.upstream(session, &connector) else {
-            let err = RpcError::new(
-                jsonrpc::INVALID_REQUEST,
-                "Session not found; initialize a new session",
-            );
-            return fail(record, err, 404, Some("session ended".into())).await;
+            return fail(record, session_ended(), 404, Some("session ended".into())).await;
         };
         // Forward: the agent's params, with the upstream's name for the tool.
         forward.insert("name".to_string(), params::to_raw(tool_name));
@@ -398,6 +400,14 @@ fn upstream_error(e: &UpstreamError) -> RpcError {
         }
         other => RpcError::new(jsonrpc::INTERNAL_ERROR, format!("Upstream error: {other}")),
     }
+}
+
+/// The answer to a call whose session ended while it was on its way.
+fn session_ended() -> RpcError {
+    RpcError::new(
+        jsonrpc::INVALID_REQUEST,
+        "Session not found; initialize a new session",
+    )
 }
 
 /// What a cancelled request's HTTP exchange ends with: an empty SSE stream, or for

@@ -67,7 +67,7 @@ impl AgentSession {
         make: impl FnOnce() -> UpstreamSession,
     ) -> Option<Arc<UpstreamSession>> {
         let mut map = self.upstreams.lock().expect("upstreams lock");
-        if *self.ended.borrow() {
+        if self.has_ended() {
             return None;
         }
         Some(
@@ -97,6 +97,11 @@ impl AgentSession {
             .lock()
             .expect("inflight lock")
             .remove(&agent_id.to_string())
+    }
+
+    /// Whether the session has ended (DELETE, expiry or shutdown).
+    pub fn has_ended(&self) -> bool {
+        *self.ended.borrow()
     }
 
     /// Resolves when the session has ended.
