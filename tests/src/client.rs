@@ -250,6 +250,23 @@ impl Mcp {
             .collect()
     }
 
+    /// Lists tools until `name` is among them (every 100 ms, for at most `timeout`);
+    /// panics with `what` and the last list if it never is.
+    pub async fn wait_for_tool(&mut self, name: &str, timeout: std::time::Duration, what: &str) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let names = self.tool_names().await;
+            if names.iter().any(|n| n == name) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: no {name} in {names:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// `tools/call`; returns the JSON-RPC response message (`result` or `error`).
     pub async fn call(&mut self, name: &str, args: Value) -> Value {
         self.request("tools/call", json!({"name": name, "arguments": args}))

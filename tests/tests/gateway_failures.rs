@@ -388,19 +388,10 @@ async fn a_connector_stuck_at_start_up_is_usable_once_it_answers() {
     let conns = connector("conn_late", "Late Server", &url, "timeout_ms = 1000");
     let gw = Gateway::start(&config("", &conns, &hash));
     let mut mcp = session(&gw, None, &key).await;
-    // Bounded: the watcher gives up after 1 s, a failed fetch is retried after 5 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let names = mcp.tool_names().await;
-        if names.contains(&"late-server.late_tool".to_string()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the connector never became usable: {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The watcher gives up after 1 s, a failed fetch is retried after 5 s.
+    let usable = "the connector never became usable";
+    mcp.wait_for_tool("late-server.late_tool", Duration::from_secs(30), usable)
+        .await;
 }
 
 async fn progress_is_relayed_before_the_result(mode: &str) {

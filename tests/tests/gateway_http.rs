@@ -736,18 +736,9 @@ async fn refresh_by_cli_and_by_sigusr1() {
             .contains(&"test-upstream.by_signal".to_string())
     );
     gw.proc.signal("USR1");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let names = mcp.tool_names().await;
-        if names.contains(&"test-upstream.by_signal".to_string()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "SIGUSR1 did not refresh: {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refreshed = "SIGUSR1 did not refresh";
+    mcp.wait_for_tool("test-upstream.by_signal", Duration::from_secs(5), refreshed)
+        .await;
 }
 
 const VALID_AGENT: &str = "\n[[agents]]\nid = \"a\"\norg = \"o\"\nkey_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
