@@ -1,7 +1,8 @@
 //! The agent-facing Streamable HTTP transport of the real binary: authentication,
 //! sessions (and how many one agent may hold), protocol version, DNS-rebinding
-//! checks, body limits, JSON-RPC framing, the GET stream with `list_changed`, operator
-//! refresh (CLI and SIGUSR1), config validation at start-up and `portcullis keys new`.
+//! checks, body limits, JSON-RPC framing, SSE event ids, the GET stream with
+//! `list_changed`, operator refresh (CLI and SIGUSR1), config validation at start-up
+//! and `portcullis keys new`.
 
 use std::time::{Duration, Instant};
 
@@ -644,6 +645,45 @@ async fn get_stream_relays_upstream_list_changed() {
     );
     assert!(after.len() > before.len());
     assert!(one.tool_names().await.contains(&added));
+}
+
+#[tokio::test]
+async fn sse_event_ids_are_unique_across_a_sessions_streams() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = gateway(&up, "");
+    let mut mcp = session(&gw, None, &key).await;
+    let mut seen: Vec<String> = Vec::new();
+    for stream in 0..3 {
+        let resp = mcp
+            .request_raw(
+                "tools/call",
+                json!({"name": "test-upstream.progress", "arguments": {"steps": 2},
+                       "_meta": {"progressToken": stream}}),
+            )
+            .await;
+        assert!(
+            resp.is_sse(),
+            "progress makes an event stream: {}",
+            resp.body
+        );
+        let ids: Vec<String> = resp
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix("id:"))
+            .map(|id| id.trim().to_string())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            3,
+            "two progress events and the answer: {}",
+            resp.body
+        );
+        seen.extend(ids);
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "an event id repeats: {seen:?}");
 }
 
 #[tokio::test]

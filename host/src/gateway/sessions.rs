@@ -44,9 +44,17 @@ pub struct AgentSession {
     inflight: Mutex<HashMap<String, InFlight>>,
     /// Becomes `true` when the session ends (GET streams stop then).
     ended: tokio::sync::watch::Sender<bool>,
+    /// SSE streams opened so far (their number prefixes their event ids).
+    streams: AtomicU64,
 }
 
 impl AgentSession {
+    /// A number for a new SSE stream of this session, so that event ids
+    /// (`<stream>-<n>`) are unique across all its streams, as Streamable HTTP requires.
+    pub fn next_stream(&self) -> u64 {
+        self.streams.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub fn touch(&self) {
         self.last_seen_ms
             .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -194,6 +202,7 @@ impl SessionStore {
             upstreams: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             ended: tokio::sync::watch::channel(false).0,
+            streams: AtomicU64::new(0),
         });
         let mut open = self.open.write().expect("sessions lock");
         // An agent at its own limit is told so, even when the gateway is full too.

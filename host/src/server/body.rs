@@ -22,19 +22,21 @@ pub fn empty() -> Body {
     Empty::new().boxed()
 }
 
-/// An SSE body: each message from `rx` becomes one event; with `keepalive`, a comment
-/// line is sent whenever the channel is quiet that long. Ends when `rx` closes.
-pub fn sse_stream(rx: mpsc::Receiver<String>, keepalive: Option<Duration>) -> Body {
+/// An SSE body: each message from `rx` becomes one event, with the id `<stream_id>-<n>`
+/// (`stream_id` from [`AgentSession::next_stream`], so ids are unique across the
+/// session's streams); with `keepalive`, a comment line is sent whenever the channel is
+/// quiet that long. Ends when `rx` closes.
+///
+/// [`AgentSession::next_stream`]: crate::gateway::sessions::AgentSession::next_stream
+pub fn sse_stream(rx: mpsc::Receiver<String>, keepalive: Option<Duration>, stream_id: u64) -> Body {
     let events = stream::unfold((rx, 0u64), move |(mut rx, n)| async move {
+        let event = |m: String| sse::encode(Some(&format!("{stream_id}-{n}")), &m);
         let next = match keepalive {
             Some(every) => match tokio::time::timeout(every, rx.recv()).await {
-                Ok(msg) => msg.map(|m| sse::encode(Some(&n.to_string()), &m)),
+                Ok(msg) => msg.map(event),
                 Err(_) => Some(": keepalive\n\n".to_string()),
             },
-            None => rx
-                .recv()
-                .await
-                .map(|m| sse::encode(Some(&n.to_string()), &m)),
+            None => rx.recv().await.map(event),
         };
         next.map(|text| {
             (

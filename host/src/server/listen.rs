@@ -33,6 +33,7 @@ pub fn open(gw: &Arc<Gateway>, session: Arc<AgentSession>, headers: &HeaderMap) 
     let mut ended = session.ended();
     let (tx, rx) = mpsc::channel(16);
     let endpoint = session.endpoint.clone();
+    let stream = session.next_stream();
     drop(session);
     tokio::spawn(async move {
         let note = jsonrpc::notification("notifications/tools/list_changed", None);
@@ -55,5 +56,5 @@ pub fn open(gw: &Arc<Gateway>, session: Arc<AgentSession>, headers: &HeaderMap) 
             }
         }
     });
-    sse_response(sse_stream(rx, Some(KEEPALIVE)))
+    sse_response(sse_stream(rx, Some(KEEPALIVE), stream))
 }

@@ -216,7 +216,7 @@ async fn dispatch(
         Message::Request { id, method, params } => {
             match gw.request(&session, id, &method, params, accepts_sse).await {
                 Reply::Json(text) => json_response(text),
-                Reply::Stream(rx) => sse_response(sse_stream(rx, None)),
+                Reply::Stream(rx) => sse_response(sse_stream(rx, None, session.next_stream())),
                 Reply::Accepted => with_status(StatusCode::ACCEPTED, empty()),
             }
         }
