@@ -494,7 +494,7 @@ async fn post_framing_errors() {
     assert_eq!(v["jsonrpc"], "2.0");
     assert_eq!(v["id"], Value::Null, "{v}");
 
-    // A batch is not supported: -32600.
+    // A batch in a 2025-11-25 session: -32600 (gateway_batches.rs has 2025-03-26).
     let batch = format!("[{PING},{PING}]");
     let resp = mcp.post(&batch, &[]).await;
     assert!(resp.status < 500, "{}", resp.status);

@@ -39,8 +39,6 @@ pub enum Reply {
     /// Messages to send as SSE; the stream ends after the response (or without one
     /// when the request was cancelled).
     Stream(mpsc::Receiver<String>),
-    /// A notification or response was accepted (HTTP 202).
-    Accepted,
 }
 
 pub struct Gateway {

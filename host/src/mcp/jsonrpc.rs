@@ -91,16 +91,47 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
+/// What a POST body holds.
+#[derive(Debug)]
+pub enum Body {
+    One(Incoming),
+    /// A JSON-RPC batch (not empty): each member read on its own, so one malformed
+    /// member is an error response of its own and the others still run.
+    Batch(Vec<Result<Incoming, RpcError>>),
+}
+
+/// Parses a POST body: one message or a batch of them. The error (invalid JSON, an
+/// empty batch, one message of the wrong shape) is the JSON-RPC error to answer with.
+pub fn parse_body(body: &[u8]) -> Result<Body, RpcError> {
+    if first_byte(body) != Some(b'[') {
+        return parse(body).map(Body::One);
+    }
+    let members: Vec<&RawValue> = serde_json::from_slice(body)
+        .map_err(|e| RpcError::new(PARSE_ERROR, format!("Parse error: {e}")))?;
+    if members.is_empty() {
+        return Err(RpcError::new(
+            INVALID_REQUEST,
+            "Invalid Request: an empty batch",
+        ));
+    }
+    Ok(Body::Batch(
+        members.iter().map(|m| parse(m.get().as_bytes())).collect(),
+    ))
+}
+
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter().find(|b| !b.is_ascii_whitespace()).copied()
+}
+
 /// Parses one JSON-RPC message; the error is the JSON-RPC error to answer with.
 pub fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
     // Only an object is a message (serde would also read a struct from an array).
-    let error = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+    let error = match first_byte(body) {
         Some(b'{') => match serde_json::from_slice::<Envelope>(body) {
             Ok(envelope) => return classify(envelope),
             // Valid JSON, an object, and still no envelope: a member given twice.
             Err(e) => format!("Invalid Request: {e}"),
         },
-        Some(b'[') => "Invalid Request: JSON-RPC batches are not supported".to_string(),
         _ => "Invalid Request: a message is a JSON object".to_string(),
     };
     // Invalid JSON is a parse error whatever its shape.
@@ -273,9 +304,8 @@ mod tests {
         // shape is an invalid request saying why.
         assert_eq!(parse(b"[1,").unwrap_err().code, PARSE_ERROR);
         assert_eq!(parse(b"{\"a\":1} x").unwrap_err().code, PARSE_ERROR);
-        let batch = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap_err();
-        assert_eq!(batch.code, INVALID_REQUEST);
-        assert!(batch.message.contains("batches"), "{}", batch.message);
+        // parse reads one message; parse_body also reads batches.
+        assert_eq!(parse(b"[]").unwrap_err().code, INVALID_REQUEST);
         assert_eq!(parse(b"3").unwrap_err().code, INVALID_REQUEST);
         let twice = parse(br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#).unwrap_err();
         assert_eq!(twice.code, INVALID_REQUEST);
@@ -289,6 +319,31 @@ mod tests {
             parse(br#"{"jsonrpc":"2.0","id":1,"result":null}"#),
             Ok(Incoming::Response { .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_is_read_member_by_member() {
+        let Ok(Body::Batch(members)) = parse_body(
+            br#" [{"jsonrpc":"2.0","id":1,"method":"ping"}, 42, [],
+                 {"jsonrpc":"2.0","method":"notifications/initialized"},
+                 {"jsonrpc":"2.0","id":"r","result":{}}, {"id":2,"method":"ping"}]"#,
+        ) else {
+            panic!("a batch")
+        };
+        assert_eq!(members.len(), 6);
+        assert!(matches!(members[0], Ok(Incoming::Request { .. })));
+        assert_eq!(members[1].as_ref().unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(members[2].as_ref().unwrap_err().code, INVALID_REQUEST);
+        assert!(matches!(members[3], Ok(Incoming::Notification { .. })));
+        assert!(matches!(members[4], Ok(Incoming::Response { .. })));
+        assert_eq!(members[5].as_ref().unwrap_err().code, INVALID_REQUEST);
+        assert!(matches!(
+            parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Ok(Body::One(Incoming::Request { .. }))
+        ));
+        assert_eq!(parse_body(b" [ ] ").unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(parse_body(b"[{},").unwrap_err().code, PARSE_ERROR);
+        assert_eq!(parse_body(b"{").unwrap_err().code, PARSE_ERROR);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! front of the gateway); connections drain gracefully on shutdown.
 
 pub mod admin;
+mod batch;
 mod body;
 mod listen;
 mod spin;

@@ -5,6 +5,7 @@
 //! bearer key (401), HTTP method; then for POST: content type (415), accepted
 //! responses (406), body size (413), JSON-RPC shape (-32700/-32600 with 400),
 //! `MCP-Protocol-Version` (400), session (400 missing, 404 unknown or not yours).
+//! A JSON-RPC batch goes to [`super::batch`] after the same checks.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::body::{Body, empty, full, sse_stream};
-use super::listen;
+use super::{batch, listen};
 use crate::auth::{Authenticator, Identity};
 use crate::config::Server;
 use crate::gateway::sessions::{AgentSession, Endpoint, TooManySessions};
@@ -134,8 +135,14 @@ async fn post(
         }
         Err(_) => return http_error(StatusCode::BAD_REQUEST, "Could not read the request body"),
     };
-    let message = match jsonrpc::parse(&body) {
-        Ok(m) => m,
+    let message = match jsonrpc::parse_body(&body) {
+        Ok(jsonrpc::Body::One(m)) => m,
+        Ok(jsonrpc::Body::Batch(members)) => {
+            if let Err(resp) = check_version(&headers) {
+                return *resp;
+            }
+            return batch::handle(gw, identity, endpoint, headers, members, accepts_sse).await;
+        }
         Err(err) => return rpc_error(StatusCode::BAD_REQUEST, None, &err),
     };
     if let Err(resp) = check_version(&headers) {
@@ -217,7 +224,6 @@ async fn dispatch(
             match gw.request(&session, id, &method, params, accepts_sse).await {
                 Reply::Json(text) => json_response(text),
                 Reply::Stream(rx) => sse_response(sse_stream(rx, None, session.next_stream())),
-                Reply::Accepted => with_status(StatusCode::ACCEPTED, empty()),
             }
         }
         Message::Notification { method, params } => {
@@ -229,7 +235,7 @@ async fn dispatch(
 }
 
 /// Why a request's session could not be used.
-enum NoSession {
+pub(super) enum NoSession {
     /// No `MCP-Session-Id` header (400).
     Missing,
     /// Unknown, ended, or someone else's (404).
@@ -237,7 +243,7 @@ enum NoSession {
 }
 
 impl NoSession {
-    fn response(self) -> Response<Body> {
+    pub(super) fn response(self) -> Response<Body> {
         match self {
             NoSession::Missing => http_error(
                 StatusCode::BAD_REQUEST,
@@ -252,7 +258,7 @@ impl NoSession {
 }
 
 /// The caller's session from `MCP-Session-Id`.
-fn session(
+pub(super) fn session(
     gw: &Gateway,
     headers: &HeaderMap,
     identity: &Identity,
@@ -399,7 +405,11 @@ pub fn sse_response(body: Body) -> Response<Body> {
     resp
 }
 
-fn rpc_error(status: StatusCode, id: Option<&serde_json::Value>, err: &RpcError) -> Response<Body> {
+pub(super) fn rpc_error(
+    status: StatusCode,
+    id: Option<&serde_json::Value>,
+    err: &RpcError,
+) -> Response<Body> {
     let mut resp = json_response(jsonrpc::error(id, err));
     *resp.status_mut() = status;
     resp
