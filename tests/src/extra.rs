@@ -294,8 +294,8 @@ pub fn same_session(mcp: &crate::Mcp) -> crate::Mcp {
 
 /// An MCP upstream served from the test process: every POST's JSON body goes to
 /// `answer`, which returns the response's status and JSON text (or never returns, for
-/// an upstream that hangs); other methods get 405. Returns the URL; the server lives as
-/// long as the test's runtime.
+/// an upstream that hangs); text starting with `data:` is sent as an SSE stream. Other
+/// methods get 405. Returns the URL; the server lives as long as the test's runtime.
 async fn in_process_upstream<F, Fut>(answer: F) -> String
 where
     F: Fn(serde_json::Value) -> Fut + Clone + Send + Sync + 'static,
@@ -325,10 +325,15 @@ where
                         } else {
                             (405, String::new())
                         };
+                        let content_type = if text.starts_with("data:") {
+                            "text/event-stream"
+                        } else {
+                            "application/json"
+                        };
                         let mut resp = hyper::Response::new(Full::new(bytes::Bytes::from(text)));
                         *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                         resp.headers_mut()
-                            .insert("content-type", "application/json".parse().unwrap());
+                            .insert("content-type", content_type.parse().unwrap());
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
@@ -363,6 +368,52 @@ pub async fn raw_result_upstream(result_text: &'static str) -> String {
             200,
             format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#),
         )
+    })
+    .await
+}
+
+/// An MCP upstream speaking 2025-03-26 that batches what it sends, as that revision
+/// allows: `tools/list` (one tool, `batched`) comes as a JSON body holding a batch of
+/// one, and a `tools/call` with a progress token as an SSE stream whose first event is
+/// a batch of two progress notifications and whose second is a batch holding the
+/// result `{"content":[],"order": "kept" ,"n":1e2}` (bytes as written). Returns its URL.
+pub async fn batching_upstream() -> String {
+    in_process_upstream(move |msg: serde_json::Value| async move {
+        let Some(id) = msg.get("id") else {
+            return (202, String::new());
+        };
+        let response = |result: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
+        match msg["method"].as_str().unwrap_or("") {
+            "initialize" => (
+                200,
+                response(&INITIALIZE_RESULT.replace("2025-06-18", "2025-03-26")),
+            ),
+            "tools/list" => (
+                200,
+                format!(
+                    "[{}]",
+                    response(r#"{"tools":[{"name":"batched","inputSchema":{"type":"object"}}]}"#)
+                ),
+            ),
+            "tools/call" => {
+                let token = &msg["params"]["_meta"]["progressToken"];
+                let progress = |n: u32| {
+                    format!(
+                        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{token},"progress":{n}}}}}"#
+                    )
+                };
+                let result = response(r#"{"content":[],"order": "kept" ,"n":1e2}"#);
+                (
+                    200,
+                    format!(
+                        "data: [{},{}]\n\ndata: [{result}]\n\n",
+                        progress(1),
+                        progress(2)
+                    ),
+                )
+            }
+            _ => (200, response("{}")),
+        }
     })
     .await
 }

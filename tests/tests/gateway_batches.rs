@@ -1,11 +1,13 @@
 //! JSON-RPC batches through the real binary: accepted in sessions of MCP 2025-03-26
 //! (which requires servers to receive them) member by member, with each call checked
 //! against the quota on its own; answered as a JSON array, or as one event stream when
-//! an upstream sends progress; refused in sessions of later revisions.
+//! an upstream sends progress; refused in sessions of later revisions. And the other
+//! way: an upstream that batches what it sends is read message by message.
 
 use std::time::Duration;
 
-use portcullis_tests::extra::{agent, connector, field, wait_audit};
+use portcullis_tests::client::sse_data;
+use portcullis_tests::extra::{agent, batching_upstream, connector, field, raw_member, wait_audit};
 use portcullis_tests::{Gateway, Mcp, Response, Upstream, new_key};
 use serde_json::{Value, json};
 
@@ -262,4 +264,44 @@ async fn later_revisions_refuse_batches() {
         let mut mcp = mcp;
         assert_eq!(mcp.request("ping", json!({})).await["result"], json!({}));
     }
+}
+
+#[tokio::test]
+async fn an_upstream_that_batches_its_messages_is_read_one_by_one() {
+    let url = batching_upstream().await;
+    let (key, hash) = new_key();
+    let gw = Gateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        connector("conn_batching", "Batching", &url, ""),
+        agent("reporter", &hash)
+    ));
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    // tools/list answered with a batch of one.
+    assert_eq!(mcp.tool_names().await, ["batching.batched"]);
+    // A call answered by two SSE events, each a batch: both progress notifications
+    // reach the agent before the result, whose bytes are relayed as written.
+    let resp = mcp
+        .request_raw(
+            "tools/call",
+            json!({"name": "batching.batched", "arguments": {},
+                   "_meta": {"progressToken": "tok"}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(resp.is_sse(), "progress came first: {}", resp.body);
+    let events = sse_data(&resp.body);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (n, event) in events[..2].iter().enumerate() {
+        let note: Value = serde_json::from_str(event).unwrap();
+        assert_eq!(note["method"], "notifications/progress", "{note}");
+        assert_eq!(note["params"]["progressToken"], "tok", "{note}");
+        assert_eq!(note["params"]["progress"], n as u64 + 1, "{note}");
+    }
+    assert_eq!(
+        raw_member(&events[2], "result").as_deref(),
+        Some(r#"{"content":[],"order": "kept" ,"n":1e2}"#),
+        "{}",
+        events[2]
+    );
 }

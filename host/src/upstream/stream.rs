@@ -1,5 +1,7 @@
 //! Reading what an upstream sends back: a single JSON object or an SSE stream of
-//! JSON-RPC messages, parsed one message at a time as bytes arrive.
+//! JSON-RPC messages, parsed one message at a time as bytes arrive. A body or event
+//! may hold a JSON-RPC batch (an upstream speaking MCP 2025-03-26 may batch what it
+//! sends); its messages are read in order, as if they had come one by one.
 
 use std::collections::VecDeque;
 
@@ -72,12 +74,31 @@ pub fn parse_message(text: &str) -> Result<Message, UpstreamError> {
     }
 }
 
+/// Parses what one JSON body or SSE event holds: one message, or a batch of them.
+fn parse_messages(text: &str, out: &mut VecDeque<Message>) -> Result<(), UpstreamError> {
+    if !text.trim_start().starts_with('[') {
+        out.push_back(parse_message(text)?);
+        return Ok(());
+    }
+    let members: Vec<&RawValue> = serde_json::from_str(text)
+        .map_err(|e| UpstreamError::Protocol(format!("invalid JSON-RPC batch: {e}")))?;
+    if members.is_empty() {
+        return Err(UpstreamError::Protocol("an empty JSON-RPC batch".into()));
+    }
+    for member in members {
+        out.push_back(parse_message(member.get())?);
+    }
+    Ok(())
+}
+
 /// The messages of one upstream HTTP response body.
 pub struct MessageStream {
     body: Incoming,
     /// `None` for a plain JSON body.
     sse: Option<Decoder>,
     pending: VecDeque<Event>,
+    /// Messages read but not yet returned (the rest of a batch).
+    messages: VecDeque<Message>,
     json_done: bool,
 }
 
@@ -90,12 +111,16 @@ impl MessageStream {
             body,
             sse: is_sse.then(Decoder::new),
             pending: VecDeque::new(),
+            messages: VecDeque::new(),
             json_done: false,
         }
     }
 
     /// The next message, or `None` when the body ended.
     pub async fn next(&mut self) -> Result<Option<Message>, UpstreamError> {
+        if let Some(message) = self.messages.pop_front() {
+            return Ok(Some(message));
+        }
         let Some(decoder) = self.sse.as_mut() else {
             if self.json_done {
                 return Ok(None);
@@ -104,14 +129,16 @@ impl MessageStream {
             let bytes = read_all(&mut self.body).await?;
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| UpstreamError::Protocol("response is not UTF-8".into()))?;
-            return parse_message(text).map(Some);
+            parse_messages(text, &mut self.messages)?;
+            return Ok(self.messages.pop_front());
         };
         loop {
             if let Some(event) = self.pending.pop_front() {
                 if event.data.trim().is_empty() {
                     continue; // priming events (2025-11-25) carry an id and no message
                 }
-                return parse_message(&event.data).map(Some);
+                parse_messages(&event.data, &mut self.messages)?;
+                return Ok(self.messages.pop_front());
             }
             match self.body.frame().await {
                 None => return Ok(None),
@@ -170,5 +197,35 @@ mod tests {
         ));
         assert!(parse_message("{}").is_err());
         assert!(parse_message("nope").is_err());
+    }
+
+    #[test]
+    fn a_batch_is_read_in_order() {
+        let mut out = VecDeque::new();
+        parse_messages(
+            r#" [{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}},
+                 {"jsonrpc":"2.0","id":3,"result":{"z": 1, "a":[]}}]"#,
+            &mut out,
+        )
+        .unwrap();
+        assert!(matches!(
+            out.pop_front(),
+            Some(Message::Notification { .. })
+        ));
+        let Some(Message::Response {
+            result: Some(result),
+            ..
+        }) = out.pop_front()
+        else {
+            panic!("a response")
+        };
+        assert_eq!(
+            result.get(),
+            r#"{"z": 1, "a":[]}"#,
+            "the result's bytes are kept"
+        );
+        assert!(parse_messages("[]", &mut out).is_err());
+        assert!(parse_messages("[{}]", &mut out).is_err());
+        assert!(parse_messages("[1,", &mut out).is_err());
     }
 }
