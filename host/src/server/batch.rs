@@ -76,17 +76,17 @@ pub async fn handle(
     if replies.is_empty() {
         return with_status(StatusCode::ACCEPTED, empty());
     }
-    if replies.iter().all(|r| matches!(r, Reply::Json(_))) {
-        let texts: Vec<String> = replies
-            .into_iter()
-            .filter_map(|r| match r {
-                Reply::Json(text) => Some(text),
-                Reply::Stream(_) => None,
-            })
-            .collect();
-        return json_response(format!("[{}]", texts.join(",")));
+    if replies.iter().any(|r| matches!(r, Reply::Stream(_))) {
+        return sse_response(sse_stream(merge(replies), None, session.next_stream()));
     }
-    sse_response(sse_stream(merge(replies), None, session.next_stream()))
+    let texts: Vec<String> = replies
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Json(text) => Some(text),
+            Reply::Stream(_) => None,
+        })
+        .collect();
+    json_response(format!("[{}]", texts.join(",")))
 }
 
 /// One member's answer; `None` for a notification or a response.

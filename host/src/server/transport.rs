@@ -135,19 +135,19 @@ async fn post(
         }
         Err(_) => return http_error(StatusCode::BAD_REQUEST, "Could not read the request body"),
     };
-    let message = match jsonrpc::parse_body(&body) {
-        Ok(jsonrpc::Body::One(m)) => m,
-        Ok(jsonrpc::Body::Batch(members)) => {
-            if let Err(resp) = check_version(&headers) {
-                return *resp;
-            }
-            return batch::handle(gw, identity, endpoint, headers, members, accepts_sse).await;
-        }
+    let body = match jsonrpc::parse_body(&body) {
+        Ok(b) => b,
         Err(err) => return rpc_error(StatusCode::BAD_REQUEST, None, &err),
     };
     if let Err(resp) = check_version(&headers) {
         return *resp;
     }
+    let message = match body {
+        jsonrpc::Body::One(m) => m,
+        jsonrpc::Body::Batch(members) => {
+            return batch::handle(gw, identity, endpoint, headers, members, accepts_sse).await;
+        }
+    };
 
     // One trace per JSON-RPC request: its server span (disabled when tracing is off).
     let span = match &message {
