@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::body::{Body, empty, sse_stream};
-use super::transport::{json_response, rpc_error, session, sse_response, with_status};
+use super::transport::{self, json_response, rpc_error, session, sse_response, with_status};
 use crate::auth::Identity;
 use crate::gateway::sessions::{AgentSession, Endpoint};
 use crate::gateway::{Gateway, Reply};
@@ -98,37 +98,36 @@ async fn answer(
     member: Result<Message, RpcError>,
     accepts_sse: bool,
 ) -> Option<Reply> {
-    match member {
-        Err(err) => Some(Reply::Json(jsonrpc::error(None, &err))),
+    let message = match member {
+        Err(err) => return Some(Reply::Json(jsonrpc::error(None, &err))),
         Ok(Message::Request { id, method, .. }) if method == "initialize" => {
             let err = RpcError::new(
                 jsonrpc::INVALID_REQUEST,
                 "Invalid Request: initialize must not be part of a JSON-RPC batch",
             );
-            Some(Reply::Json(jsonrpc::error(Some(&id), &err)))
+            return Some(Reply::Json(jsonrpc::error(Some(&id), &err)));
         }
-        Ok(Message::Request { id, method, params }) => {
+        Ok(message) => message,
+    };
+    // Each request its own trace, as when sent alone.
+    let span = match &message {
+        Message::Request { id, method, params } => {
             let span = telemetry::spans::request(
-                &method,
-                &id,
-                &params,
+                method,
+                id,
+                params,
                 identity,
                 headers,
                 gw.config.server.listen,
             );
             telemetry::spans::session(&span, &session.id, &session.protocol_version);
-            let reply = gw
-                .request(session, id, &method, params, accepts_sse)
-                .instrument(span)
-                .await;
-            Some(reply)
+            span
         }
-        Ok(Message::Notification { method, params }) => {
-            gw.notification(session, &method, &params).await;
-            None
-        }
-        Ok(Message::Response { .. }) => None,
-    }
+        _ => tracing::Span::none(),
+    };
+    transport::answer(gw, session, message, accepts_sse)
+        .instrument(span)
+        .await
 }
 
 /// One event stream for the whole batch: the responses already made first, then each

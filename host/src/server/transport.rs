@@ -219,18 +219,30 @@ async fn dispatch(
         }
     };
     telemetry::spans::session(span, &session.id, &session.protocol_version);
+    match answer(&gw, &session, message, accepts_sse).await {
+        Some(Reply::Json(text)) => json_response(text),
+        Some(Reply::Stream(rx)) => sse_response(sse_stream(rx, None, session.next_stream())),
+        None => with_status(StatusCode::ACCEPTED, empty()),
+    }
+}
+
+/// Hands one message of an open session to the gateway (alone or as a batch member);
+/// `None` for a notification or a response, which get no answer.
+pub(super) async fn answer(
+    gw: &Arc<Gateway>,
+    session: &Arc<AgentSession>,
+    message: Message,
+    accepts_sse: bool,
+) -> Option<Reply> {
     match message {
         Message::Request { id, method, params } => {
-            match gw.request(&session, id, &method, params, accepts_sse).await {
-                Reply::Json(text) => json_response(text),
-                Reply::Stream(rx) => sse_response(sse_stream(rx, None, session.next_stream())),
-            }
+            Some(gw.request(session, id, &method, params, accepts_sse).await)
         }
         Message::Notification { method, params } => {
-            gw.notification(&session, &method, &params).await;
-            with_status(StatusCode::ACCEPTED, empty())
+            gw.notification(session, &method, &params).await;
+            None
         }
-        Message::Response { .. } => with_status(StatusCode::ACCEPTED, empty()),
+        Message::Response { .. } => None,
     }
 }
 
