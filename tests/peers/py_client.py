@@ -5,6 +5,12 @@
         [--mode legacy|auto] [--timeout SECONDS] [--trace] list
     .venv/bin/python tests/peers/py_client.py URL [...] call NAME '{"json":"args"}'
 
+--sampling-reply TEXT: declare the sampling capability and answer every sampling/createMessage
+      with an assistant text message TEXT from model "portcullis-test-model".
+--elicit-reply JSON: declare the elicitation capability and answer every elicitation/create with
+      this ElicitResult (e.g. '{"action":"decline"}').
+With either, the call output gains "serverRequests": [{"method": ..., "params": <as received>}].
+
 stdout: exactly one JSON line
   list -> {"tools": [<Tool as sent on the wire: name, inputSchema, annotations?, ...>]} (all pages)
   call -> {"content": [...], "structuredContent": {...}|null, "isError": bool, ...}
@@ -33,6 +39,7 @@ import httpx2
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp import types
 from mcp.types import PaginatedRequestParams
 
 
@@ -72,7 +79,27 @@ def make_http_client(args) -> httpx2.AsyncClient:
                               event_hooks={"request": [on_request], "response": [on_response]})
 
 
+def server_request_callbacks(args, seen: list) -> dict:
+    """ClientSession callbacks for --sampling-reply / --elicit-reply; each records what it got."""
+    callbacks = {}
+    if args.sampling_reply is not None:
+        async def sampling(context, params):
+            seen.append({"method": "sampling/createMessage", "params": dump(params)})
+            return types.CreateMessageResult(
+                role="assistant", content=types.TextContent(type="text", text=args.sampling_reply),
+                model="portcullis-test-model", stop_reason="endTurn")
+        callbacks["sampling_callback"] = sampling
+    if args.elicit_reply is not None:
+        async def elicitation(context, params):
+            seen.append({"method": "elicitation/create", "params": dump(params)})
+            return types.ElicitResult.model_validate(json.loads(args.elicit_reply))
+        callbacks["elicitation_callback"] = elicitation
+    return callbacks
+
+
 async def run(args) -> int:
+    seen = []
+    callbacks = server_request_callbacks(args, seen)
     async with make_http_client(args) as http, AsyncExitStack() as stack:
         transport = streamable_http_client(args.url, http_client=http)
         try:
@@ -83,7 +110,7 @@ async def run(args) -> int:
             else:  # plain ClientSession + initialize handshake
                 read, write = await stack.enter_async_context(transport)
                 session = await stack.enter_async_context(
-                    ClientSession(read, write, read_timeout_seconds=args.timeout))
+                    ClientSession(read, write, read_timeout_seconds=args.timeout, **callbacks))
                 await session.initialize()
         except MCPError as e:
             err(f"initialize failed: JSON-RPC error {e.code}: {e.message}")
@@ -108,6 +135,8 @@ async def run(args) -> int:
         out = dump(res)
         out.setdefault("structuredContent", None)
         out["isError"] = bool(res.is_error)
+        if callbacks:
+            out["serverRequests"] = seen
         print(json.dumps(out), flush=True)
         return 0
         # Leaving the stack closes the session; the transport then sends DELETE if it got an Mcp-Session-Id.
@@ -121,6 +150,8 @@ def main() -> int:
     p.add_argument("--mode", choices=["legacy", "auto"], default="legacy")
     p.add_argument("--timeout", type=float, default=None, help="per-request read timeout in seconds")
     p.add_argument("--trace", action="store_true", help="log every HTTP exchange on stderr")
+    p.add_argument("--sampling-reply", help="answer sampling/createMessage with this text")
+    p.add_argument("--elicit-reply", help="answer elicitation/create with this ElicitResult JSON")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list")
     c = sub.add_parser("call")

@@ -95,6 +95,8 @@ pub struct Mcp {
     pub key: Option<String>,
     pub session: Option<String>,
     pub version: String,
+    /// The client capabilities `initialize` declares (`{}` unless a test sets them).
+    pub capabilities: Value,
     next_id: i64,
 }
 
@@ -106,6 +108,7 @@ impl Mcp {
             key: Some(key.to_string()),
             session: None,
             version: "2025-11-25".into(),
+            capabilities: json!({}),
             next_id: 1,
         }
     }
@@ -173,7 +176,7 @@ impl Mcp {
     /// `initialize` + `notifications/initialized`; keeps the session id. Returns the result.
     pub async fn initialize(&mut self) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": self.id(), "method": "initialize", "params": {
-            "protocolVersion": self.version, "capabilities": {}, "clientInfo": {"name": "portcullis-tests", "version": "1"}}});
+            "protocolVersion": self.version, "capabilities": self.capabilities, "clientInfo": {"name": "portcullis-tests", "version": "1"}}});
         let resp = self.post(&body.to_string(), &[]).await;
         assert_eq!(resp.status, 200, "initialize failed: {}", resp.body);
         self.session = resp.header("mcp-session-id").map(str::to_string);

@@ -114,6 +114,47 @@ pub struct Connector {
     pub credential: Option<CredentialSource>,
     pub disabled_tools: Vec<String>,
     pub timeout: Duration,
+    /// Which server-to-client requests are relayed to agents (`relay_requests`).
+    pub relay: Relay,
+}
+
+/// The server-to-client requests a connector may send to agents through the gateway,
+/// each named by the client capability it needs. Not listed: refused with -32601.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relay {
+    /// `sampling/createMessage`.
+    pub sampling: bool,
+    /// `elicitation/create`.
+    pub elicitation: bool,
+    /// `roots/list`.
+    pub roots: bool,
+}
+
+impl Relay {
+    /// The values `relay_requests` accepts.
+    pub const NAMES: [&'static str; 3] = ["sampling", "elicitation", "roots"];
+
+    /// Whether requests needing client capability `name` are relayed.
+    pub fn allows(&self, name: &str) -> bool {
+        match name {
+            "sampling" => self.sampling,
+            "elicitation" => self.elicitation,
+            "roots" => self.roots,
+            _ => false,
+        }
+    }
+
+    /// Turns relaying of capability `name` on; `false` for a name not in [`Self::NAMES`].
+    pub fn enable(&mut self, name: &str) -> bool {
+        let flag = match name {
+            "sampling" => &mut self.sampling,
+            "elicitation" => &mut self.elicitation,
+            "roots" => &mut self.roots,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -104,6 +104,10 @@ pub struct ConnectorRaw {
     pub disabled_tools: Vec<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Server-to-client requests relayed to agents during this connector's tool calls:
+    /// any of "sampling", "elicitation", "roots".
+    #[serde(default)]
+    pub relay_requests: Vec<String>,
 }
 
 /// `credential = "env:VAR"` or `credential = { secret = "name", kind = "bearer" }`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::raw::{ConfigRaw, ConnectorRaw, CredentialRaw, PolicyRaw, ServerRaw};
 use super::{
     Admin, Agent, Config, ConfigError, Connector, CredentialKind, CredentialSource, ModuleRef,
-    OnError, PolicyMode, PolicySpec, Server, slugify,
+    OnError, PolicyMode, PolicySpec, Relay, Server, slugify,
 };
 
 /// The longest `server.idle_spin_us`: a millisecond of polling per sleep already costs
@@ -354,6 +354,18 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
             "must be between 1 and 3600000",
         ));
     }
+    let mut relay = Relay::default();
+    for (j, name) in c.relay_requests.iter().enumerate() {
+        if !relay.enable(name) {
+            return Err(ConfigError::new(
+                format!("{}[{j}]", key("relay_requests")),
+                format!(
+                    "{name:?} is not one of {}",
+                    Relay::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+                ),
+            ));
+        }
+    }
     Ok(Connector {
         id: c.id,
         name: c.name,
@@ -362,6 +374,7 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
         credential,
         disabled_tools: c.disabled_tools,
         timeout: Duration::from_millis(c.timeout_ms),
+        relay,
     })
 }
 

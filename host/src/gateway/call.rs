@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::relay::Relayer;
 use super::sessions::{AgentSession, Endpoint, InFlight};
 use super::{Gateway, Reply, decide, names};
 use crate::audit::{Record, now_ms};
@@ -40,7 +41,9 @@ pub const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to contin
 
 /// What the forwarding task sends to the request handler.
 enum Event {
-    Notification(String),
+    /// A message for the agent before the answer: an upstream notification, or a
+    /// server-to-client request relayed to it (`relay.rs`).
+    Message(String),
     Final(String),
 }
 
@@ -184,6 +187,14 @@ impl Gateway {
         let session2 = session.clone();
         let tools = set.clone();
         let id2 = id.clone();
+        let relayer = Relayer {
+            gateway: self.clone(),
+            session: session.clone(),
+            connector: connector.clone(),
+            upstream: upstream.clone(),
+            tool: tool_name.to_string(),
+            accepts_sse,
+        };
         let forward = async move {
             let relay = tx.clone();
             let catalog = gateway.catalog.clone();
@@ -191,9 +202,17 @@ impl Gateway {
             let on_message = move |msg: Message| {
                 if super::catalog::is_list_changed(&msg) {
                     catalog.invalidate(&connector_id);
-                } else if let Message::Notification { method, params } = msg {
-                    let text = jsonrpc::notification(&method, params.as_deref());
-                    let _ = relay.try_send(Event::Notification(text));
+                    return None;
+                }
+                match msg {
+                    Message::Notification { method, params } => {
+                        let text = jsonrpc::notification(&method, params.as_deref());
+                        let _ = relay.try_send(Event::Message(text));
+                        None
+                    }
+                    other => {
+                        relayer.offer(other, |text| relay.try_send(Event::Message(text)).is_ok())
+                    }
                 }
             };
             let call = upstream.request(upstream_id, "tools/call", &forward, on_message);
@@ -253,14 +272,14 @@ impl Gateway {
         // Plain JSON unless the upstream sends notifications before its answer.
         match first {
             Some(Event::Final(text)) => Reply::Json(text),
-            Some(Event::Notification(first)) if accepts_sse => {
+            Some(Event::Message(first)) if accepts_sse => {
                 let (out_tx, out_rx) = mpsc::channel(64);
                 tokio::spawn(async move {
                     if out_tx.send(first).await.is_err() {
                         return;
                     }
                     while let Some(ev) = rx.recv().await {
-                        let (Event::Notification(t) | Event::Final(t)) = ev;
+                        let (Event::Message(t) | Event::Final(t)) = ev;
                         if out_tx.send(t).await.is_err() {
                             return;
                         }
@@ -268,10 +287,10 @@ impl Gateway {
                 });
                 Reply::Stream(out_rx)
             }
-            Some(Event::Notification(_)) => loop {
+            Some(Event::Message(_)) => loop {
                 match rx.recv().await {
                     Some(Event::Final(text)) => break Reply::Json(text),
-                    Some(Event::Notification(_)) => continue,
+                    Some(Event::Message(_)) => continue,
                     None => break cancelled(&id, accepts_sse),
                 }
             },

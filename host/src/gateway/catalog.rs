@@ -298,7 +298,7 @@ async fn fetch_all(session: &UpstreamSession) -> Result<Vec<Value>, UpstreamErro
             None => json!({}),
         };
         let id = session.next_request_id();
-        let outcome = session.request(id, "tools/list", &params, |_| {}).await?;
+        let outcome = session.request(id, "tools/list", &params, Some).await?;
         let page: Value = match outcome {
             Outcome::Result(raw) => serde_json::from_str(raw.get())
                 .map_err(|e| UpstreamError::Protocol(e.to_string()))?,

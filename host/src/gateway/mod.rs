@@ -11,6 +11,7 @@ mod decide;
 mod eligibility;
 mod list;
 pub mod names;
+mod relay;
 pub mod sessions;
 
 use std::collections::HashMap;
@@ -74,7 +75,8 @@ impl Gateway {
             credentials.insert(c.id.clone(), credential(c, vault.as_ref())?);
         }
         let catalog = Catalog::new(connectors.iter().map(|c| {
-            let session = UpstreamSession::new(client.clone(), uri(c), credentials[&c.id].clone());
+            let session = UpstreamSession::new(client.clone(), uri(c), credentials[&c.id].clone())
+                .declaring(relay::declared(c.relay, None));
             (c.clone(), Arc::new(session))
         }));
         Ok(Arc::new(Gateway {
@@ -126,9 +128,13 @@ impl Gateway {
             Some(v) if mcp::is_supported(v) => v,
             _ => mcp::LATEST_VERSION,
         };
-        let session = self
-            .sessions
-            .create(identity, endpoint.clone(), version.to_string())?;
+        let capabilities = params.field::<Value>("capabilities").unwrap_or(Value::Null);
+        let session = self.sessions.create(
+            identity,
+            endpoint.clone(),
+            version.to_string(),
+            capabilities,
+        )?;
         let instructions = match &endpoint {
             Endpoint::All => format!(
                 "Portcullis gateway. Tools of every connector are named <connector-slug>{}<tool>.",
@@ -170,6 +176,14 @@ impl Gateway {
                     format!("Method not found: {method}"),
                 ),
             )),
+        }
+    }
+
+    /// Handles a response from the agent: the answer to a server-to-client request
+    /// relayed to it (`relay.rs`); a response to nothing the gateway asked is dropped.
+    pub fn response(&self, session: &AgentSession, id: &Value, answer: jsonrpc::Answer) {
+        if !session.answer_relayed(id, answer) {
+            tracing::debug!(session = %session.id, %id, "response to no relayed request, dropped");
         }
     }
 
@@ -218,6 +232,10 @@ impl Gateway {
                 uri(connector),
                 self.credentials[&connector.id].clone(),
             )
+            .declaring(relay::declared(
+                connector.relay,
+                Some(&session.client_capabilities),
+            ))
         })
     }
 

@@ -11,11 +11,18 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use tokio::sync::oneshot;
 
+use serde_json::Value;
+
 use crate::auth::Identity;
+use crate::mcp::jsonrpc::Answer;
 use crate::upstream::UpstreamSession;
 
 /// The longest an upstream session's DELETE may take when an agent session ends.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Server-to-client requests that may wait for one session's agent at once; an
+/// upstream sending more is refused (each waiting one holds a task and an entry).
+pub const MAX_RELAYED: usize = 16;
 
 /// Which endpoint a session was opened on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +44,8 @@ pub struct AgentSession {
     pub identity: Arc<Identity>,
     pub endpoint: Endpoint,
     pub protocol_version: String,
+    /// The `capabilities` the agent declared at `initialize` (`Null` if none).
+    pub client_capabilities: Value,
     created: Instant,
     last_seen_ms: AtomicU64,
     upstreams: Mutex<HashMap<String, Arc<UpstreamSession>>>,
@@ -46,6 +55,11 @@ pub struct AgentSession {
     ended: tokio::sync::watch::Sender<bool>,
     /// SSE streams opened so far (their number prefixes their event ids).
     streams: AtomicU64,
+    /// Server-to-client requests relayed to the agent and not yet answered, keyed by
+    /// the JSON text of the id the gateway gave them (`gateway/relay.rs`).
+    relayed: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// Requests relayed so far (numbers their ids).
+    relays: AtomicU64,
 }
 
 impl AgentSession {
@@ -53,6 +67,41 @@ impl AgentSession {
     /// (`<stream>-<n>`) are unique across all its streams, as Streamable HTTP requires.
     pub fn next_stream(&self) -> u64 {
         self.streams.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// An id for a server-to-client request relayed to the agent, and where the
+    /// agent's answer to it will arrive. Ids are strings (`portcullis-relay-<n>`), so
+    /// they never look like the upstream's own.
+    /// `None` when [`MAX_RELAYED`] of them already wait for the agent.
+    pub fn relay_request(&self) -> Option<(Value, oneshot::Receiver<Answer>)> {
+        let mut relayed = self.relayed.lock().expect("relayed lock");
+        if relayed.len() >= MAX_RELAYED {
+            return None;
+        }
+        let n = self.relays.fetch_add(1, Ordering::Relaxed);
+        let id = Value::String(format!("portcullis-relay-{n}"));
+        let (tx, rx) = oneshot::channel();
+        relayed.insert(id.to_string(), tx);
+        Some((id, rx))
+    }
+
+    /// Delivers the agent's answer to relayed request `id`; `false` when no relayed
+    /// request of this session has that id (unknown, already answered, or given up).
+    pub fn answer_relayed(&self, id: &Value, answer: Answer) -> bool {
+        let waiting = self
+            .relayed
+            .lock()
+            .expect("relayed lock")
+            .remove(&id.to_string());
+        waiting.is_some_and(|tx| tx.send(answer).is_ok())
+    }
+
+    /// Stops waiting for the answer to relayed request `id`.
+    pub fn forget_relayed(&self, id: &Value) {
+        self.relayed
+            .lock()
+            .expect("relayed lock")
+            .remove(&id.to_string());
     }
 
     pub fn touch(&self) {
@@ -120,6 +169,7 @@ impl AgentSession {
     /// Closes every upstream session this session opened.
     pub async fn close(&self) {
         self.ended.send_replace(true);
+        self.relayed.lock().expect("relayed lock").clear();
         let upstreams: Vec<_> = self
             .upstreams
             .lock()
@@ -189,6 +239,7 @@ impl SessionStore {
         identity: Arc<Identity>,
         endpoint: Endpoint,
         protocol_version: String,
+        client_capabilities: Value,
     ) -> Result<Arc<AgentSession>, TooManySessions> {
         let mut raw = [0u8; 24];
         rand::rng().fill_bytes(&mut raw);
@@ -197,12 +248,15 @@ impl SessionStore {
             identity,
             endpoint,
             protocol_version,
+            client_capabilities,
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
             upstreams: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             ended: tokio::sync::watch::channel(false).0,
             streams: AtomicU64::new(0),
+            relayed: Mutex::new(HashMap::new()),
+            relays: AtomicU64::new(0),
         });
         let mut open = self.open.write().expect("sessions lock");
         // An agent at its own limit is told so, even when the gateway is full too.
@@ -291,10 +345,32 @@ mod tests {
     }
 
     #[test]
+    fn relayed_requests_are_answered_once_and_bounded() {
+        let store = SessionStore::new(Duration::from_secs(60), 10, 10);
+        let s = store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
+        let (id, mut rx) = s.relay_request().unwrap();
+        assert_eq!(id, Value::String("portcullis-relay-0".into()));
+        let answer =
+            || Answer::Result(serde_json::value::RawValue::from_string("{}".into()).unwrap());
+        assert!(!s.answer_relayed(&Value::from(0), answer()), "unknown id");
+        assert!(s.answer_relayed(&id, answer()));
+        assert!(matches!(rx.try_recv(), Ok(Answer::Result(_))));
+        assert!(!s.answer_relayed(&id, answer()), "answered once");
+        let waiting: Vec<_> = (0..MAX_RELAYED)
+            .map(|_| s.relay_request().unwrap())
+            .collect();
+        assert!(s.relay_request().is_none(), "bounded");
+        s.forget_relayed(&waiting[0].0);
+        assert!(s.relay_request().is_some());
+    }
+
+    #[test]
     fn sessions_are_bound_to_agent_and_endpoint() {
         let store = SessionStore::new(Duration::from_secs(60), 10, 10);
         let s = store
-            .create(ident("a"), Endpoint::All, "2025-11-25".into())
+            .create(ident("a"), Endpoint::All, "2025-11-25".into(), Value::Null)
             .unwrap();
         assert!(s.id.len() == 48 && s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(store.get(&s.id, &ident("a"), &Endpoint::All).is_some());
@@ -311,7 +387,9 @@ mod tests {
     #[tokio::test]
     async fn an_ended_session_opens_no_upstream_session() {
         let store = SessionStore::new(Duration::from_secs(60), 10, 10);
-        let s = store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        let s = store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
         let client = crate::upstream::new_client();
         let make = || {
             let uri = "http://127.0.0.1:9/mcp".parse().unwrap();
@@ -330,9 +408,13 @@ mod tests {
     #[test]
     fn capacity_is_enforced() {
         let store = SessionStore::new(Duration::from_secs(60), 1, 1);
-        store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
         assert_eq!(
-            store.create(ident("b"), Endpoint::All, "v".into()).err(),
+            store
+                .create(ident("b"), Endpoint::All, "v".into(), Value::Null)
+                .err(),
             Some(TooManySessions::Gateway)
         );
     }
@@ -340,22 +422,37 @@ mod tests {
     #[test]
     fn one_agent_cannot_hold_every_session() {
         let store = SessionStore::new(Duration::from_secs(60), 10, 2);
-        let a1 = store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        let a1 = store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
         store
-            .create(ident("a"), Endpoint::One("c".into()), "v".into())
+            .create(
+                ident("a"),
+                Endpoint::One("c".into()),
+                "v".into(),
+                Value::Null,
+            )
             .unwrap();
         assert_eq!(
-            store.create(ident("a"), Endpoint::All, "v".into()).err(),
+            store
+                .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+                .err(),
             Some(TooManySessions::Agent { limit: 2 })
         );
         // Others are not affected, and an ended session frees its place.
-        store.create(ident("b"), Endpoint::All, "v".into()).unwrap();
+        store
+            .create(ident("b"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
         store.remove(&a1.id).unwrap();
-        store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+        store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
         assert_eq!(store.len(), 3);
         assert_eq!(store.drain().len(), 3);
         for _ in 0..2 {
-            store.create(ident("a"), Endpoint::All, "v".into()).unwrap();
+            store
+                .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+                .unwrap();
         }
     }
 }

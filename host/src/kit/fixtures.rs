@@ -623,6 +623,7 @@ pub fn run_timed(
         credential: None,
         disabled_tools: c.disabled_tools.clone(),
         timeout: Duration::from_secs(30),
+        relay: Default::default(),
     };
     let tools: Vec<Value> = c
         .tools

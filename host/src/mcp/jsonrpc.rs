@@ -62,9 +62,11 @@ pub enum Incoming {
         method: String,
         params: Params,
     },
-    /// A response (result or error) to a request the receiver sent.
+    /// A response to a request the receiver sent: its `result` or `error` member as
+    /// the exact JSON text received (relayed as written).
     Response {
         id: Value,
+        answer: Answer,
     },
 }
 
@@ -82,9 +84,9 @@ struct Envelope {
     #[serde(default)]
     params: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
-    result: Option<IgnoredAny>,
+    result: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
-    error: Option<IgnoredAny>,
+    error: Option<Box<RawValue>>,
 }
 
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
@@ -177,13 +179,53 @@ fn classify(envelope: Envelope) -> Result<Incoming, RpcError> {
             INVALID_REQUEST,
             "Invalid Request: \"method\" must be a string",
         )),
-        (None, Some(id)) if envelope.result.is_some() || envelope.error.is_some() => {
-            Ok(Incoming::Response { id })
-        }
+        (None, Some(id)) => match (envelope.result, envelope.error) {
+            (_, Some(error)) => Ok(Incoming::Response {
+                id,
+                answer: Answer::Error(error),
+            }),
+            (Some(result), None) => Ok(Incoming::Response {
+                id,
+                answer: Answer::Result(result),
+            }),
+            (None, None) => Err(RpcError::new(
+                INVALID_REQUEST,
+                "Invalid Request: no \"method\", \"result\" or \"error\"",
+            )),
+        },
         _ => Err(RpcError::new(
             INVALID_REQUEST,
             "Invalid Request: no \"method\", \"result\" or \"error\"",
         )),
+    }
+}
+
+/// What a response carries: its `result` or its `error`, as the JSON text received.
+#[derive(Debug)]
+pub enum Answer {
+    Result(Box<RawValue>),
+    Error(Box<RawValue>),
+}
+
+impl Answer {
+    /// The response to request `id` carrying this answer, as JSON text.
+    pub fn response(&self, id: &Value) -> String {
+        let (member, raw) = match self {
+            Answer::Result(r) => ("result", r),
+            Answer::Error(e) => ("error", e),
+        };
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"{member}":{}}}"#, raw.get())
+    }
+
+    /// The error's `code`, for the audit (`None` for a result).
+    pub fn error_code(&self) -> Option<i64> {
+        match self {
+            Answer::Result(_) => None,
+            Answer::Error(e) => serde_json::from_str::<Value>(e.get())
+                .ok()?
+                .get("code")?
+                .as_i64(),
+        }
     }
 }
 
@@ -280,6 +322,43 @@ mod tests {
             parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#)
                 .unwrap_err()
                 .code,
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn a_responses_answer_is_kept_as_written_and_relayed_under_another_id() {
+        let Ok(Incoming::Response { id, answer }) =
+            parse(br#"{"jsonrpc":"2.0","id":"r-1","result":{"b": 1e2, "a":[]}}"#)
+        else {
+            panic!("a response")
+        };
+        assert_eq!(id, json!("r-1"));
+        assert_eq!(answer.error_code(), None);
+        assert_eq!(
+            answer.response(&json!(7)),
+            r#"{"jsonrpc":"2.0","id":7,"result":{"b": 1e2, "a":[]}}"#
+        );
+        let Ok(Incoming::Response { answer, .. }) =
+            parse(br#"{"jsonrpc":"2.0","id":2,"error":{"code":-1,"message":"no","data":{"x":1}}}"#)
+        else {
+            panic!("an error response")
+        };
+        assert_eq!(answer.error_code(), Some(-1));
+        assert_eq!(
+            answer.response(&json!("up-3")),
+            r#"{"jsonrpc":"2.0","id":"up-3","error":{"code":-1,"message":"no","data":{"x":1}}}"#
+        );
+        // A `null` result is a result; neither member is no response.
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","id":2,"result":null}"#),
+            Ok(Incoming::Response {
+                answer: Answer::Result(_),
+                ..
+            })
+        ));
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":2}"#).unwrap_err().code,
             INVALID_REQUEST
         );
     }

@@ -242,7 +242,10 @@ pub(super) async fn answer(
             gw.notification(session, &method, &params).await;
             None
         }
-        Message::Response { .. } => None,
+        Message::Response { id, answer } => {
+            gw.response(session, &id, answer);
+            None
+        }
     }
 }
 

@@ -145,6 +145,8 @@ pub struct UpstreamSession {
     client: HttpClient,
     uri: Uri,
     credential: CredentialProvider,
+    /// The client capabilities declared at `initialize` (`{}` unless requests are relayed).
+    capabilities: Value,
     state: Mutex<State>,
     next_id: AtomicI64,
 }
@@ -155,9 +157,17 @@ impl UpstreamSession {
             client,
             uri,
             credential,
+            capabilities: json!({}),
             state: Mutex::new(State::default()),
             next_id: AtomicI64::new(1),
         }
+    }
+
+    /// Declares these client capabilities at `initialize` (the gateway's relayed
+    /// server-to-client requests, `gateway/relay.rs`).
+    pub fn declaring(mut self, capabilities: Value) -> Self {
+        self.capabilities = capabilities;
+        self
     }
 
     /// A fresh id for the next request on this session.
@@ -172,13 +182,15 @@ impl UpstreamSession {
     }
 
     /// Sends request `id` and waits for its response. Every other message the upstream
-    /// sends meanwhile (progress, logging, list_changed) is handed to `on_message`.
+    /// sends meanwhile (progress, logging, list_changed, server-to-client requests) is
+    /// handed to `on_message`, which gives back what it did not take: a request given
+    /// back is refused with -32601, so the upstream never waits for it.
     pub async fn request(
         &self,
         id: i64,
         method: &str,
         params: &(impl Serialize + ?Sized),
-        mut on_message: impl FnMut(Message),
+        mut on_message: impl FnMut(Message) -> Option<Message>,
     ) -> Result<Outcome, UpstreamError> {
         let body = Bytes::from(jsonrpc::request(&json!(id), method, params));
         let cred = self.credential.get().await?;
@@ -215,10 +227,14 @@ impl UpstreamSession {
                             (None, None) => Err(UpstreamError::Protocol("empty response".into())),
                         };
                     }
-                    Message::Request { id: rid, method } => {
-                        self.refuse(&state, rid, &method, &cred)
+                    other => {
+                        if let Some(Message::Request {
+                            id: rid, method, ..
+                        }) = on_message(other)
+                        {
+                            self.refuse(&state, rid, &method, &cred);
+                        }
                     }
-                    other => on_message(other),
                 }
             }
             return Err(UpstreamError::Protocol(
@@ -237,6 +253,20 @@ impl UpstreamSession {
                 Bytes::from(jsonrpc::notification(method, Some(&to_raw(params)))),
                 &cred,
             )
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Status(resp.status().as_u16()))
+        }
+    }
+
+    /// Sends the answer to server-to-client request `id` (relayed from the agent).
+    pub async fn respond(&self, id: &Value, answer: &jsonrpc::Answer) -> Result<(), UpstreamError> {
+        let cred = self.credential.get().await?;
+        let state = self.ready(&cred).await?;
+        let resp = self
+            .post(&state, Bytes::from(answer.response(id)), &cred)
             .await?;
         if resp.status().is_success() {
             Ok(())
@@ -311,7 +341,7 @@ impl UpstreamSession {
     async fn handshake(&self, cred: &Option<Credential>) -> Result<State, UpstreamError> {
         let params = json!({
             "protocolVersion": mcp::LATEST_VERSION,
-            "capabilities": {},
+            "capabilities": self.capabilities,
             "clientInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
         });
         let body = jsonrpc::request(&json!(0), "initialize", &params);

@@ -33,8 +33,13 @@ pub enum Message {
         method: String,
         params: Option<Box<RawValue>>,
     },
-    /// A server-to-client request (sampling, elicitation, roots...).
-    Request { id: Value, method: String },
+    /// A server-to-client request (sampling, elicitation, roots...); `params` as the
+    /// upstream wrote them.
+    Request {
+        id: Value,
+        method: String,
+        params: Option<Box<RawValue>>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -56,7 +61,11 @@ pub fn parse_message(text: &str) -> Result<Message, UpstreamError> {
     let wire: Wire = serde_json::from_str(text)
         .map_err(|e| UpstreamError::Protocol(format!("invalid JSON-RPC message: {e}")))?;
     match (wire.method, wire.id) {
-        (Some(method), Some(id)) => Ok(Message::Request { id, method }),
+        (Some(method), Some(id)) => Ok(Message::Request {
+            id,
+            method,
+            params: wire.params,
+        }),
         (Some(method), None) => Ok(Message::Notification {
             method,
             params: wire.params,

@@ -1,0 +1,253 @@
+//! Server-to-client requests an upstream sends while one of its tools runs
+//! (`sampling/createMessage`, `elicitation/create`, `roots/list`), relayed to the
+//! agent on the call's SSE stream, with the agent's answer relayed back.
+//!
+//! A connector relays only what its `relay_requests` lists, and only to an agent that
+//! declared the matching client capability at `initialize`: the agent's upstream
+//! session declares exactly that intersection (the gateway's own catalog session
+//! declares everything the connector relays, so capability-dependent tools are
+//! listed). The relayed request gets an id of the gateway's (`portcullis-relay-<n>`);
+//! the agent answers it with a POST, and the answer goes upstream under the
+//! upstream's own id. A request that is not relayed is answered -32601 as before, an
+//! upstream `ping` is answered by the gateway, and one the agent leaves unanswered
+//! for the connector's `timeout_ms` gets -32603, as do requests beyond
+//! [`MAX_RELAYED`] waiting at once. Every relayed or refused request is an audit row
+//! (method, connector, tool of the call, outcome).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::Gateway;
+use super::sessions::{AgentSession, MAX_RELAYED};
+use crate::audit::{Record, now_ms};
+use crate::config::{Connector, Relay};
+use crate::mcp::jsonrpc::{self, Answer};
+use crate::upstream::{Message, UpstreamSession};
+
+/// The client capability a server-to-client method needs, for the ones the gateway
+/// can relay.
+pub fn capability(method: &str) -> Option<&'static str> {
+    match method {
+        "sampling/createMessage" => Some("sampling"),
+        "elicitation/create" => Some("elicitation"),
+        "roots/list" => Some("roots"),
+        _ => None,
+    }
+}
+
+/// The client capabilities an upstream session declares: for an agent's session
+/// (`agent` = what the agent declared), each relayed capability the agent declared,
+/// as it declared it; for the gateway's own session (`None`), every relayed one.
+/// `roots` never carries `listChanged`: the gateway does not relay that notification.
+pub fn declared(relay: Relay, agent: Option<&Value>) -> Value {
+    let mut out = serde_json::Map::new();
+    for name in Relay::NAMES {
+        if !relay.allows(name) {
+            continue;
+        }
+        let value = match agent {
+            None => json!({}),
+            Some(agent) => match agent.get(name) {
+                Some(v) if v.is_object() => v.clone(),
+                _ => continue,
+            },
+        };
+        let value = if name == "roots" { json!({}) } else { value };
+        out.insert(name.to_string(), value);
+    }
+    Value::Object(out)
+}
+
+/// Relays the server-to-client requests of one tool call.
+pub(super) struct Relayer {
+    pub gateway: Arc<Gateway>,
+    pub session: Arc<AgentSession>,
+    pub connector: Arc<Connector>,
+    pub upstream: Arc<UpstreamSession>,
+    /// The called tool's upstream name, for the audit.
+    pub tool: String,
+    /// Whether the agent's request accepts an SSE answer (the only way to reach it).
+    pub accepts_sse: bool,
+}
+
+impl Relayer {
+    /// Takes an upstream message of the call: a request is relayed to the agent through
+    /// `send` (which queues JSON text on the call's stream, `false` if it cannot), or
+    /// answered here; anything else, and a request that is refused, is given back
+    /// (the upstream client answers a given-back request -32601).
+    pub fn offer(&self, msg: Message, send: impl FnOnce(String) -> bool) -> Option<Message> {
+        let Message::Request { id, method, params } = msg else {
+            return Some(msg);
+        };
+        if method == "ping" {
+            let upstream = self.upstream.clone();
+            let answer = Answer::Result(raw("{}"));
+            let limit = self.connector.timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(limit, upstream.respond(&id, &answer)).await;
+            });
+            return None;
+        }
+        let mut record = self.record(&method);
+        if let Some(reason) = self.refusal(&method) {
+            record.status = 403;
+            record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
+            record.reason = Some(reason);
+            self.audit(record);
+            return Some(Message::Request { id, method, params });
+        }
+        let Some((relay_id, answer)) = self.session.relay_request() else {
+            record.status = 429;
+            record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
+            record.reason = Some(format!(
+                "{MAX_RELAYED} requests of this session already wait for the agent's answer"
+            ));
+            self.audit(record);
+            return Some(Message::Request { id, method, params });
+        };
+        let params = params.unwrap_or_else(|| raw("{}"));
+        if !send(jsonrpc::request(&relay_id, &method, &params)) {
+            // The call's stream is gone or full: the agent cannot be asked.
+            self.session.forget_relayed(&relay_id);
+            record.status = 503;
+            record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
+            record.reason = Some("the call's stream to the agent was not available".into());
+            self.audit(record);
+            return Some(Message::Request {
+                id,
+                method,
+                params: Some(params),
+            });
+        }
+        let (session, upstream) = (self.session.clone(), self.upstream.clone());
+        let gateway = self.gateway.clone();
+        let limit = self.connector.timeout;
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(limit, answer).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => {
+                    record.status = 499;
+                    record.reason = Some("the agent's session ended before it answered".into());
+                    internal_error("The client's session ended before it answered")
+                }
+                Err(_) => {
+                    session.forget_relayed(&relay_id);
+                    record.status = 504;
+                    record.reason = Some("the agent did not answer in time".into());
+                    internal_error("timeout waiting for the client's answer")
+                }
+            };
+            record.rpc_code = answer.error_code();
+            let sent = tokio::time::timeout(limit, upstream.respond(&id, &answer)).await;
+            if let Some(e) = match sent {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(crate::upstream::UpstreamError::Timeout),
+            } {
+                record.reason = Some(format!("the answer could not be sent upstream: {e}"));
+            }
+            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            gateway.audit.record(record).await;
+        });
+        None
+    }
+
+    /// Why a request for `method` is not relayed (`None`: it is).
+    fn refusal(&self, method: &str) -> Option<String> {
+        let Some(capability) = capability(method) else {
+            let method = shown(method);
+            return Some(format!(
+                "{method} from the upstream: the gateway relays only sampling, elicitation and roots requests"
+            ));
+        };
+        if !self.connector.relay.allows(capability) {
+            return Some(format!(
+                "{method} from the upstream: connector {} does not relay {capability} requests (relay_requests)",
+                self.connector.id
+            ));
+        }
+        if self.session.client_capabilities.get(capability).is_none() {
+            return Some(format!(
+                "{method} from the upstream: the agent did not declare the {capability} capability"
+            ));
+        }
+        if !self.accepts_sse {
+            return Some(format!(
+                "{method} from the upstream: the agent's request does not accept an SSE stream"
+            ));
+        }
+        None
+    }
+
+    /// Writes a refusal's audit row (from a task: `offer` cannot wait).
+    fn audit(&self, record: Record) {
+        let gateway = self.gateway.clone();
+        tokio::spawn(async move { gateway.audit.record(record).await });
+    }
+
+    fn record(&self, method: &str) -> Record {
+        let mut record =
+            self.gateway
+                .record(&self.session, &shown(method), Instant::now(), now_ms());
+        record.connector = Some(self.connector.id.clone());
+        record.tool = Some(self.tool.clone());
+        record
+    }
+}
+
+/// An upstream's method name as audited: at most 100 characters (it is the
+/// upstream's text, not the gateway's).
+fn shown(method: &str) -> String {
+    method.chars().take(100).collect()
+}
+
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_string()).expect("valid JSON")
+}
+
+fn internal_error(message: &str) -> Answer {
+    let error = json!({"code": jsonrpc::INTERNAL_ERROR, "message": message});
+    Answer::Error(raw(&error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_session_declares_what_is_relayed_and_the_agent_declared() {
+        let relay = Relay {
+            sampling: true,
+            elicitation: false,
+            roots: true,
+        };
+        let agent = json!({
+            "sampling": {"tools": {}},
+            "elicitation": {"form": {}},
+            "roots": {"listChanged": true},
+        });
+        assert_eq!(
+            declared(relay, Some(&agent)),
+            json!({"sampling": {"tools": {}}, "roots": {}})
+        );
+        assert_eq!(
+            declared(relay, Some(&json!({"elicitation": {}}))),
+            json!({})
+        );
+        assert_eq!(declared(relay, Some(&Value::Null)), json!({}));
+        assert_eq!(declared(relay, None), json!({"sampling": {}, "roots": {}}));
+        assert_eq!(declared(Relay::default(), None), json!({}));
+    }
+
+    #[test]
+    fn only_three_methods_are_relayable() {
+        assert_eq!(capability("sampling/createMessage"), Some("sampling"));
+        assert_eq!(capability("elicitation/create"), Some("elicitation"));
+        assert_eq!(capability("roots/list"), Some("roots"));
+        assert_eq!(capability("tasks/get"), None);
+    }
+}

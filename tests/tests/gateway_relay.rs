@@ -1,0 +1,288 @@
+//! Server-to-client requests (sampling, elicitation) that server-everything sends
+//! while its tools run, relayed to the agent on the call's SSE stream and answered
+//! back through the gateway (`relay_requests`): with the real Python client, with a
+//! raw client that reads the relayed request and answers it, and every refusal
+//! (connector not relaying, agent without the capability, JSON-only request, no
+//! answer in time), each audited.
+
+use std::time::Duration;
+
+use portcullis_tests::extra::{SseReader, agent, connector, field, post_streaming, wait_audit};
+use portcullis_tests::procs::py_client;
+use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use serde_json::{Value, json};
+
+/// server-everything behind a gateway whose connector has `extra` lines.
+fn setup(extra: &str) -> (Gateway, String, Upstream) {
+    let everything = Upstream::everything();
+    let (key, hash) = new_key();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        connector(
+            "conn_everything",
+            "Everything Server",
+            &everything.url,
+            extra
+        ),
+        agent("reporter", &hash)
+    );
+    (Gateway::start(&config), key, everything)
+}
+
+/// The audit line of a relayed request (`method`) with this status.
+fn wait_relay_audit(gw: &Gateway, method: &str, status: u16) -> String {
+    wait_audit(gw, Duration::from_secs(20), |l| {
+        field(l, "method").as_deref() == Some(method)
+            && field(l, "status").as_deref() == Some(&status.to_string())
+    })
+}
+
+fn call_body(id: i64, tool: &str, args: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": args}})
+    .to_string()
+}
+
+#[test]
+fn python_client_answers_sampling_and_elicitation_through_the_gateway() {
+    let (gw, key, _everything) = setup("relay_requests = [\"sampling\", \"elicitation\"]");
+    let out = py_client(
+        &gw.url(None),
+        &key,
+        &[
+            "--sampling-reply",
+            "relayed by portcullis",
+            "call",
+            "everything-server.trigger-sampling-request",
+            r#"{"prompt":"hello","maxTokens":7}"#,
+        ],
+    );
+    assert_eq!(out["isError"], false, "{out}");
+    let text = out["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("relayed by portcullis") && text.contains("portcullis-test-model"),
+        "the upstream got the agent's answer: {out}"
+    );
+    // The agent saw the upstream's request as it was sent.
+    assert_eq!(
+        out["serverRequests"],
+        json!([{"method": "sampling/createMessage", "params": {
+            "messages": [{"role": "user", "content": {"type": "text",
+                "text": "Resource trigger-sampling-request context: hello"}}],
+            "systemPrompt": "You are a helpful test server.",
+            "temperature": 0.7,
+            "maxTokens": 7}}]),
+        "{out}"
+    );
+    let line = wait_relay_audit(&gw, "sampling/createMessage", 200);
+    assert_eq!(
+        field(&line, "connector").as_deref(),
+        Some("conn_everything")
+    );
+    assert_eq!(
+        field(&line, "tool").as_deref(),
+        Some("trigger-sampling-request")
+    );
+    assert_eq!(field(&line, "agent").as_deref(), Some("reporter"));
+
+    // Elicitation on /mcp/<id>, declined by the user.
+    let out = py_client(
+        &gw.url(Some("conn_everything")),
+        &key,
+        &[
+            "--elicit-reply",
+            r#"{"action":"decline"}"#,
+            "call",
+            "trigger-elicitation-request",
+            "{}",
+        ],
+    );
+    assert_eq!(out["isError"], false, "{out}");
+    assert!(
+        out["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("declined")),
+        "{out}"
+    );
+    assert_eq!(out["serverRequests"][0]["method"], "elicitation/create");
+    assert_eq!(
+        out["serverRequests"][0]["params"]["requestedSchema"]["properties"]["firstLine"]["default"],
+        "It was a dark and stormy night.",
+        "{out}"
+    );
+    wait_relay_audit(&gw, "elicitation/create", 200);
+}
+
+#[tokio::test]
+async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream() {
+    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]");
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.capabilities = json!({"sampling": {}});
+    mcp.initialize().await;
+    let body = call_body(
+        41,
+        "everything-server.trigger-sampling-request",
+        json!({"prompt": "raw", "maxTokens": 3}),
+    );
+    let resp = post_streaming(&mcp, &body).await;
+    assert_eq!(resp.status(), 200);
+    let mut sse = SseReader::new(resp.into_body());
+    let asked = sse
+        .next(Duration::from_secs(20))
+        .await
+        .expect("the relayed request");
+    assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
+    assert_eq!(asked["id"], "portcullis-relay-0", "the gateway's own id");
+    assert_eq!(asked["params"]["maxTokens"], 3, "{asked}");
+
+    // An answer to an id the gateway never sent is accepted and dropped.
+    let stray = json!({"jsonrpc": "2.0", "id": "portcullis-relay-99", "result": {}});
+    assert_eq!(mcp.post(&stray.to_string(), &[]).await.status, 202);
+    let answer = json!({"jsonrpc": "2.0", "id": "portcullis-relay-0", "result": {
+        "role": "assistant", "model": "raw-model-1",
+        "content": {"type": "text", "text": "answered by hand"}}});
+    let posted = mcp.post(&answer.to_string(), &[]).await;
+    assert_eq!(posted.status, 202, "{}", posted.body);
+    let last = sse
+        .next(Duration::from_secs(20))
+        .await
+        .expect("the call's result");
+    assert_eq!(last["id"], 41, "{last}");
+    let text = last["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("answered by hand") && text.contains("raw-model-1"),
+        "{last}"
+    );
+    wait_relay_audit(&gw, "sampling/createMessage", 200);
+
+    // An error answer reaches the upstream as an error.
+    let body = call_body(
+        42,
+        "everything-server.trigger-sampling-request",
+        json!({"prompt": "no"}),
+    );
+    let mut sse = SseReader::new(post_streaming(&mcp, &body).await.into_body());
+    let asked = sse.next(Duration::from_secs(20)).await.expect("relayed");
+    assert_eq!(asked["id"], "portcullis-relay-1", "{asked}");
+    let refusal = json!({"jsonrpc": "2.0", "id": "portcullis-relay-1",
+        "error": {"code": -1, "message": "the user said no"}});
+    assert_eq!(mcp.post(&refusal.to_string(), &[]).await.status, 202);
+    let last = sse.next(Duration::from_secs(20)).await.expect("result");
+    assert_eq!(last["id"], 42, "{last}");
+    assert!(
+        last.to_string().contains("the user said no"),
+        "the upstream saw the agent's error: {last}"
+    );
+    let line = wait_relay_audit(&gw, "sampling/createMessage", 200);
+    assert!(
+        gw.audit_lines().iter().any(|l| {
+            field(l, "method").as_deref() == Some("sampling/createMessage")
+                && field(l, "rpc_code").as_deref() == Some("-1")
+        }),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_relayed_only_where_connector_agent_and_request_allow() {
+    // A connector that relays nothing declares nothing upstream: server-everything
+    // then offers no sampling tool at all.
+    let (gw, key, _everything) = setup("");
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.capabilities = json!({"sampling": {}, "elicitation": {}});
+    mcp.initialize().await;
+    let names = mcp.tool_names().await;
+    assert!(names.contains(&"everything-server.echo".to_string()));
+    assert!(
+        !names.iter().any(|n| n.contains("trigger-sampling")),
+        "{names:?}"
+    );
+    drop(gw);
+
+    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]");
+    // An agent that did not declare sampling: its upstream session does not either,
+    // so the upstream has no such tool for it and the agent is never asked.
+    let mut plain = Mcp::new(&gw.url(None), &key);
+    plain.initialize().await;
+    let resp = plain
+        .request_raw(
+            "tools/call",
+            json!({"name": "everything-server.trigger-sampling-request", "arguments": {"prompt": "x"}}),
+        )
+        .await;
+    let msgs = resp.messages();
+    assert!(
+        msgs.iter().all(|m| m.get("method").is_none()),
+        "no request reached the agent: {msgs:?}"
+    );
+    let last = msgs.last().expect("an answer");
+    assert!(
+        last.get("error").is_some() || last["result"]["isError"] == true,
+        "{last}"
+    );
+    // Not even a refused one: the upstream was never told this client can sample.
+    wait_audit(&gw, Duration::from_secs(10), |l| {
+        field(l, "method").as_deref() == Some("tools/call")
+    });
+    let sampling: Vec<String> = gw
+        .audit_lines()
+        .into_iter()
+        .filter(|l| field(l, "method").as_deref() == Some("sampling/createMessage"))
+        .collect();
+    assert!(sampling.is_empty(), "{sampling:?}");
+
+    // A request that accepts only JSON cannot carry a relayed request: the upstream is
+    // refused (-32601), the refusal audited.
+    let mut json_only = Mcp::new(&gw.url(None), &key);
+    json_only.capabilities = json!({"sampling": {}});
+    json_only.initialize().await;
+    let body = call_body(
+        7,
+        "everything-server.trigger-sampling-request",
+        json!({"prompt": "json only"}),
+    );
+    let resp = json_only
+        .post(&body, &[("accept", "application/json")])
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(!resp.is_sse());
+    let msg = resp.json();
+    assert_eq!(msg["id"], 7, "{msg}");
+    assert!(
+        msg.get("error").is_some() || msg["result"]["isError"] == true,
+        "{msg}"
+    );
+    let line = wait_relay_audit(&gw, "sampling/createMessage", 403);
+    assert_eq!(field(&line, "rpc_code").as_deref(), Some("-32601"));
+    assert!(
+        field(&line, "reason").is_some_and(|r| r.contains("SSE")),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_relayed_request_times_out_upstream() {
+    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]\ntimeout_ms = 1500");
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.capabilities = json!({"sampling": {}});
+    mcp.initialize().await;
+    let body = call_body(
+        9,
+        "everything-server.trigger-sampling-request",
+        json!({"prompt": "silence"}),
+    );
+    let mut sse = SseReader::new(post_streaming(&mcp, &body).await.into_body());
+    let asked = sse.next(Duration::from_secs(20)).await.expect("relayed");
+    assert_eq!(asked["method"], "sampling/createMessage");
+    // Never answered: the call times out, and so does the relayed request.
+    let last = sse.next(Duration::from_secs(20)).await.expect("an answer");
+    assert_eq!(last["id"], 9, "{last}");
+    assert_eq!(last["error"]["message"], "timeout", "{last}");
+    let line = wait_relay_audit(&gw, "sampling/createMessage", 504);
+    assert_eq!(field(&line, "rpc_code").as_deref(), Some("-32603"));
+    // A late answer finds nothing waiting.
+    let late = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {}});
+    assert_eq!(mcp.post(&late.to_string(), &[]).await.status, 202);
+}
