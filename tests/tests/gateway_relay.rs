@@ -286,3 +286,40 @@ async fn an_unanswered_relayed_request_times_out_upstream() {
     let late = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {}});
     assert_eq!(mcp.post(&late.to_string(), &[]).await.status, 202);
 }
+
+/// Requests an upstream sends on the catalog session's GET stream, where no agent
+/// is behind them, are answered at once: `ping` with `{}`, anything else -32601
+/// (before, they were ignored and the upstream waited for its own timeout).
+#[test]
+fn requests_outside_a_call_are_answered_by_the_gateway() {
+    let mut upstream = Upstream::rust(&[
+        "--sessions",
+        "--ask-on-stream",
+        "ping",
+        "--ask-on-stream",
+        "roots/list",
+    ]);
+    let (_key, hash) = new_key();
+    let _gw = Gateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        connector(
+            "conn_rust",
+            "Rust",
+            &upstream.url,
+            "relay_requests = [\"sampling\"]"
+        ),
+        agent("reporter", &hash)
+    ));
+    let mut answered = |id: &str| {
+        let needle = format!("\"id\":\"{id}\"");
+        let line = upstream.proc.wait_line(Duration::from_secs(20), |l| {
+            l.starts_with("client answered: ") && l.contains(&needle)
+        });
+        serde_json::from_str::<Value>(line.trim_start_matches("client answered: "))
+            .unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let ping = answered("ask-0");
+    assert_eq!(ping["result"], json!({}), "{ping}");
+    let roots = answered("ask-1");
+    assert_eq!(roots["error"]["code"], -32601, "{roots}");
+}

@@ -126,20 +126,17 @@ pub struct Relay {
     pub sampling: bool,
     /// `elicitation/create`.
     pub elicitation: bool,
-    /// `roots/list`.
-    pub roots: bool,
 }
 
 impl Relay {
     /// The values `relay_requests` accepts.
-    pub const NAMES: [&'static str; 3] = ["sampling", "elicitation", "roots"];
+    pub const NAMES: [&'static str; 2] = ["sampling", "elicitation"];
 
     /// Whether requests needing client capability `name` are relayed.
     pub fn allows(&self, name: &str) -> bool {
         match name {
             "sampling" => self.sampling,
             "elicitation" => self.elicitation,
-            "roots" => self.roots,
             _ => false,
         }
     }
@@ -149,7 +146,6 @@ impl Relay {
         let flag = match name {
             "sampling" => &mut self.sampling,
             "elicitation" => &mut self.elicitation,
-            "roots" => &mut self.roots,
             _ => return false,
         };
         *flag = true;

@@ -105,7 +105,7 @@ pub struct ConnectorRaw {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Server-to-client requests relayed to agents during this connector's tool calls:
-    /// any of "sampling", "elicitation", "roots".
+    /// "sampling" and/or "elicitation".
     #[serde(default)]
     pub relay_requests: Vec<String>,
 }

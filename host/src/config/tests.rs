@@ -36,7 +36,7 @@ fn full_example_parses() {
         target_url = "http://127.0.0.1:3001/mcp"
         disabled_tools = ["toggle-*"]
         timeout_ms = 5000
-        relay_requests = ["sampling", "roots"]
+        relay_requests = ["sampling"]
         [[agents]]
         id = "reporter"
         org = "acme"
@@ -56,7 +56,7 @@ fn full_example_parses() {
     let conn = &c.connectors[0];
     assert_eq!(conn.slug, "everything-server");
     assert_eq!(conn.timeout.as_millis(), 5000);
-    assert!(conn.relay.sampling && conn.relay.roots && !conn.relay.elicitation);
+    assert!(conn.relay.sampling && !conn.relay.elicitation);
     assert_eq!(c.server.tool_separator, "__");
     let rules = c.agents[0].mcp_servers.as_ref().unwrap();
     assert_eq!(rules[0].tools.as_ref().unwrap().read_only, Some(true));
@@ -107,11 +107,11 @@ fn semantic_errors_name_the_key() {
         "connectors[0].credential"
     );
     let e = parse(
-        "[[connectors]]\nid='a'\nname='A'\ntarget_url='http://x/'\nrelay_requests=['roots','tasks']",
+        "[[connectors]]\nid='a'\nname='A'\ntarget_url='http://x/'\nrelay_requests=['elicitation','roots']",
     )
     .unwrap_err();
     assert_eq!(e.key, "connectors[0].relay_requests[1]");
-    assert!(e.reason.contains("\"tasks\" is not one of"), "{e}");
+    assert!(e.reason.contains("\"roots\" is not one of"), "{e}");
     assert_eq!(
         err_key("[[agents]]\nid='a'\norg='o'\nkey_sha256='abc'"),
         "agents[0].key_sha256"

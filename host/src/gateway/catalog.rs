@@ -272,6 +272,13 @@ impl Catalog {
         while let Some(msg) = stream.next().await? {
             if is_list_changed(&msg) {
                 self.invalidate(&entry.connector.id);
+            } else if let Message::Request { id, method, .. } = msg {
+                // No agent is behind this session: answer, so the upstream never waits.
+                let session = entry.session.clone();
+                tokio::spawn(async move {
+                    let answer = crate::upstream::answer_unrelayed(&method);
+                    let _ = tokio::time::timeout(limit, session.respond(&id, &answer)).await;
+                });
             }
         }
         Ok(true)

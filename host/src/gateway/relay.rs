@@ -1,6 +1,10 @@
 //! Server-to-client requests an upstream sends while one of its tools runs
-//! (`sampling/createMessage`, `elicitation/create`, `roots/list`), relayed to the
-//! agent on the call's SSE stream, with the agent's answer relayed back.
+//! (`sampling/createMessage`, `elicitation/create`), relayed to the agent on the
+//! call's SSE stream, with the agent's answer relayed back.
+//!
+//! `roots/list` is not relayed: upstreams send it outside any call (on their GET
+//! stream, e.g. server-everything right after `initialize`), where no agent stream
+//! belongs to it; like every other method it is answered -32601.
 //!
 //! A connector relays only what its `relay_requests` lists, and only to an agent that
 //! declared the matching client capability at `initialize`: the agent's upstream
@@ -33,7 +37,6 @@ pub fn capability(method: &str) -> Option<&'static str> {
     match method {
         "sampling/createMessage" => Some("sampling"),
         "elicitation/create" => Some("elicitation"),
-        "roots/list" => Some("roots"),
         _ => None,
     }
 }
@@ -41,7 +44,6 @@ pub fn capability(method: &str) -> Option<&'static str> {
 /// The client capabilities an upstream session declares: for an agent's session
 /// (`agent` = what the agent declared), each relayed capability the agent declared,
 /// as it declared it; for the gateway's own session (`None`), every relayed one.
-/// `roots` never carries `listChanged`: the gateway does not relay that notification.
 pub fn declared(relay: Relay, agent: Option<&Value>) -> Value {
     let mut out = serde_json::Map::new();
     for name in Relay::NAMES {
@@ -55,7 +57,6 @@ pub fn declared(relay: Relay, agent: Option<&Value>) -> Value {
                 _ => continue,
             },
         };
-        let value = if name == "roots" { json!({}) } else { value };
         out.insert(name.to_string(), value);
     }
     Value::Object(out)
@@ -83,13 +84,8 @@ impl Relayer {
             return Some(msg);
         };
         if method == "ping" {
-            let upstream = self.upstream.clone();
-            let answer = Answer::Result(raw("{}"));
-            let limit = self.connector.timeout;
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(limit, upstream.respond(&id, &answer)).await;
-            });
-            return None;
+            // Answered `{}` by the upstream client (`answer_unrelayed`), not audited.
+            return Some(Message::Request { id, method, params });
         }
         let mut record = self.record(&method);
         if let Some(reason) = self.refusal(&method) {
@@ -161,7 +157,7 @@ impl Relayer {
         let Some(capability) = capability(method) else {
             let method = shown(method);
             return Some(format!(
-                "{method} from the upstream: the gateway relays only sampling, elicitation and roots requests"
+                "{method} from the upstream: the gateway relays only sampling and elicitation requests"
             ));
         };
         if !self.connector.relay.allows(capability) {
@@ -223,7 +219,6 @@ mod tests {
         let relay = Relay {
             sampling: true,
             elicitation: false,
-            roots: true,
         };
         let agent = json!({
             "sampling": {"tools": {}},
@@ -232,22 +227,30 @@ mod tests {
         });
         assert_eq!(
             declared(relay, Some(&agent)),
-            json!({"sampling": {"tools": {}}, "roots": {}})
+            json!({"sampling": {"tools": {}}})
         );
         assert_eq!(
             declared(relay, Some(&json!({"elicitation": {}}))),
             json!({})
         );
         assert_eq!(declared(relay, Some(&Value::Null)), json!({}));
-        assert_eq!(declared(relay, None), json!({"sampling": {}, "roots": {}}));
+        assert_eq!(declared(relay, None), json!({"sampling": {}}));
+        let both = Relay {
+            sampling: true,
+            elicitation: true,
+        };
+        assert_eq!(
+            declared(both, None),
+            json!({"sampling": {}, "elicitation": {}})
+        );
         assert_eq!(declared(Relay::default(), None), json!({}));
     }
 
     #[test]
-    fn only_three_methods_are_relayable() {
+    fn only_sampling_and_elicitation_are_relayable() {
         assert_eq!(capability("sampling/createMessage"), Some("sampling"));
         assert_eq!(capability("elicitation/create"), Some("elicitation"));
-        assert_eq!(capability("roots/list"), Some("roots"));
+        assert_eq!(capability("roots/list"), None);
         assert_eq!(capability("tasks/get"), None);
     }
 }

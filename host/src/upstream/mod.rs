@@ -10,7 +10,7 @@ mod session;
 mod stream;
 
 pub use self::http::{HttpClient, new_client};
-pub use session::{Credential, CredentialProvider, Outcome, UpstreamSession};
+pub use session::{Credential, CredentialProvider, Outcome, UpstreamSession, answer_unrelayed};
 pub use stream::{ListenStream, Message};
 
 /// Why an upstream exchange failed (as opposed to the upstream answering with a

@@ -389,14 +389,10 @@ impl UpstreamSession {
         Ok(state)
     }
 
-    /// Answers a server-to-client request the gateway cannot relay, so the upstream
-    /// does not wait for it forever.
+    /// Answers a server-to-client request the gateway does not relay
+    /// ([`answer_unrelayed`]), so the upstream does not wait for it forever.
     fn refuse(&self, state: &State, id: Value, method: &str, cred: &Option<Credential>) {
-        let err = jsonrpc::RpcError::new(
-            jsonrpc::METHOD_NOT_FOUND,
-            format!("{method} is not supported through the Portcullis gateway"),
-        );
-        let body = Bytes::from(jsonrpc::error(Some(&id), &err));
+        let body = Bytes::from(answer_unrelayed(method).response(&id));
         let req = self
             .builder(Method::POST, state, cred)
             .body(Full::new(body))
@@ -451,6 +447,20 @@ impl UpstreamSession {
             .await
             .map_err(|e| UpstreamError::Transport(error_chain(&e)))
     }
+}
+
+/// The gateway's own answer to a server-to-client request it does not relay: `{}`
+/// for `ping`, -32601 for anything else.
+pub fn answer_unrelayed(method: &str) -> jsonrpc::Answer {
+    let raw = |v: Value| RawValue::from_string(v.to_string()).expect("valid JSON");
+    if method == "ping" {
+        return jsonrpc::Answer::Result(raw(json!({})));
+    }
+    let err = jsonrpc::RpcError::new(
+        jsonrpc::METHOD_NOT_FOUND,
+        format!("{method} is not supported through the Portcullis gateway"),
+    );
+    jsonrpc::Answer::Error(raw(err.to_value()))
 }
 
 fn session_lost(status: StatusCode, state: &State) -> bool {

@@ -23,6 +23,7 @@ async fn start(response: ResponseMode, sessions: bool) -> std::net::SocketAddr {
             get_stream: true,
             keepalive: Duration::from_secs(15),
             hang_delete: false,
+            ask_on_stream: vec![],
         },
         0,
         false,

@@ -8,7 +8,8 @@
 //! tools (errors, big payloads, progress, cancellation, header echo, ...).
 //!
 //! After binding it prints exactly one line, `listening on http://IP:PORT/mcp`,
-//! to stdout and then serves until killed. Nothing is logged while serving.
+//! to stdout and then serves until killed. Nothing is logged while serving, except
+//! the responses to `--ask-on-stream` requests.
 //!
 //! Module map: [`server`] routes HTTP requests, [`rpc`] parses and answers
 //! JSON-RPC messages, [`tools`] holds the tool catalogue and implementations,
@@ -79,6 +80,12 @@ struct Args {
     /// Never answer DELETE /mcp (a hung upstream, for shutdown and expiry tests).
     #[arg(long)]
     hang_delete: bool,
+    /// Send a request with this method on every GET stream as it opens (ids
+    /// `ask-<n>`, in order; repeatable), and print every response a client POSTs as
+    /// `client answered: <JSON>` on stdout: how does a client answer server-to-client
+    /// requests it gets outside any call?
+    #[arg(long, value_name = "METHOD")]
+    ask_on_stream: Vec<String>,
     /// Seconds between `: keepalive` comments on GET SSE streams.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_secs: u64,
@@ -110,6 +117,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
             get_stream: !args.no_get_stream,
             hang_delete: args.hang_delete,
             keepalive: Duration::from_secs(args.keepalive_secs),
+            ask_on_stream: args.ask_on_stream,
         },
         args.extra_tools,
         args.raw_echo,

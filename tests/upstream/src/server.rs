@@ -96,6 +96,9 @@ async fn post(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             if let Some(res) = session_error(&state, &parts.headers) {
                 return res;
             }
+            if !state.opts.ask_on_stream.is_empty() {
+                println!("client answered: {}", String::from_utf8_lossy(&body));
+            }
             return status(StatusCode::ACCEPTED);
         }
         Err(error) => return json(StatusCode::BAD_REQUEST, error),

@@ -35,7 +35,23 @@ pub fn get_stream(state: &Arc<State>) -> Body {
     let (tx, body) = channel();
     let mut events = state.subscribe();
     let period = state.opts.keepalive;
+    let asks: Vec<Bytes> = state
+        .opts
+        .ask_on_stream
+        .iter()
+        .enumerate()
+        .map(|(n, method)| {
+            let request =
+                serde_json::json!({"jsonrpc": "2.0", "id": format!("ask-{n}"), "method": method});
+            event(request.to_string().as_bytes())
+        })
+        .collect();
     tokio::spawn(async move {
+        for ask in asks {
+            if tx.send(ask).await.is_err() {
+                return;
+            }
+        }
         let mut ticks = interval_at(Instant::now() + period, period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

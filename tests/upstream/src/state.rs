@@ -34,6 +34,8 @@ pub struct Options {
     pub get_stream: bool,
     pub keepalive: Duration,
     pub hang_delete: bool,
+    /// Requests sent on every GET stream as it opens (`--ask-on-stream`).
+    pub ask_on_stream: Vec<String>,
 }
 
 /// Everything the handlers share.
