@@ -113,18 +113,19 @@ fn python_client_answers_sampling_and_elicitation_through_the_gateway() {
     wait_relay_audit(&gw, "elicitation/create", 200);
 }
 
-#[tokio::test]
-async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream() {
-    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]");
-    let mut mcp = Mcp::new(&gw.url(None), &key);
+/// A session of an agent that declared sampling.
+async fn sampling_agent(gw: &Gateway, key: &str) -> Mcp {
+    let mut mcp = Mcp::new(&gw.url(None), key);
     mcp.capabilities = json!({"sampling": {}});
     mcp.initialize().await;
-    let body = call_body(
-        41,
-        "everything-server.trigger-sampling-request",
-        json!({"prompt": "raw", "maxTokens": 3}),
-    );
-    let resp = post_streaming(&mcp, &body).await;
+    mcp
+}
+
+/// Calls server-everything's sampling tool (request `id`, `args`) on a streaming
+/// POST; the stream, and the relayed request that came first on it.
+async fn ask_sampling(mcp: &Mcp, id: i64, args: Value) -> (SseReader, Value) {
+    let body = call_body(id, "everything-server.trigger-sampling-request", args);
+    let resp = post_streaming(mcp, &body).await;
     assert_eq!(resp.status(), 200);
     let mut sse = SseReader::new(resp.into_body());
     let asked = sse
@@ -132,6 +133,14 @@ async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream
         .await
         .expect("the relayed request");
     assert_eq!(asked["method"], "sampling/createMessage", "{asked}");
+    (sse, asked)
+}
+
+#[tokio::test]
+async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream() {
+    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]");
+    let mcp = sampling_agent(&gw, &key).await;
+    let (mut sse, asked) = ask_sampling(&mcp, 41, json!({"prompt": "raw", "maxTokens": 3})).await;
     assert_eq!(asked["id"], "portcullis-relay-0", "the gateway's own id");
     assert_eq!(asked["params"]["maxTokens"], 3, "{asked}");
 
@@ -158,13 +167,7 @@ async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream
     wait_relay_audit(&gw, "sampling/createMessage", 200);
 
     // An error answer reaches the upstream as an error.
-    let body = call_body(
-        42,
-        "everything-server.trigger-sampling-request",
-        json!({"prompt": "no"}),
-    );
-    let mut sse = SseReader::new(post_streaming(&mcp, &body).await.into_body());
-    let asked = sse.next(Duration::from_secs(20)).await.expect("relayed");
+    let (mut sse, asked) = ask_sampling(&mcp, 42, json!({"prompt": "no"})).await;
     assert_eq!(asked["id"], "portcullis-relay-1", "{asked}");
     let refusal = json!({"jsonrpc": "2.0", "id": "portcullis-relay-1",
         "error": {"code": -1, "message": "the user said no"}});
@@ -235,9 +238,7 @@ async fn requests_are_relayed_only_where_connector_agent_and_request_allow() {
 
     // A request that accepts only JSON cannot carry a relayed request: the upstream is
     // refused (-32601), the refusal audited.
-    let mut json_only = Mcp::new(&gw.url(None), &key);
-    json_only.capabilities = json!({"sampling": {}});
-    json_only.initialize().await;
+    let json_only = sampling_agent(&gw, &key).await;
     let body = call_body(
         7,
         "everything-server.trigger-sampling-request",
@@ -265,17 +266,8 @@ async fn requests_are_relayed_only_where_connector_agent_and_request_allow() {
 #[tokio::test]
 async fn an_unanswered_relayed_request_times_out_upstream() {
     let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]\ntimeout_ms = 1500");
-    let mut mcp = Mcp::new(&gw.url(None), &key);
-    mcp.capabilities = json!({"sampling": {}});
-    mcp.initialize().await;
-    let body = call_body(
-        9,
-        "everything-server.trigger-sampling-request",
-        json!({"prompt": "silence"}),
-    );
-    let mut sse = SseReader::new(post_streaming(&mcp, &body).await.into_body());
-    let asked = sse.next(Duration::from_secs(20)).await.expect("relayed");
-    assert_eq!(asked["method"], "sampling/createMessage");
+    let mcp = sampling_agent(&gw, &key).await;
+    let (mut sse, asked) = ask_sampling(&mcp, 9, json!({"prompt": "silence"})).await;
     // Never answered: the call times out, and so does the relayed request.
     let last = sse.next(Duration::from_secs(20)).await.expect("an answer");
     assert_eq!(last["id"], 9, "{last}");

@@ -76,9 +76,10 @@ pub(super) struct Relayer {
 
 impl Relayer {
     /// Takes an upstream message of the call: a request is relayed to the agent through
-    /// `send` (which queues JSON text on the call's stream, `false` if it cannot), or
-    /// answered here; anything else, and a request that is refused, is given back
-    /// (the upstream client answers a given-back request -32601).
+    /// `send` (which queues JSON text on the call's stream, `false` if it cannot).
+    /// Anything else, and a request that is not relayed, is given back; the upstream
+    /// client answers a given-back request (`answer_unrelayed`: `{}` for `ping`,
+    /// -32601 otherwise).
     pub fn offer(&self, msg: Message, send: impl FnOnce(String) -> bool) -> Option<Message> {
         let Message::Request { id, method, params } = msg else {
             return Some(msg);
@@ -89,34 +90,20 @@ impl Relayer {
         }
         let mut record = self.record(&method);
         if let Some(reason) = self.refusal(&method) {
-            record.status = 403;
-            record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
-            record.reason = Some(reason);
-            self.audit(record);
-            return Some(Message::Request { id, method, params });
+            return self.refused(record, 403, reason, Message::Request { id, method, params });
         }
         let Some((relay_id, answer)) = self.session.relay_request() else {
-            record.status = 429;
-            record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
-            record.reason = Some(format!(
+            let reason = format!(
                 "{MAX_RELAYED} requests of this session already wait for the agent's answer"
-            ));
-            self.audit(record);
-            return Some(Message::Request { id, method, params });
+            );
+            return self.refused(record, 429, reason, Message::Request { id, method, params });
         };
-        let params = params.unwrap_or_else(|| raw("{}"));
-        if !send(jsonrpc::request(&relay_id, &method, &params)) {
+        let text = jsonrpc::request(&relay_id, &method, params.as_deref().unwrap_or(&*raw("{}")));
+        if !send(text) {
             // The call's stream is gone or full: the agent cannot be asked.
             self.session.forget_relayed(&relay_id);
-            record.status = 503;
-            record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
-            record.reason = Some("the call's stream to the agent was not available".into());
-            self.audit(record);
-            return Some(Message::Request {
-                id,
-                method,
-                params: Some(params),
-            });
+            let reason = "the call's stream to the agent was not available".to_string();
+            return self.refused(record, 503, reason, Message::Request { id, method, params });
         }
         let (session, upstream) = (self.session.clone(), self.upstream.clone());
         let gateway = self.gateway.clone();
@@ -179,10 +166,21 @@ impl Relayer {
         None
     }
 
-    /// Writes a refusal's audit row (from a task: `offer` cannot wait).
-    fn audit(&self, record: Record) {
+    /// Audits a request that is not relayed (from a task: `offer` cannot wait) and
+    /// gives it back to be refused upstream.
+    fn refused(
+        &self,
+        mut record: Record,
+        status: u16,
+        reason: String,
+        request: Message,
+    ) -> Option<Message> {
+        record.status = status;
+        record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
+        record.reason = Some(reason);
         let gateway = self.gateway.clone();
         tokio::spawn(async move { gateway.audit.record(record).await });
+        Some(request)
     }
 
     fn record(&self, method: &str) -> Record {
