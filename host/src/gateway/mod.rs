@@ -128,7 +128,7 @@ impl Gateway {
             Some(v) if mcp::is_supported(v) => v,
             _ => mcp::LATEST_VERSION,
         };
-        let capabilities = params.field::<Value>("capabilities").unwrap_or(Value::Null);
+        let capabilities = relay::kept(params.field::<Value>("capabilities"));
         let session = self.sessions.create(
             identity,
             endpoint.clone(),

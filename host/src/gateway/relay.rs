@@ -62,6 +62,31 @@ pub fn declared(relay: Relay, agent: Option<&Value>) -> Value {
     Value::Object(out)
 }
 
+/// Largest client capabilities a session keeps (JSON text of the relayable members).
+const MAX_KEPT_CAPABILITIES: usize = 4096;
+
+/// What a session keeps of the `capabilities` its agent declared: only the members
+/// the gateway can relay (`sampling`, `elicitation`), and when those are larger than
+/// [`MAX_KEPT_CAPABILITIES`], each as `{}` (declared, details dropped), so a session
+/// never holds more than a few KB of what its agent sent.
+pub fn kept(declared: Option<Value>) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(Value::Object(mut all)) = declared {
+        for name in Relay::NAMES {
+            if let Some(v @ Value::Object(_)) = all.remove(name) {
+                out.insert(name.to_string(), v);
+            }
+        }
+    }
+    let mut kept = Value::Object(out);
+    if kept.to_string().len() > MAX_KEPT_CAPABILITIES
+        && let Value::Object(members) = &mut kept
+    {
+        members.values_mut().for_each(|v| *v = json!({}));
+    }
+    kept
+}
+
 /// Relays the server-to-client requests of one tool call.
 pub(super) struct Relayer {
     pub gateway: Arc<Gateway>,
@@ -242,6 +267,17 @@ mod tests {
             json!({"sampling": {}, "elicitation": {}})
         );
         assert_eq!(declared(Relay::default(), None), json!({}));
+    }
+
+    #[test]
+    fn a_session_keeps_only_small_relayable_capabilities() {
+        let caps = json!({"sampling": {"tools": {}}, "roots": {"listChanged": true},
+                          "elicitation": true, "experimental": {"x": 1}});
+        assert_eq!(kept(Some(caps)), json!({"sampling": {"tools": {}}}));
+        assert_eq!(kept(None), json!({}));
+        assert_eq!(kept(Some(json!("nope"))), json!({}));
+        let big = json!({"elicitation": {"pad": "x".repeat(10_000)}, "sampling": {}});
+        assert_eq!(kept(Some(big)), json!({"elicitation": {}, "sampling": {}}));
     }
 
     #[test]

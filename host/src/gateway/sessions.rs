@@ -44,7 +44,8 @@ pub struct AgentSession {
     pub identity: Arc<Identity>,
     pub endpoint: Endpoint,
     pub protocol_version: String,
-    /// The `capabilities` the agent declared at `initialize` (`Null` if none).
+    /// What the session keeps of the `capabilities` its agent declared at
+    /// `initialize` (`relay::kept`: the relayable ones, a few KB at most).
     pub client_capabilities: Value,
     created: Instant,
     last_seen_ms: AtomicU64,
