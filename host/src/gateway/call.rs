@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::catalog::ToolSet;
 use super::relay::Relayer;
 use super::sessions::{AgentSession, Endpoint, InFlight};
 use super::{Gateway, Reply, decide, names};
@@ -187,18 +188,18 @@ impl Gateway {
         let session2 = session.clone();
         let tools = set.clone();
         let id2 = id.clone();
-        let relayer = Relayer {
-            gateway: self.clone(),
-            session: session.clone(),
-            connector: connector.clone(),
-            upstream: upstream.clone(),
-            tool: tool_name.to_string(),
-            accepts_sse,
-        };
         let forward = async move {
             let relay = tx.clone();
             let catalog = gateway.catalog.clone();
             let connector_id = connector.id.clone();
+            let relayer = Relayer {
+                gateway: &gateway,
+                session: &session2,
+                connector: &connector,
+                upstream: &upstream,
+                tool: ToolSet::name(&tools.tools[tool]),
+                accepts_sse,
+            };
             let on_message = move |msg: Message| {
                 if super::catalog::is_list_changed(&msg) {
                     catalog.invalidate(&connector_id);

@@ -87,19 +87,20 @@ pub fn kept(declared: Option<Value>) -> Value {
     kept
 }
 
-/// Relays the server-to-client requests of one tool call.
-pub(super) struct Relayer {
-    pub gateway: Arc<Gateway>,
-    pub session: Arc<AgentSession>,
-    pub connector: Arc<Connector>,
-    pub upstream: Arc<UpstreamSession>,
+/// Relays the server-to-client requests of one tool call (borrowing what the call
+/// already holds: nothing is copied for a call that sends none).
+pub(super) struct Relayer<'a> {
+    pub gateway: &'a Arc<Gateway>,
+    pub session: &'a Arc<AgentSession>,
+    pub connector: &'a Connector,
+    pub upstream: &'a Arc<UpstreamSession>,
     /// The called tool's upstream name, for the audit.
-    pub tool: String,
+    pub tool: &'a str,
     /// Whether the agent's request accepts an SSE answer (the only way to reach it).
     pub accepts_sse: bool,
 }
 
-impl Relayer {
+impl Relayer<'_> {
     /// Takes an upstream message of the call: a request is relayed to the agent through
     /// `send` (which queues JSON text on the call's stream, `false` if it cannot).
     /// Anything else, and a request that is not relayed, is given back; the upstream
@@ -211,9 +212,9 @@ impl Relayer {
     fn record(&self, method: &str) -> Record {
         let mut record =
             self.gateway
-                .record(&self.session, &shown(method), Instant::now(), now_ms());
+                .record(self.session, &shown(method), Instant::now(), now_ms());
         record.connector = Some(self.connector.id.clone());
-        record.tool = Some(self.tool.clone());
+        record.tool = Some(self.tool.to_string());
         record
     }
 }
