@@ -245,29 +245,21 @@ impl UpstreamSession {
 
     /// Sends a notification (e.g. `notifications/cancelled`).
     pub async fn notify(&self, method: &str, params: &Value) -> Result<(), UpstreamError> {
-        let cred = self.credential.get().await?;
-        let state = self.ready(&cred).await?;
-        let resp = self
-            .post(
-                &state,
-                Bytes::from(jsonrpc::notification(method, Some(&to_raw(params)))),
-                &cred,
-            )
-            .await?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(UpstreamError::Status(resp.status().as_u16()))
-        }
+        let body = jsonrpc::notification(method, Some(&to_raw(params)));
+        self.post_message(body).await
     }
 
     /// Sends the answer to server-to-client request `id` (relayed from the agent).
     pub async fn respond(&self, id: &Value, answer: &jsonrpc::Answer) -> Result<(), UpstreamError> {
+        self.post_message(answer.response(id)).await
+    }
+
+    /// POSTs a message that gets no response (a notification or an answer): any 2xx
+    /// is success.
+    async fn post_message(&self, body: String) -> Result<(), UpstreamError> {
         let cred = self.credential.get().await?;
         let state = self.ready(&cred).await?;
-        let resp = self
-            .post(&state, Bytes::from(answer.response(id)), &cred)
-            .await?;
+        let resp = self.post(&state, Bytes::from(body), &cred).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
