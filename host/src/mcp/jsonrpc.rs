@@ -210,11 +210,10 @@ pub enum Answer {
 impl Answer {
     /// The response to request `id` carrying this answer, as JSON text.
     pub fn response(&self, id: &Value) -> String {
-        let (member, raw) = match self {
-            Answer::Result(r) => ("result", r),
-            Answer::Error(e) => ("error", e),
-        };
-        format!(r#"{{"jsonrpc":"2.0","id":{id},"{member}":{}}}"#, raw.get())
+        match self {
+            Answer::Result(r) => raw_response(id, "result", r),
+            Answer::Error(e) => raw_response(id, "error", e),
+        }
     }
 
     /// The error's `code`, for the audit (`None` for a result).
@@ -236,12 +235,19 @@ pub fn result(id: &Value, result: &Value) -> String {
 
 /// A success response whose result is relayed as the exact JSON text received.
 pub fn raw_result(id: &Value, result: &RawValue) -> String {
+    raw_response(id, "result", result)
+}
+
+/// A response whose `member` (`result` or `error`) is the exact JSON text given.
+fn raw_response(id: &Value, member: &str, raw: &RawValue) -> String {
     let id = id.to_string();
-    let mut out = String::with_capacity(result.get().len() + id.len() + 32);
+    let mut out = String::with_capacity(raw.get().len() + id.len() + 32);
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
     out.push_str(&id);
-    out.push_str(r#","result":"#);
-    out.push_str(result.get());
+    out.push_str(",\"");
+    out.push_str(member);
+    out.push_str("\":");
+    out.push_str(raw.get());
     out.push('}');
     out
 }
