@@ -5,26 +5,26 @@
 use std::sync::Arc;
 
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Agent;
+use crate::digest::sha256;
 
 /// The caller of a request, resolved from its API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub agent: String,
     pub org: String,
     pub scopes: Vec<String>,
 }
 
 /// Looks up agents by API key.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     agents: Vec<(Arc<Identity>, [u8; 32])>,
 }
 
 impl Authenticator {
-    pub fn new(agents: &[Agent]) -> Self {
+    pub(crate) fn new(agents: &[Agent]) -> Self {
         let agents = agents
             .iter()
             .map(|a| {
@@ -40,7 +40,7 @@ impl Authenticator {
     }
 
     /// The identity whose key is `key`, if any.
-    pub fn authenticate(&self, key: &str) -> Option<Arc<Identity>> {
+    pub(crate) fn authenticate(&self, key: &str) -> Option<Arc<Identity>> {
         let presented = sha256(key.as_bytes());
         let mut found = None;
         for (identity, hash) in &self.agents {
@@ -53,7 +53,7 @@ impl Authenticator {
     }
 
     /// Extracts the key from an `Authorization: Bearer <key>` header value.
-    pub fn bearer(header: Option<&http::HeaderValue>) -> Option<&str> {
+    pub(crate) fn bearer(header: Option<&http::HeaderValue>) -> Option<&str> {
         let value = header?.to_str().ok()?;
         let (scheme, key) = value.split_once(' ')?;
         scheme
@@ -63,13 +63,8 @@ impl Authenticator {
     }
 }
 
-/// sha256 of some bytes.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
 /// A fresh API key (`pc_` + 32 random bytes, hex) and its sha256 for the config.
-pub fn new_key() -> (String, String) {
+pub(crate) fn new_key() -> (String, String) {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let key = format!("pc_{}", hex::encode(raw));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::logging::LogFormat;
 use crate::policy::PolicyEngine;
 
 #[derive(Parser)]
@@ -17,7 +18,7 @@ use crate::policy::PolicyEngine;
     version,
     about = "A governance gateway for MCP servers, with WebAssembly policies"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -169,12 +170,6 @@ enum VaultCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -313,7 +308,8 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
 }
 
 fn vault(command: VaultCommand) -> anyhow::Result<()> {
-    use crate::vault::{Vault, settings_from_file};
+    use crate::config::vault_settings_from_file as settings_from_file;
+    use crate::vault::Vault;
     let config = match &command {
         VaultCommand::Put { config, .. }
         | VaultCommand::List { config }

@@ -1,19 +1,33 @@
 //! Portcullis: a governance gateway in front of MCP servers. See ARCHITECTURE.md for
-//! where each concern lives and how a request flows.
+//! where each concern lives, how a request flows, and which module may depend on
+//! which. The binary (`main.rs`) calls [`run`]; nothing else of the library is public.
+#![warn(unreachable_pub)]
 
-pub mod audit;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod gateway;
-pub mod kit;
+// Leaves: depend on no other module of the crate.
+mod digest;
+mod http_client;
+mod mcp;
+// What the operator wrote, checked.
+mod config;
+// Identity and observability.
+mod auth;
+mod telemetry;
+// Services the gateway calls.
+mod audit;
 mod logging;
-pub mod mcp;
-pub mod policy;
-pub mod quota;
+mod policy;
+mod quota;
+mod upstream;
+mod vault;
+// The gateway and its front doors.
+mod cli;
+mod gateway;
+mod kit;
 mod serve;
-pub mod server;
-pub mod telemetry;
-pub mod upstream;
+mod server;
 mod util;
-pub mod vault;
+
+pub use cli::run;
+
+#[cfg(test)]
+mod layering;

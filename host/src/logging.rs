@@ -25,13 +25,21 @@ use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::LogFormat;
 use crate::telemetry::traces;
 
 /// The log layer's writer, for the worker threads to batch through.
 static WRITER: OnceLock<batch::Batching> = OnceLock::new();
 
-pub fn init(format: LogFormat) -> WorkerGuard {
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines (colour on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub(crate) fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
@@ -58,13 +66,13 @@ pub fn init(format: LogFormat) -> WorkerGuard {
 
 /// Makes the calling worker thread hand its log lines over in batches under load
 /// (`batch`). Call inside the worker's runtime; without `init` it does nothing.
-pub fn batch_this_thread() {
+pub(crate) fn batch_this_thread() {
     if let Some(writer) = WRITER.get() {
         batch::batch_this_thread(writer);
     }
 }
 
 /// Sends the lines the calling thread holds (before a worker thread ends).
-pub fn flush_this_thread() {
+pub(crate) fn flush_this_thread() {
     batch::flush_this_thread();
 }

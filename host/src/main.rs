@@ -4,12 +4,12 @@
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc: ~14 % less gateway CPU per call at saturation
-/// (README, "Allocator and LTO").
+/// (docs/performance.md, "Allocator and LTO").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    portcullis::cli::run()
+    portcullis::run()
 }
 
 /// Indices into mimalloc's `mi_option_e` (v3, `include/mimalloc.h`); the bindings name
@@ -20,7 +20,7 @@ const OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc's defaults commit its arenas eagerly and keep freed memory for a second:
 /// the idle gateway then holds ~57 MB instead of ~35 (compiling the policies at
 /// start-up frees a lot). Commit on use and return freed memory at once, for the same
-/// throughput (README). These are defaults: an operator's `MIMALLOC_*` variable still
+/// throughput (docs/performance.md). These are defaults: an operator's `MIMALLOC_*` variable still
 /// wins. mimalloc reads its options (and the environment) in a constructor of its own,
 /// before `main`; this one runs before it (the priority puts it ahead of every
 /// constructor without one, as Rust's own `std` does to keep `argv`). It does not

@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::policy::{PolicyEngine, reload};
 use crate::server;
 
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let engine = Arc::new(PolicyEngine::with_trust(
         &config.policies,

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
 /// POSTs an empty body and returns the status and body text.
-pub async fn http_post(url: &str) -> anyhow::Result<(u16, String)> {
-    let client = crate::upstream::new_client();
+pub(crate) async fn http_post(url: &str) -> anyhow::Result<(u16, String)> {
+    let client = crate::http_client::new_client();
     let req = hyper::Request::post(url).body(Full::new(Bytes::new()))?;
     let resp = client
         .request(req)

@@ -34,11 +34,10 @@
 //! Operational messages of this module use the target `portcullis::request_log`, so
 //! that only the per-request lines carry `portcullis::audit`.
 
-mod config;
 mod postgres;
-pub mod query;
+pub(crate) mod query;
 mod sqlite;
-pub mod time;
+pub(crate) mod time;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,18 +48,18 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{AuditRaw, AuditSettings, OnFull, SinkSettings, validate as validate_config};
+use crate::config::{AuditSettings, OnFull, SinkSettings};
 pub(crate) use writer::{BoxFuture, Sink};
 
 /// The tracing target of this module's operational messages (not the audit lines).
 pub(crate) const LOG_TARGET: &str = "portcullis::request_log";
 
 /// How long shutdown waits for the writer to store what is queued.
-pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(30);
 
 /// One audited request.
 #[derive(Debug, Clone, Serialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// Unix time in milliseconds when the request arrived.
     pub time_ms: u64,
     pub request_id: String,
@@ -123,13 +122,13 @@ impl Queue {
 
 /// Where audit records go: the log, and with a sink, the `request_logs` table.
 #[derive(Default)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     queue: Option<Queue>,
 }
 
 impl AuditLog {
     /// Log lines only, no table: for commands that do not serve (e.g. `agents eligible`).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         AuditLog { queue: None }
     }
 
@@ -137,7 +136,7 @@ impl AuditLog {
     /// background writer. Needs a Tokio runtime. A SQLite file that cannot be opened is
     /// an error; a PostgreSQL server that cannot be reached is logged and retried by
     /// the writer, so the gateway starts anyway.
-    pub async fn start(settings: &AuditSettings) -> anyhow::Result<AuditLog> {
+    pub(crate) async fn start(settings: &AuditSettings) -> anyhow::Result<AuditLog> {
         let sink: Box<dyn Sink> = match &settings.sink {
             SinkSettings::Sqlite { path } => Box::new(sqlite::SqliteSink::open(path)?),
             SinkSettings::Postgres { url } => Box::new(postgres::PgSink::start(url).await?),
@@ -195,9 +194,18 @@ impl AuditLog {
 
     /// Logs the record and queues it for the sink. Returns at once unless the queue is
     /// full and `on_full = "wait"`; then it waits for room.
-    pub async fn record(&self, r: Record) {
+    pub(crate) async fn record(&self, r: Record) {
         log_line(&r);
-        crate::telemetry::spans::audited(&r); // request metrics, outcome on the trace
+        // request metrics, outcome on the trace
+        crate::telemetry::spans::audited(&crate::telemetry::spans::Audited {
+            method: &r.method,
+            connector: r.connector.as_deref(),
+            status: r.status,
+            rpc_code: r.rpc_code,
+            latency_ms: r.latency_ms,
+            policy: r.policy.as_deref(),
+            policy_digest: r.policy_digest.as_deref(),
+        });
         let Some(q) = &self.queue else { return };
         if q.closed.load(Ordering::Relaxed) {
             return q.count_closed();
@@ -237,21 +245,22 @@ impl AuditLog {
     }
 
     /// Rows waiting in the queue (not counting the batch the writer holds).
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.queue
             .as_ref()
             .map_or(0, |q| q.tx.max_capacity() - q.tx.capacity())
     }
 
     /// Rows dropped so far (queue full with `on_full = "drop"`, or after shutdown).
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.queue
             .as_ref()
             .map_or(0, |q| q.stats.dropped.load(Ordering::Relaxed))
     }
 
-    /// Rows the sink has committed so far.
-    pub fn written(&self) -> u64 {
+    /// Rows the sink has committed so far (the writer's tests count them).
+    #[cfg(test)]
+    pub(crate) fn written(&self) -> u64 {
         self.queue
             .as_ref()
             .map_or(0, |q| q.stats.written.load(Ordering::Relaxed))
@@ -260,7 +269,7 @@ impl AuditLog {
     /// Closes the queue and waits (up to `timeout`) for the writer to store every
     /// queued row. Returns false if it did not finish in time (what it still held is
     /// logged as lost). Rows recorded afterwards are counted as dropped.
-    pub async fn shutdown(&self, timeout: Duration) -> bool {
+    pub(crate) async fn shutdown(&self, timeout: Duration) -> bool {
         let Some(q) = &self.queue else { return true };
         q.closed.store(true, Ordering::Relaxed);
         if let Some(stop) = q.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -343,7 +352,7 @@ fn log_line(r: &Record) {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -48,7 +48,7 @@ const INSERT: &str = "INSERT INTO request_logs (time, request_id, session_id, or
     $6::text[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::float8[], $12::text[], \
     $13::text[], $14::text[]) AS u(t, r, s, o, a, c, tl, m, st, rc, l, p, pd, re)";
 
-pub struct PgSink {
+pub(super) struct PgSink {
     config: Config,
     conn: Option<(Client, Statement)>,
     name: String,
@@ -57,7 +57,7 @@ pub struct PgSink {
 impl PgSink {
     /// Parses the URL and tries to connect once; an unreachable server is logged and
     /// left to the writer's retries.
-    pub async fn start(url: &str) -> anyhow::Result<PgSink> {
+    pub(super) async fn start(url: &str) -> anyhow::Result<PgSink> {
         let config = parse(url)?;
         let mut sink = PgSink {
             name: describe(&config),

@@ -4,11 +4,11 @@
 
 use serde::Serialize;
 
-use super::{AuditSettings, SinkSettings};
+use crate::config::{AuditSettings, SinkSettings};
 
 /// Which rows to read.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub org: Option<String>,
     pub agent: Option<String>,
     pub connector: Option<String>,
@@ -21,7 +21,7 @@ pub struct Filter {
 
 /// One stored row, as read back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub id: i64,
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
@@ -87,7 +87,7 @@ pub(super) enum Value {
 }
 
 /// Reads the rows `filter` selects from the sink of `settings`, oldest first.
-pub async fn query(settings: &AuditSettings, filter: &Filter) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn query(settings: &AuditSettings, filter: &Filter) -> anyhow::Result<Vec<Row>> {
     let mut rows = match &settings.sink {
         SinkSettings::Sqlite { path } => {
             let path = path.clone();
@@ -107,13 +107,13 @@ pub async fn query(settings: &AuditSettings, filter: &Filter) -> anyhow::Result<
 
 /// Output formats of `audit query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
 
 /// Renders rows as the CLI prints them.
-pub fn render(rows: &[Row], format: Format) -> String {
+pub(crate) fn render(rows: &[Row], format: Format) -> String {
     match format {
         Format::Json => {
             let mut out = String::from("[\n");

@@ -49,14 +49,14 @@ const INSERT: &str = "INSERT INTO request_logs (time, request_id, session_id, or
     connector, tool, method, status, rpc_code, latency_ms, policy, policy_digest, reason) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
-pub struct SqliteSink {
+pub(super) struct SqliteSink {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
 impl SqliteSink {
     /// Opens (or creates) the database, switches it to WAL and creates the table.
-    pub fn open(path: &Path) -> anyhow::Result<SqliteSink> {
+    pub(super) fn open(path: &Path) -> anyhow::Result<SqliteSink> {
         let ctx = || format!("audit.path: cannot open SQLite database {}", path.display());
         let conn = Connection::open(path).with_context(ctx)?;
         conn.busy_timeout(BUSY_TIMEOUT).with_context(ctx)?;

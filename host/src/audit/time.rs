@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// `2025-01-31T23:59:59.123Z` for Unix milliseconds. Fixed width for years 0000-9999,
 /// so the text sorts in time order (the SQLite sink relies on that).
-pub fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -25,7 +25,7 @@ pub fn format_ms(ms: u64) -> String {
 /// Parses an RFC 3339 timestamp (`2025-01-31T23:59:59Z`, with optional fraction and a
 /// `Z` or `+hh:mm` offset; a space may replace the `T`) or a bare date (`2025-01-31`,
 /// midnight UTC) into Unix milliseconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
@@ -84,7 +84,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 
 /// Parses a duration: one or more `<number><unit>` with units `ms`, `s`, `m`, `h`,
 /// `d`, `w` (`90s`, `15m`, `1h30m`, `7d`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -116,7 +116,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// The `--since` argument as Unix milliseconds: all digits is Unix milliseconds, a
 /// duration is that long before `now_ms`, anything else must be RFC 3339.
-pub fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
+pub(crate) fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
         return t

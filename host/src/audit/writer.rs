@@ -12,10 +12,10 @@ use tokio::time::Instant;
 
 use super::{LOG_TARGET, Record, Stats};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A place rows go (`request_logs` in SQLite or PostgreSQL).
-pub trait Sink: Send + 'static {
+pub(crate) trait Sink: Send + 'static {
     /// Stores `rows` in one transaction: all of them or, on error, none. The rows come
     /// back with the outcome (the writer keeps them for a retry, and reuses the
     /// buffer), so a sink that works on another thread moves them there and back
@@ -130,8 +130,9 @@ pub(crate) mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU32;
 
-    use super::super::{AuditLog, AuditSettings, OnFull, SinkSettings};
+    use super::super::AuditLog;
     use super::*;
+    use crate::config::{AuditSettings, OnFull, SinkSettings};
 
     /// A sink that keeps rows in memory, sleeps `delay` per batch and fails its first
     /// `fail_first` writes.

@@ -4,55 +4,60 @@
 //! Every problem is reported as a [`ConfigError`] naming the key (`connectors[1].target_url`)
 //! and the reason; unknown keys are errors. The gateway refuses to start on any of them.
 
+mod audit;
+mod error;
+mod quota;
 mod raw;
 mod slug;
+mod telemetry;
+mod trust;
 mod validate;
+mod vault;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use raw::{HintsRaw as Hints, ServerRuleRaw as ServerRule};
-pub use slug::slugify;
+pub(crate) use audit::{AuditSettings, OnFull, SinkSettings};
+pub(crate) use error::ConfigError;
+pub(crate) use quota::{Limit, OnUnavailable, QuotaSettings, Window};
+pub(crate) use raw::ServerRuleRaw as ServerRule;
+pub(crate) use slug::slugify;
+pub(crate) use telemetry::{Protocol, TelemetrySettings, check_url};
+pub(crate) use trust::{TrustSettings, hex32, parse_public_key};
+pub(crate) use vault::{
+    KmsSettings, VaultSettings, settings_from_file as vault_settings_from_file,
+};
 
-/// A configuration problem: which key, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid config: {key}: {reason}")]
-pub struct ConfigError {
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// Names accepted after `builtin:` (each embedded in the binary by `policy::builtin`).
+pub(crate) const BUILTIN_POLICIES: [&str; 5] = [
+    "slug-scope",
+    "blocklist",
+    "mcp-servers",
+    "annotation-hints",
+    "redact-secrets",
+];
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub server: Server,
     pub admin: Option<Admin>,
     pub connectors: Vec<Connector>,
     pub agents: Vec<Agent>,
     pub policies: Vec<PolicySpec>,
-    pub quota: crate::quota::QuotaSettings,
-    pub vault: crate::vault::VaultSettings,
-    pub audit: crate::audit::AuditSettings,
-    pub telemetry: crate::telemetry::TelemetrySettings,
+    pub quota: QuotaSettings,
+    pub vault: VaultSettings,
+    pub audit: AuditSettings,
+    pub telemetry: TelemetrySettings,
     /// `[policy_trust]`: required signatures, trusted keys, lock file.
-    pub policy_trust: crate::kit::trust::TrustSettings,
+    pub policy_trust: TrustSettings,
     /// Directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
-pub struct Server {
+pub(crate) struct Server {
     pub listen: SocketAddr,
     pub tool_separator: String,
     pub max_body_bytes: usize,
@@ -78,13 +83,13 @@ pub struct Server {
 }
 
 #[derive(Debug, Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     pub listen: SocketAddr,
 }
 
 /// Where a connector's upstream credential comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialSource {
+pub(crate) enum CredentialSource {
     /// `env:NAME`: the value of an environment variable, sent as a bearer token.
     Env(String),
     /// A secret in the encrypted vault, sent as `kind` says.
@@ -96,7 +101,7 @@ pub enum CredentialSource {
 
 /// How a credential is presented to the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialKind {
+pub(crate) enum CredentialKind {
     /// `Authorization: Bearer <secret>`.
     Bearer,
     /// An OAuth access token, sent as `Authorization: Bearer <token>`.
@@ -106,9 +111,8 @@ pub enum CredentialKind {
 }
 
 #[derive(Debug, Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     pub id: String,
-    pub name: String,
     pub slug: String,
     pub target_url: String,
     pub credential: Option<CredentialSource>,
@@ -121,7 +125,7 @@ pub struct Connector {
 /// The server-to-client requests a connector may send to agents through the gateway,
 /// each named by the client capability it needs. Not listed: refused with -32601.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Relay {
+pub(crate) struct Relay {
     /// `sampling/createMessage`.
     pub sampling: bool,
     /// `elicitation/create`.
@@ -130,10 +134,10 @@ pub struct Relay {
 
 impl Relay {
     /// The values `relay_requests` accepts.
-    pub const NAMES: [&'static str; 2] = ["sampling", "elicitation"];
+    pub(crate) const NAMES: [&'static str; 2] = ["sampling", "elicitation"];
 
     /// Whether requests needing client capability `name` are relayed.
-    pub fn allows(&self, name: &str) -> bool {
+    pub(crate) fn allows(&self, name: &str) -> bool {
         match name {
             "sampling" => self.sampling,
             "elicitation" => self.elicitation,
@@ -142,7 +146,7 @@ impl Relay {
     }
 
     /// Turns relaying of capability `name` on; `false` for a name not in [`Self::NAMES`].
-    pub fn enable(&mut self, name: &str) -> bool {
+    pub(crate) fn enable(&mut self, name: &str) -> bool {
         let flag = match name {
             "sampling" => &mut self.sampling,
             "elicitation" => &mut self.elicitation,
@@ -154,7 +158,7 @@ impl Relay {
 }
 
 #[derive(Debug, Clone)]
-pub struct Agent {
+pub(crate) struct Agent {
     pub id: String,
     pub org: String,
     /// sha256 of the API key, 32 bytes.
@@ -166,7 +170,7 @@ pub struct Agent {
 
 /// How a policy's verdicts are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyMode {
+pub(crate) enum PolicyMode {
     /// Denials are enforced.
     Enforce,
     /// Evaluated and logged; nothing is enforced.
@@ -175,13 +179,13 @@ pub enum PolicyMode {
 
 /// What happens when a policy traps, times out or exhausts its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
+pub(crate) enum OnError {
     Deny,
     Allow,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PolicySpec {
+pub(crate) struct PolicySpec {
     pub name: String,
     /// `builtin:<name>` or a path to a `.wasm` component (resolved against the config dir).
     pub module: ModuleRef,
@@ -196,7 +200,7 @@ pub struct PolicySpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ModuleRef {
+pub(crate) enum ModuleRef {
     Builtin(String),
     File(PathBuf),
 }
@@ -212,7 +216,7 @@ impl std::fmt::Display for ModuleRef {
 
 impl Config {
     /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("<file>", format!("cannot read {}: {e}", path.display()))
         })?;
@@ -224,7 +228,7 @@ impl Config {
     }
 
     /// Parses and validates config text; relative module paths resolve against `base_dir`.
-    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let raw: raw::ConfigRaw = toml::from_str(text).map_err(|e| {
             let key = e
                 .message()
@@ -235,18 +239,6 @@ impl Config {
             ConfigError::new(key, e.to_string().trim().replace('\n', " "))
         })?;
         validate::validate(raw, base_dir)
-    }
-
-    pub fn connector(&self, id: &str) -> Option<&Connector> {
-        self.connectors.iter().find(|c| c.id == id)
-    }
-
-    /// Connectors by slug, for routing prefixed names.
-    pub fn connectors_by_slug(&self) -> HashMap<&str, &Connector> {
-        self.connectors
-            .iter()
-            .map(|c| (c.slug.as_str(), c))
-            .collect()
     }
 }
 

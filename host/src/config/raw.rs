@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigRaw {
+pub(super) struct ConfigRaw {
     #[serde(default)]
     pub server: ServerRaw,
     pub admin: Option<AdminRaw>,
@@ -15,18 +15,18 @@ pub struct ConfigRaw {
     pub agents: Vec<AgentRaw>,
     #[serde(default)]
     pub policies: Vec<PolicyRaw>,
-    pub quota: Option<crate::quota::QuotaRaw>,
+    pub quota: Option<super::quota::QuotaRaw>,
     #[serde(default)]
-    pub orgs: Vec<crate::quota::OrgRaw>,
-    pub vault: Option<crate::vault::VaultRaw>,
-    pub audit: Option<crate::audit::AuditRaw>,
-    pub telemetry: Option<crate::telemetry::TelemetryRaw>,
-    pub policy_trust: Option<crate::kit::trust::PolicyTrustRaw>,
+    pub orgs: Vec<super::quota::OrgRaw>,
+    pub vault: Option<super::vault::VaultRaw>,
+    pub audit: Option<super::audit::AuditRaw>,
+    pub telemetry: Option<super::telemetry::TelemetryRaw>,
+    pub policy_trust: Option<super::trust::PolicyTrustRaw>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerRaw {
+pub(super) struct ServerRaw {
     #[serde(default = "default_listen")]
     pub listen: String,
     #[serde(default = "default_separator")]
@@ -89,13 +89,13 @@ fn default_max_sessions() -> u64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminRaw {
+pub(super) struct AdminRaw {
     pub listen: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConnectorRaw {
+pub(super) struct ConnectorRaw {
     pub id: String,
     pub name: String,
     pub target_url: String,
@@ -113,14 +113,14 @@ pub struct ConnectorRaw {
 /// `credential = "env:VAR"` or `credential = { secret = "name", kind = "bearer" }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum CredentialRaw {
+pub(super) enum CredentialRaw {
     Env(String),
     Secret(SecretRefRaw),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretRefRaw {
+pub(super) struct SecretRefRaw {
     pub secret: String,
     /// "bearer" (default), "oauth" (an OAuth access token, sent as a bearer token) or
     /// "header" (sent in the header named by `header`).
@@ -134,7 +134,7 @@ fn default_timeout_ms() -> u64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AgentRaw {
+pub(super) struct AgentRaw {
     pub id: String,
     pub org: String,
     pub key_sha256: String,
@@ -146,7 +146,7 @@ pub struct AgentRaw {
 /// One entry of an agent's `mcpServers` declaration (`mcp_servers` in TOML).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerRuleRaw {
+pub(crate) struct ServerRuleRaw {
     pub url: String,
     pub tools: Option<HintsRaw>,
 }
@@ -154,7 +154,7 @@ pub struct ServerRuleRaw {
 /// The `tools` constraints of a rule: required name patterns and the four hints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HintsRaw {
+pub(crate) struct HintsRaw {
     pub required: Option<Vec<String>>,
     pub read_only: Option<bool>,
     pub destructive: Option<bool>,
@@ -164,7 +164,7 @@ pub struct HintsRaw {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicyRaw {
+pub(super) struct PolicyRaw {
     pub name: Option<String>,
     pub module: String,
     #[serde(default)]

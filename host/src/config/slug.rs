@@ -6,7 +6,7 @@
 //! separator (made only of those characters) split `<slug><sep><tool>` unambiguously.
 
 /// Derives the slug of a display name, e.g. `"Everything Server"` -> `"everything-server"`.
-pub fn slugify(name: &str) -> String {
+pub(crate) fn slugify(name: &str) -> String {
     let mut slug = String::with_capacity(name.len());
     let mut pending_dash = false;
     for c in name.chars() {

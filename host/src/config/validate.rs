@@ -19,7 +19,7 @@ const MAX_IDLE_SPIN_US: u64 = 1000;
 /// when that is smaller).
 const DEFAULT_MAX_SESSIONS_PER_AGENT: u64 = 10_000;
 
-pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
+pub(super) fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
     let server = server(raw.server)?;
     let admin = match raw.admin {
         Some(a) => Some(Admin {
@@ -124,11 +124,11 @@ pub fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> 
         policies.push(p);
     }
 
-    let quota = crate::quota::validate(raw.quota, raw.orgs)?;
-    let vault = crate::vault::validate_config(raw.vault, base_dir)?;
-    let audit = crate::audit::validate_config(raw.audit, base_dir)?;
-    let telemetry = crate::telemetry::validate_config(raw.telemetry)?;
-    let policy_trust = crate::kit::trust::validate_config(raw.policy_trust, base_dir)?;
+    let quota = super::quota::validate(raw.quota, raw.orgs)?;
+    let vault = super::vault::validate(raw.vault, base_dir)?;
+    let audit = super::audit::validate(raw.audit, base_dir)?;
+    let telemetry = super::telemetry::validate(raw.telemetry)?;
+    let policy_trust = super::trust::validate(raw.policy_trust, base_dir)?;
     Ok(Config {
         server,
         admin,
@@ -368,7 +368,6 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
     }
     Ok(Connector {
         id: c.id,
-        name: c.name,
         slug,
         target_url: c.target_url,
         credential,
@@ -382,12 +381,12 @@ fn policy(p: PolicyRaw, i: usize, base_dir: &Path) -> Result<PolicySpec, ConfigE
     let key = |field: &str| format!("policies[{i}].{field}");
     let module = match p.module.strip_prefix("builtin:") {
         Some(name) => {
-            if !crate::policy::builtin::NAMES.contains(&name) {
+            if !super::BUILTIN_POLICIES.contains(&name) {
                 return Err(ConfigError::new(
                     key("module"),
                     format!(
                         "unknown built-in {name:?}; built-ins are {}",
-                        crate::policy::builtin::NAMES.join(", ")
+                        super::BUILTIN_POLICIES.join(", ")
                     ),
                 ));
             }

@@ -1,7 +1,7 @@
 //! `tools/call`: route by name, check with the policy chain, forward over the
 //! session's upstream session, relay what comes back.
 //!
-//! The failure table of the source document:
+//! The failure table (docs/behaviour.md, "Behaviour agents see"):
 //! - 2xx with a JSON-RPC result: the result is forwarded byte for byte;
 //! - 2xx with a JSON-RPC error: the error (code, message, data) is forwarded;
 //! - non-2xx HTTP: -32603, audited 502;
@@ -22,23 +22,20 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::catalog::ToolSet;
+use super::pipeline::{End, Governed, Refusal, Stage};
 use super::relay::Relayer;
 use super::sessions::{AgentSession, Endpoint, InFlight};
 use super::{Gateway, Reply, decide, names};
-use crate::audit::{Record, now_ms};
 use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
-use crate::mcp::params::{self, Params};
-use crate::quota::Verdict;
+use crate::mcp::params::{self, Members, Params};
+use crate::policy::Chain;
 use crate::telemetry;
-use crate::upstream::{Message, Outcome, UpstreamError};
+use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
 
 /// How old a cached tool list must be before a call to a tool missing from it
 /// triggers a re-fetch.
 const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The source document's exact quota message.
-pub const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
 
 /// What the forwarding task sends to the request handler.
 enum Event {
@@ -48,7 +45,26 @@ enum Event {
     Final(String),
 }
 
+/// A call resolved to its connector and tool.
+struct Target {
+    connector: Arc<Connector>,
+    set: Arc<ToolSet>,
+    /// The tool's position in `set`.
+    position: usize,
+    /// The agent's params as written, member by member; only `name` is replaced.
+    members: Members,
+}
+
+impl Target {
+    /// The tool's upstream name.
+    fn tool(&self) -> &str {
+        ToolSet::name(&self.set.tools[self.position])
+    }
+}
+
 impl Gateway {
+    /// `tools/call`: resolve → decide → admit, then forward → check → reply and
+    /// record in the forwarding future (`forward`), which may outlive this handler.
     pub(super) async fn tools_call(
         self: &Arc<Self>,
         session: &Arc<AgentSession>,
@@ -56,52 +72,88 @@ impl Gateway {
         params: Params,
         accepts_sse: bool,
     ) -> Reply {
-        let started = Instant::now();
-        let mut record = self.record(session, "tools/call", started, now_ms());
-        let fail =
-            async |mut record: Record, err: RpcError, status: u16, reason: Option<String>| {
-                record.status = status;
-                record.rpc_code = Some(err.code);
-                record.reason = reason;
-                record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                self.audit.record(record).await;
-                Reply::Json(jsonrpc::error(Some(&id), &err))
-            };
+        let mut governed = Governed::start(session, "tools/call", id);
+        let admitted = self.admit_call(&mut governed, session, &params).await;
+        let (target, chain, upstream) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => return governed.reply(&self.audit, End::Refused(refusal)).await,
+        };
+        self.forward(governed, session, target, chain, upstream, accepts_sse)
+            .await
+    }
 
-        // The call is forwarded as the agent wrote it, member by member (`params`); only
-        // `name` is read here, and replaced below.
-        let members = params.members();
-        let Some((mut forward, name)) =
-            members.and_then(|m| params::member::<String>(&m, "name").map(|n| (m, n)))
-        else {
-            let err = RpcError::new(
+    /// The stages before anything leaves the gateway: resolve the tool, let the
+    /// chain decide, admit (session still open, quota), and find the session's
+    /// upstream session for the connector.
+    async fn admit_call(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        params: &Params,
+    ) -> Stage<(Target, Arc<Chain>, Arc<UpstreamSession>)> {
+        let target = self.resolve_tool(governed, session, params).await?;
+        let chain = self.decide_call(governed, session, &target).await?;
+        self.admit(session).await?;
+        // The session ended during the quota check (`upstream` makes no upstream
+        // session for an ended one).
+        let upstream = self
+            .upstream(session, &target.connector)
+            .ok_or_else(Refusal::session_ended)?;
+        Ok((target, chain, upstream))
+    }
+
+    /// The decide stage: the chain's `check-call` over the tool and the agent's
+    /// arguments (as written). The chain is loaded once here and the call finishes
+    /// on it, whatever reloads meanwhile.
+    async fn decide_call(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        target: &Target,
+    ) -> Stage<Arc<Chain>> {
+        let chain = self.policy.current();
+        let arguments = target
+            .members
+            .get("arguments")
+            .map(|a| a.get().to_string())
+            .unwrap_or_else(|| "{}".into());
+        let owned = self.owned(&session.identity, &target.connector, &target.set);
+        let decision = decide::check_call(&chain, owned, target.position, arguments).await;
+        governed.decide(decision)?;
+        Ok(chain)
+    }
+
+    /// The resolve stage: the tool's connector (by prefix on `/mcp`) and its entry
+    /// in the connector's list. A tool missing from the cached list may have been
+    /// added upstream since it was fetched: the list is fetched once more (at most
+    /// once a second per connector) before the tool is called unknown.
+    async fn resolve_tool(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        params: &Params,
+    ) -> Stage<Target> {
+        let named = params
+            .members()
+            .and_then(|m| params::member::<String>(&m, "name").map(|n| (m, n)));
+        let Some((members, name)) = named else {
+            let error = RpcError::new(
                 jsonrpc::INVALID_PARAMS,
                 "Invalid params: \"name\" must be a string",
             );
-            return fail(record, err, 400, None).await;
+            return Err(Refusal::new(error, 400));
         };
-        record.tool = Some(name.clone());
-        let Some((connector, tool_name)) = self.route(&session.endpoint, &name) else {
-            return fail(
-                record,
-                RpcError::tool_not_found(),
-                404,
-                Some(format!("no connector for tool name {name}")),
-            )
-            .await;
+        governed.audited.tool(&name);
+        let Some((connector, tool)) = self.route(&session.endpoint, &name) else {
+            return Err(not_found().because(format!("no connector for tool name {name}")));
         };
-        record.connector = Some(connector.id.clone());
-        record.tool = Some(tool_name.to_string());
-
-        // A tool missing from the cached list may have been added upstream since it was
-        // fetched: look once more with a fresh list before saying it does not exist.
+        governed.audited.connector(&connector.id);
+        governed.audited.tool(tool);
         let mut fresh = false;
         let set = loop {
             match self.catalog.tools(&connector.id).await {
-                // At most one re-fetch per second and connector, so calls to unknown
-                // tools cannot make the gateway re-list the upstream on every request.
                 Ok(set)
-                    if set.get(tool_name).is_none()
+                    if set.get(tool).is_none()
                         && !fresh
                         && set.fetched.elapsed() >= MIN_REFETCH =>
                 {
@@ -110,94 +162,61 @@ impl Gateway {
                 }
                 Ok(set) => break set,
                 Err(e) => {
-                    let status = e.audit_status();
-                    return fail(record, upstream_error(&e), status, Some(e.to_string())).await;
+                    return Err(
+                        Refusal::new(upstream_error(&e), e.audit_status()).because(e.to_string())
+                    );
                 }
             }
         };
-        let Some(tool) = set.position(tool_name) else {
-            return fail(
-                record,
-                RpcError::tool_not_found(),
-                404,
-                Some(format!("upstream has no tool {tool_name}")),
-            )
-            .await;
+        let Some(position) = set.position(tool) else {
+            return Err(not_found().because(format!("upstream has no tool {tool}")));
         };
+        Ok(Target {
+            connector,
+            set,
+            position,
+            members,
+        })
+    }
 
-        let chain = self.policy.current();
-        let arguments = forward
-            .get("arguments")
-            .map(|a| a.get().to_string())
-            .unwrap_or_else(|| "{}".into());
-        let owned = self.owned(&session.identity, &connector, &set);
-        let decision = decide::check_call(&chain, owned, tool, arguments).await;
-        record.policy = Some(decision.policy.clone());
-        record.policy_digest = Some(decision.digest.clone());
-        if let Some(d) = decision.denial {
-            return fail(
-                record,
-                RpcError::new(d.code, d.message),
-                d.status,
-                Some(d.reason),
-            )
-            .await;
-        }
-        // The agent ended the session (DELETE) while the policies ran: refused before
-        // the quota check, so the call uses none of the org's quota.
-        if session.has_ended() {
-            return fail(record, session_ended(), 404, Some("session ended".into())).await;
-        }
-        match self.quota.check(&session.identity.org).await {
-            Verdict::Allowed { .. } | Verdict::Unlimited | Verdict::UnavailableAllowed(_) => {}
-            Verdict::Exceeded { limit } => {
-                let err = RpcError::new(jsonrpc::QUOTA_EXCEEDED, QUOTA_MESSAGE);
-                let reason = format!("org {} used its {limit} calls", session.identity.org);
-                return fail(record, err, 429, Some(reason)).await;
-            }
-            Verdict::Unavailable(e) => {
-                let err = RpcError::new(
-                    jsonrpc::INTERNAL_ERROR,
-                    "Quota service unavailable; try again later",
-                );
-                return fail(
-                    record,
-                    err,
-                    503,
-                    Some(format!("quota backend unavailable: {e}")),
-                )
-                .await;
-            }
-        }
-
-        // The session ended during the quota check (`upstream` makes no upstream
-        // session for an ended one).
-        let Some(upstream) = self.upstream(session, &connector) else {
-            return fail(record, session_ended(), 404, Some("session ended".into())).await;
-        };
-        // Forward: the agent's params, with the upstream's name for the tool.
-        forward.insert("name".to_string(), params::to_raw(tool_name));
+    /// The forward stage and after: sends the call upstream with the session's
+    /// upstream session, relays what the upstream sends meanwhile, and ends with
+    /// the check stage (`check`) and reply-and-record (`Governed::finish`). The exchange is driven
+    /// here (no task hop) until it finishes or has something to send first; then it
+    /// continues as a task of its own. Dropped mid-call (the agent went away), it
+    /// continues too: it still ends upstream and is audited.
+    async fn forward(
+        self: &Arc<Self>,
+        mut governed: Governed,
+        session: &Arc<AgentSession>,
+        mut target: Target,
+        chain: Arc<Chain>,
+        upstream: Arc<UpstreamSession>,
+        accepts_sse: bool,
+    ) -> Reply {
+        let id = governed.id().clone();
         let upstream_id = upstream.next_request_id();
-        let up_span = telemetry::spans::upstream(&connector, tool_name, upstream_id);
-        telemetry::traces::inject_meta(&up_span, &mut forward);
+        let name = params::to_raw(target.tool());
+        target.members.insert("name".to_string(), name);
+        let up_span = telemetry::spans::upstream(&target.connector, target.tool(), upstream_id);
+        telemetry::traces::inject_meta(&up_span, &mut target.members);
         let (cancel_tx, cancel_rx) = oneshot::channel();
         session.start_request(&id, InFlight { cancel: cancel_tx });
 
         let (tx, mut rx) = mpsc::channel::<Event>(64);
         let gateway = self.clone();
-        let session2 = session.clone();
-        let tools = set.clone();
-        let id2 = id.clone();
-        let forward = async move {
+        let session = session.clone();
+        let exchange = async move {
             let relay = tx.clone();
             let catalog = gateway.catalog.clone();
+            let connector = &target.connector;
             let connector_id = connector.id.clone();
             let relayer = Relayer {
                 gateway: &gateway,
-                session: &session2,
-                connector: &connector,
+                session: &session,
+                connector,
                 upstream: &upstream,
-                tool: ToolSet::name(&tools.tools[tool]),
+                tool: target.tool(),
                 accepts_sse,
             };
             let on_message = move |msg: Message| {
@@ -216,7 +235,7 @@ impl Gateway {
                     }
                 }
             };
-            let call = upstream.request(upstream_id, "tools/call", &forward, on_message);
+            let call = upstream.request(upstream_id, "tools/call", &target.members, on_message);
             let (call, sent) = (call.instrument(up_span.clone()), Instant::now());
             let outcome = tokio::select! {
                 r = tokio::time::timeout(connector.timeout, call) => r.unwrap_or(Err(UpstreamError::Timeout)),
@@ -224,79 +243,38 @@ impl Gateway {
                 // reused this id (or the entry was cleared) must not end this call.
                 Ok(()) = cancel_rx => Err(UpstreamError::Cancelled),
             };
-            session2.finish_request(&id2);
-            telemetry::spans::upstream_done(&up_span, &connector.id, &outcome, sent.elapsed());
-            if matches!(
+            session.finish_request(governed.id());
+            let end = crate::upstream::span_end(&outcome);
+            telemetry::spans::upstream_done(&up_span, &connector.id, end, sent.elapsed());
+            tell_cancelled(&upstream, upstream_id, connector, &outcome);
+            let owned = gateway.owned(&session.identity, connector, &target.set);
+            let end = check(
+                &mut governed,
+                &connector.id,
                 outcome,
-                Err(UpstreamError::Timeout | UpstreamError::Cancelled)
-            ) {
-                let reason = if matches!(outcome, Err(UpstreamError::Timeout)) {
-                    "timeout"
-                } else {
-                    "cancelled by the client"
-                };
-                let up = upstream.clone();
-                let limit = connector.timeout;
-                tokio::spawn(async move {
-                    // Bounded: an upstream that stopped answering must not keep this task
-                    // (and the session's state lock it may wait for) forever.
-                    let params = json!({"requestId": upstream_id, "reason": reason});
-                    let notify = up.notify("notifications/cancelled", &params);
-                    let _ = tokio::time::timeout(limit, notify).await;
-                });
-            }
-            let owned = gateway.owned(&session2.identity, &connector, &tools);
-            let text = Gateway::finish(&mut record, &id2, outcome, &chain, owned, tool).await;
-            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            gateway.audit.record(record).await;
-            if let Some(text) = text {
+                &chain,
+                owned,
+                target.position,
+            )
+            .await;
+            if let Some(text) = governed.finish(&gateway.audit, end).await {
                 let _ = tx.send(Event::Final(text)).await;
             }
         };
-        let mut forward = Detachable::new(forward.in_current_span());
-        // Drive the call here (no task hop) until it finishes or sends something
-        // first; then it continues as a task of its own. Dropped mid-call (the agent
-        // went away), it continues too: it still ends upstream and is audited.
+        let mut exchange = Detachable::new(exchange.in_current_span());
         let first = tokio::select! {
             biased;
-            () = forward.run() => None,
+            () = exchange.run() => None,
             ev = rx.recv() => ev,
         };
         let first = match first {
             Some(ev) => {
-                forward.detach();
+                exchange.detach();
                 Some(ev)
             }
             None => rx.recv().await,
         };
-
-        // Plain JSON unless the upstream sends notifications before its answer.
-        match first {
-            Some(Event::Final(text)) => Reply::Json(text),
-            Some(Event::Message(first)) if accepts_sse => {
-                let (out_tx, out_rx) = mpsc::channel(64);
-                tokio::spawn(async move {
-                    if out_tx.send(first).await.is_err() {
-                        return;
-                    }
-                    while let Some(ev) = rx.recv().await {
-                        let (Event::Message(t) | Event::Final(t)) = ev;
-                        if out_tx.send(t).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                Reply::Stream(out_rx)
-            }
-            Some(Event::Message(_)) => loop {
-                match rx.recv().await {
-                    Some(Event::Final(text)) => break Reply::Json(text),
-                    Some(Event::Message(_)) => continue,
-                    None => break cancelled(&id, accepts_sse),
-                }
-            },
-            None => cancelled(&id, accepts_sse),
-        }
+        answer(first, rx, &id, accepts_sse).await
     }
 
     /// Resolves a tool name on an endpoint to its connector and upstream name.
@@ -309,63 +287,112 @@ impl Gateway {
             Endpoint::One(id) => Some((self.by_id.get(id)?.clone(), name)),
         }
     }
+}
 
-    /// Turns the upstream outcome into the agent's response text (`None`: no response,
-    /// the request was cancelled) and completes the audit record.
-    async fn finish(
-        record: &mut Record,
-        id: &Value,
-        outcome: Result<Outcome, UpstreamError>,
-        chain: &Arc<crate::policy::Chain>,
-        owned: decide::Owned,
-        tool: usize,
-    ) -> Option<String> {
-        match outcome {
-            Ok(Outcome::Result(raw)) => {
-                if !chain.checks_results() {
-                    return Some(jsonrpc::raw_result(id, &raw));
-                }
-                let decision =
-                    decide::check_result(chain, owned, tool, raw.get().to_string()).await;
-                if let Some(d) = decision.denial {
-                    record.status = d.status;
-                    record.rpc_code = Some(d.code);
-                    record.reason = Some(d.reason);
-                    record.policy = Some(decision.policy);
-                    record.policy_digest = Some(decision.digest);
-                    return Some(jsonrpc::error(Some(id), &RpcError::new(d.code, d.message)));
-                }
-                match decision.replacement {
-                    Some(new) => {
-                        record.reason = Some(format!(
-                            "result rewritten by policy chain {}",
-                            decision.policy
-                        ));
-                        let value: Value = serde_json::from_str(&new).unwrap_or(Value::Null);
-                        Some(jsonrpc::result(id, &value))
-                    }
-                    None => Some(jsonrpc::raw_result(id, &raw)),
-                }
+/// The check stage: the post-call hook over the upstream's result (which may block
+/// or rewrite it), and how the call ends for the audit and the agent.
+async fn check(
+    governed: &mut Governed,
+    connector: &str,
+    outcome: Result<Outcome, UpstreamError>,
+    chain: &Arc<Chain>,
+    owned: decide::Owned,
+    tool: usize,
+) -> End {
+    match outcome {
+        Ok(Outcome::Result(raw)) => {
+            if !chain.checks_results() {
+                return End::Result(Box::<str>::from(raw).into());
             }
-            Ok(Outcome::Error(err)) => {
-                record.rpc_code = err.get("code").and_then(Value::as_i64);
-                Some(json!({"jsonrpc": "2.0", "id": id, "error": err}).to_string())
+            let decision = decide::check_result(chain, owned, tool, raw.get().to_string()).await;
+            if let Some(denial) = decision.denial {
+                governed.audited.decided(&decision.policy, &decision.digest);
+                return End::Refused(denial.into());
             }
-            Err(UpstreamError::Cancelled) => {
-                record.status = 499;
-                record.reason = Some("cancelled by the client".into());
-                None
-            }
-            Err(e) => {
-                let err = upstream_error(&e);
-                record.status = e.audit_status();
-                record.rpc_code = Some(err.code);
-                record.reason = Some(e.to_string());
-                tracing::warn!(connector = record.connector.as_deref().unwrap_or("-"), kind = e.kind(), error = %e, "upstream call failed");
-                Some(jsonrpc::error(Some(id), &err))
+            match decision.replacement {
+                Some(new) => {
+                    governed.audited.note(format!(
+                        "result rewritten by policy chain {}",
+                        decision.policy
+                    ));
+                    let value: Value = serde_json::from_str(&new).unwrap_or(Value::Null);
+                    End::Result(value.to_string())
+                }
+                None => End::Result(Box::<str>::from(raw).into()),
             }
         }
+        Ok(Outcome::Error(error)) => End::Relayed(error),
+        Err(UpstreamError::Cancelled) => End::Cancelled,
+        Err(e) => {
+            tracing::warn!(connector, kind = e.kind(), error = %e, "upstream call failed");
+            End::Refused(Refusal::new(upstream_error(&e), e.audit_status()).because(e.to_string()))
+        }
     }
+}
+
+/// A call that timed out or that the agent cancelled: the upstream is told
+/// (`notifications/cancelled`) from a task of its own, bounded by the connector's
+/// timeout, so an upstream that stopped answering holds up nothing.
+fn tell_cancelled(
+    upstream: &Arc<UpstreamSession>,
+    upstream_id: i64,
+    connector: &Connector,
+    outcome: &Result<Outcome, UpstreamError>,
+) {
+    let reason = match outcome {
+        Err(UpstreamError::Timeout) => "timeout",
+        Err(UpstreamError::Cancelled) => "cancelled by the client",
+        _ => return,
+    };
+    let (up, limit) = (upstream.clone(), connector.timeout);
+    tokio::spawn(async move {
+        let params = json!({"requestId": upstream_id, "reason": reason});
+        let notify = up.notify("notifications/cancelled", &params);
+        let _ = tokio::time::timeout(limit, notify).await;
+    });
+}
+
+/// The reply to the agent from the exchange's first event: plain JSON unless the
+/// upstream sends notifications (or relayed requests) before its answer and the
+/// agent accepts SSE.
+async fn answer(
+    first: Option<Event>,
+    mut rx: mpsc::Receiver<Event>,
+    id: &Value,
+    accepts_sse: bool,
+) -> Reply {
+    match first {
+        Some(Event::Final(text)) => Reply::Json(text),
+        Some(Event::Message(first)) if accepts_sse => {
+            let (out_tx, out_rx) = mpsc::channel(64);
+            tokio::spawn(async move {
+                if out_tx.send(first).await.is_err() {
+                    return;
+                }
+                while let Some(ev) = rx.recv().await {
+                    let (Event::Message(t) | Event::Final(t)) = ev;
+                    if out_tx.send(t).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Reply::Stream(out_rx)
+        }
+        // A JSON-only agent gets the answer alone.
+        Some(Event::Message(_)) => loop {
+            match rx.recv().await {
+                Some(Event::Final(text)) => break Reply::Json(text),
+                Some(Event::Message(_)) => continue,
+                None => break cancelled(id, accepts_sse),
+            }
+        },
+        None => cancelled(id, accepts_sse),
+    }
+}
+
+/// A tool the agent cannot call because it does not exist (or is hidden).
+fn not_found() -> Refusal {
+    Refusal::new(RpcError::tool_not_found(), 404)
 }
 
 /// A call's forwarding future: polled in place while the request handler waits for
@@ -420,14 +447,6 @@ fn upstream_error(e: &UpstreamError) -> RpcError {
         }
         other => RpcError::new(jsonrpc::INTERNAL_ERROR, format!("Upstream error: {other}")),
     }
-}
-
-/// The answer to a call whose session ended while it was on its way.
-fn session_ended() -> RpcError {
-    RpcError::new(
-        jsonrpc::INVALID_REQUEST,
-        "Session not found; initialize a new session",
-    )
 }
 
 /// What a cancelled request's HTTP exchange ends with: an empty SSE stream, or for

@@ -29,11 +29,11 @@ use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
 const MAX_PAGES: usize = 1000;
 
 /// How long a failed fetch of a connector's list is answered from memory.
-pub const FAILURE_TTL: Duration = Duration::from_secs(5);
+pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 /// One connector's cached tool list.
 #[derive(Debug)]
-pub struct ToolSet {
+pub(crate) struct ToolSet {
     /// Tools as received (each an object with a string `name`).
     pub tools: Vec<Value>,
     index: HashMap<String, usize>,
@@ -65,14 +65,14 @@ impl ToolSet {
     }
 
     /// Every tool's JSON text, as the upstream sent it (unknown fields kept).
-    pub fn plain_json(&self) -> &[Box<str>] {
+    pub(crate) fn plain_json(&self) -> &[Box<str>] {
         self.plain
             .get_or_init(|| self.tools.iter().map(|t| t.to_string().into()).collect())
     }
 
     /// Every tool's JSON text with its name prefixed by `prefix` (`<slug><sep>`; the
     /// same for every caller, as a connector's slug and the separator are fixed).
-    pub fn prefixed_json(&self, prefix: &str) -> &[Box<str>] {
+    pub(crate) fn prefixed_json(&self, prefix: &str) -> &[Box<str>] {
         let (made_with, texts) = self.prefixed.get_or_init(|| {
             let texts = self
                 .tools
@@ -89,16 +89,16 @@ impl ToolSet {
         texts
     }
 
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.position(name).map(|i| &self.tools[i])
     }
 
     /// Where the tool called `name` is in `tools` (calls carry this, not a copy).
-    pub fn position(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
 
-    pub fn name(tool: &Value) -> &str {
+    pub(crate) fn name(tool: &Value) -> &str {
         tool.get("name").and_then(Value::as_str).unwrap_or_default()
     }
 }
@@ -128,7 +128,7 @@ impl Entry {
 }
 
 /// The catalog of every connector.
-pub struct Catalog {
+pub(crate) struct Catalog {
     entries: HashMap<String, Entry>,
     versions: AtomicU64,
     changed: broadcast::Sender<String>,
@@ -136,7 +136,7 @@ pub struct Catalog {
 
 impl Catalog {
     /// `sessions` gives the gateway-owned upstream session of each connector.
-    pub fn new(
+    pub(crate) fn new(
         connectors: impl IntoIterator<Item = (Arc<Connector>, Arc<UpstreamSession>)>,
     ) -> Self {
         let entries = connectors
@@ -160,13 +160,13 @@ impl Catalog {
     }
 
     /// Connector ids whose list changed, as they change.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
         self.changed.subscribe()
     }
 
     /// The cached tools of a connector, fetched first if not cached; a recent failed
     /// fetch's error at once (module doc).
-    pub async fn tools(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
+    pub(crate) async fn tools(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
         let entry = self.entry(connector_id)?;
         if let Some(tools) = entry.tools.load_full() {
             return Ok(tools);
@@ -204,7 +204,7 @@ impl Catalog {
 
     /// Drops a connector's cached list (and a remembered failure) and tells
     /// subscribers.
-    pub fn invalidate(&self, connector_id: &str) {
+    pub(crate) fn invalidate(&self, connector_id: &str) {
         if let Some(entry) = self.entries.get(connector_id) {
             entry.set_failure(None);
             entry.tools.store(None);
@@ -214,7 +214,7 @@ impl Catalog {
     }
 
     /// Drops every cached list (operator refresh).
-    pub fn invalidate_all(&self) {
+    pub(crate) fn invalidate_all(&self) {
         for id in self.entries.keys() {
             self.invalidate(id);
         }
@@ -222,7 +222,7 @@ impl Catalog {
 
     /// Watches each connector's server-to-client stream for `list_changed`, for as
     /// long as the returned tasks run. Reconnects with a bounded backoff.
-    pub fn spawn_watchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    pub(crate) fn spawn_watchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         self.entries
             .keys()
             .map(|id| {
@@ -292,7 +292,7 @@ impl Catalog {
 }
 
 /// Whether an upstream message announces a changed tool list.
-pub fn is_list_changed(msg: &Message) -> bool {
+pub(crate) fn is_list_changed(msg: &Message) -> bool {
     matches!(msg, Message::Notification { method, .. } if method == "notifications/tools/list_changed")
 }
 

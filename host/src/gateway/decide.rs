@@ -17,7 +17,7 @@ use crate::mcp::jsonrpc;
 use crate::policy::{Chain, Decision, Denial, Subject};
 
 /// Everything a chain evaluation reads, owned so it can move to another thread.
-pub struct Owned {
+pub(super) struct Owned {
     identity: Arc<Identity>,
     declaration: Option<Arc<Vec<ServerRule>>>,
     connector: Arc<Connector>,
@@ -58,7 +58,7 @@ impl Gateway {
 }
 
 /// Which tools the agent may see.
-pub async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
+pub(super) async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
     let n = owned.tools.tools.len();
     if let Some(visible) = chain.filter_tools_cached(&owned.subject()) {
         return visible;
@@ -74,7 +74,7 @@ pub async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
 }
 
 /// Whether a call of the tool at `tool` (its position in `owned`'s list) may proceed.
-pub async fn check_call(
+pub(super) async fn check_call(
     chain: &Arc<Chain>,
     owned: Owned,
     tool: usize,
@@ -94,7 +94,7 @@ pub async fn check_call(
 }
 
 /// The post-call hook over a result of the tool at `tool` (as for `check_call`).
-pub async fn check_result(
+pub(super) async fn check_result(
     chain: &Arc<Chain>,
     owned: Owned,
     tool: usize,

@@ -8,7 +8,7 @@ use super::Gateway;
 use super::catalog::ToolSet;
 
 impl Gateway {
-    pub async fn eligibility(&self, agent: &str) -> anyhow::Result<String> {
+    pub(crate) async fn eligibility(&self, agent: &str) -> anyhow::Result<String> {
         let cfg = self
             .config
             .agents

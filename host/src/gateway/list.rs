@@ -6,18 +6,28 @@
 //! so one broken upstream does not hide all the others; on `/mcp/<id>` it is an error.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::join_all;
 use serde_json::Value;
 
+use super::catalog::ToolSet;
+use super::pipeline::{Governed, Refusal, Stage};
 use super::sessions::{AgentSession, Endpoint};
 use super::{Gateway, Reply, decide, names};
-use crate::audit::now_ms;
+use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::params::Params;
+
+/// One connector's list as resolved for a request, and which of its tools the agent
+/// may see.
+struct Listed {
+    set: Arc<ToolSet>,
+    visible: Vec<bool>,
+    /// `<slug><sep>` on `/mcp`; nothing on `/mcp/<id>`.
+    prefix: Option<String>,
+}
 
 impl Gateway {
     pub(super) async fn tools_list(
@@ -26,101 +36,123 @@ impl Gateway {
         id: &Value,
         params: &Params,
     ) -> Reply {
-        let started = Instant::now();
-        let time_ms = now_ms();
-        let mut record = self.record(session, "tools/list", started, time_ms);
+        let mut governed = Governed::start(session, "tools/list", id.clone());
+        let end = self.list_tools(&mut governed, session, params).await;
+        governed.reply(&self.audit, end.into()).await
+    }
+
+    /// resolve (the connectors' lists) → decide (the chain filters each) → reply (a
+    /// page of what is visible). Lists come from the catalog: nothing is forwarded
+    /// and no quota is used.
+    async fn list_tools(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        params: &Params,
+    ) -> Stage<String> {
         let connectors = self.endpoint_connectors(&session.endpoint);
         if let Endpoint::One(c) = &session.endpoint {
-            record.connector = Some(c.clone());
+            governed.audited.connector(c);
         }
-        let sets = join_all(connectors.iter().map(|c| self.catalog.tools(&c.id))).await;
+        let sets = self.resolve_lists(session, &connectors).await?;
         let chain = self.policy.current();
-        let sep = &self.config.server.tool_separator;
-        let mut held = Vec::with_capacity(sets.len());
-        let mut versions = Vec::with_capacity(sets.len());
+        governed.decided_by_chain(&chain);
+        let mut listed = Vec::with_capacity(sets.len());
+        for (connector, set) in sets {
+            let owned = self.owned(&session.identity, &connector, &set);
+            let visible = decide::filter_tools(&chain, owned).await;
+            let prefix = match session.endpoint {
+                Endpoint::All => Some(names::prefixed(
+                    &connector.slug,
+                    &self.config.server.tool_separator,
+                    "",
+                )),
+                Endpoint::One(_) => None,
+            };
+            listed.push(Listed {
+                set,
+                visible,
+                prefix,
+            });
+        }
+        let versions: Vec<u64> = listed.iter().map(|l| l.set.version).collect();
+        self.page_of(&listed, &stamp(&versions, &chain.digest), params)
+    }
+
+    /// The resolve stage: each connector's cached list. On `/mcp` a connector that
+    /// cannot be listed is left out (logged); on `/mcp/<id>` it is the answer.
+    async fn resolve_lists(
+        &self,
+        session: &AgentSession,
+        connectors: &[Arc<Connector>],
+    ) -> Stage<Vec<(Arc<Connector>, Arc<ToolSet>)>> {
+        let sets = join_all(connectors.iter().map(|c| self.catalog.tools(&c.id))).await;
+        let mut out = Vec::with_capacity(sets.len());
         for (connector, set) in connectors.iter().zip(sets) {
-            let set = match set {
-                Ok(set) => set,
+            match set {
+                Ok(set) => out.push((connector.clone(), set)),
                 Err(e) if session.endpoint == Endpoint::All => {
                     tracing::warn!(connector = %connector.id, error = %e, "connector left out of tools/list");
-                    continue;
                 }
                 Err(e) => {
-                    let err = RpcError::new(
+                    let error = RpcError::new(
                         jsonrpc::INTERNAL_ERROR,
                         format!("Upstream unavailable: {e}"),
                     );
-                    record.status = e.audit_status();
-                    record.rpc_code = Some(err.code);
-                    record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                    self.audit.record(record).await;
-                    return Reply::Json(jsonrpc::error(Some(id), &err));
+                    return Err(Refusal::new(error, e.audit_status()));
                 }
-            };
-            versions.push(set.version);
-            let owned = self.owned(&session.identity, connector, &set);
-            let visible = decide::filter_tools(&chain, owned).await;
-            let prefix = match session.endpoint {
-                Endpoint::All => Some(names::prefixed(&connector.slug, sep, "")),
-                Endpoint::One(_) => None,
-            };
-            held.push((set, visible, prefix));
+            }
         }
+        Ok(out)
+    }
+
+    /// The page the agent's cursor asks for, as the result's JSON text.
+    fn page_of(&self, listed: &[Listed], stamp: &str, params: &Params) -> Stage<String> {
         // Each visible tool's JSON text, in connector order.
         let mut tools: Vec<&str> = Vec::new();
-        for (set, visible, prefix) in &held {
-            let texts = match prefix {
-                Some(p) => set.prefixed_json(p),
-                None => set.plain_json(),
+        for l in listed {
+            let texts = match &l.prefix {
+                Some(p) => l.set.prefixed_json(p),
+                None => l.set.plain_json(),
             };
-            let shown = texts.iter().zip(visible).filter(|(_, v)| **v);
+            let shown = texts.iter().zip(&l.visible).filter(|(_, v)| **v);
             tools.extend(shown.map(|(t, _)| &**t));
         }
-        record.policy = Some(chain.names.clone());
-        record.policy_digest = Some(chain.digest.clone());
-
-        let stamp = stamp(&versions, &chain.digest);
-        // Absent or null: the first page. Present but unreadable (a number out of
-        // range, say) is an invalid cursor like any other.
-        let cursor = params.members().and_then(|m| {
-            let raw = m.get("cursor")?;
-            Some(serde_json::from_str::<Value>(raw.get()).ok())
-        });
-        let offset = match cursor {
-            None | Some(Some(Value::Null)) => 0,
-            Some(c) => match c.and_then(|c| decode_cursor(&c, &stamp)) {
-                Some(o) if o <= tools.len() => o,
-                _ => {
-                    let err = RpcError::new(
-                        jsonrpc::INVALID_PARAMS,
-                        "Invalid cursor (the tool list changed; list again from the start)",
-                    );
-                    record.status = 400;
-                    record.rpc_code = Some(err.code);
-                    self.audit.record(record).await;
-                    return Reply::Json(jsonrpc::error(Some(id), &err));
-                }
-            },
-        };
-        let page_size = self.config.server.list_page_size;
-        let end = (offset + page_size).min(tools.len());
-        let cursor = (end < tools.len()).then(|| encode_cursor(end, &stamp));
-        let text = page(id, &tools[offset..end], cursor.as_deref());
-        record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.audit.record(record).await;
-        Reply::Json(text)
+        let offset = offset(params, stamp, tools.len())?;
+        let end = (offset + self.config.server.list_page_size).min(tools.len());
+        let cursor = (end < tools.len()).then(|| encode_cursor(end, stamp));
+        Ok(page(&tools[offset..end], cursor.as_deref()))
     }
 }
 
-/// The response `{"jsonrpc","id","result":{"tools":[...],"nextCursor"?}}`, written
-/// from the tools' JSON texts without building a `Value` tree.
-fn page(id: &Value, tools: &[&str], cursor: Option<&str>) -> String {
-    let id = id.to_string();
+/// Where the agent's cursor points. Absent or null: the first page. Present but
+/// unreadable (a number out of range, say) is an invalid cursor like any other.
+fn offset(params: &Params, stamp: &str, len: usize) -> Stage<usize> {
+    let cursor = params.members().and_then(|m| {
+        let raw = m.get("cursor")?;
+        Some(serde_json::from_str::<Value>(raw.get()).ok())
+    });
+    match cursor {
+        None | Some(Some(Value::Null)) => Ok(0),
+        Some(c) => match c.and_then(|c| decode_cursor(&c, stamp)) {
+            Some(o) if o <= len => Ok(o),
+            _ => Err(Refusal::new(
+                RpcError::new(
+                    jsonrpc::INVALID_PARAMS,
+                    "Invalid cursor (the tool list changed; list again from the start)",
+                ),
+                400,
+            )),
+        },
+    }
+}
+
+/// The result `{"tools":[...],"nextCursor"?}`, written from the tools' JSON texts
+/// without building a `Value` tree.
+fn page(tools: &[&str], cursor: Option<&str>) -> String {
     let len: usize = tools.iter().map(|t| t.len() + 1).sum();
-    let mut out = String::with_capacity(len + id.len() + 96);
-    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
-    out.push_str(&id);
-    out.push_str(r#","result":{"tools":["#);
+    let mut out = String::with_capacity(len + 64);
+    out.push_str(r#"{"tools":["#);
     for (i, t) in tools.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -132,14 +164,14 @@ fn page(id: &Value, tools: &[&str], cursor: Option<&str>) -> String {
         out.push_str(r#","nextCursor":"#);
         out.push_str(&Value::String(c.to_string()).to_string());
     }
-    out.push_str("}}");
+    out.push('}');
     out
 }
 
 /// Identifies the exact list a cursor points into.
 fn stamp(versions: &[u64], chain_digest: &str) -> String {
     let text = format!("{versions:?}{chain_digest}");
-    hex::encode(&crate::auth::sha256(text.as_bytes())[..8])
+    hex::encode(&crate::digest::sha256(text.as_bytes())[..8])
 }
 
 fn encode_cursor(offset: usize, stamp: &str) -> String {
@@ -164,16 +196,13 @@ mod tests {
             r#"{"name":"a.x","z":1,"inputSchema":{"type":"object"}}"#,
             r#"{"name":"a.y"}"#,
         ];
-        let text = page(&json!(7), &tools, Some("abc"));
+        let text = page(&tools, Some("abc"));
         assert_eq!(
             text,
-            r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a.x","z":1,"inputSchema":{"type":"object"}},{"name":"a.y"}],"nextCursor":"abc"}}"#
+            r#"{"tools":[{"name":"a.x","z":1,"inputSchema":{"type":"object"}},{"name":"a.y"}],"nextCursor":"abc"}"#
         );
-        let v: Value = serde_json::from_str(&page(&json!("r1"), &[], None)).unwrap();
-        assert_eq!(
-            v,
-            json!({"jsonrpc": "2.0", "id": "r1", "result": {"tools": []}})
-        );
+        let v: Value = serde_json::from_str(&page(&[], None)).unwrap();
+        assert_eq!(v, json!({"tools": []}));
     }
 
     #[test]

@@ -1,40 +1,44 @@
 //! The gateway proper: what happens to an authenticated MCP message.
 //!
 //! `server` hands each JSON-RPC message here with the caller's session. Requests are
-//! dispatched by method: `initialize` opens a session, `tools/list` (`list`) merges
-//! and filters the connectors' catalogs, `tools/call` (`call`) routes, checks and
-//! forwards one call. Every governance decision goes through the policy chain.
+//! dispatched by method: `initialize` opens a session, `ping` is answered, and each
+//! governed method goes through the stages of `pipeline` (resolve → decide → admit
+//! → forward → check → reply and record) with its own parts: `tools/list` (`list`)
+//! merges and filters the connectors' catalogs, `tools/call` (`call`) routes, checks
+//! and forwards one call. Every governance decision goes through the policy chain;
+//! every governed request ends in exactly one audit row.
 
 mod call;
-pub mod catalog;
+pub(crate) mod catalog;
 mod decide;
 mod eligibility;
 mod list;
-pub mod names;
+pub(crate) mod names;
+mod pipeline;
 mod relay;
-pub mod sessions;
+pub(crate) mod sessions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::audit::{AuditLog, Record};
+use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Identity};
 use crate::config::{Config, Connector, CredentialSource, ServerRule};
+use crate::http_client::HttpClient;
 use crate::mcp::params::Params;
 use crate::mcp::{self, jsonrpc, jsonrpc::RpcError};
 use crate::policy::PolicyEngine;
 use crate::quota::Quota;
-use crate::upstream::{Credential, CredentialProvider, HttpClient, UpstreamSession};
+use crate::upstream::{Credential, CredentialProvider, UpstreamSession};
 use crate::vault::Vault;
 use catalog::Catalog;
 use sessions::{AgentSession, Endpoint, SessionStore, TooManySessions};
 
 /// What the transport sends back for one message.
-pub enum Reply {
+pub(crate) enum Reply {
     /// One JSON-RPC response.
     Json(String),
     /// Messages to send as SSE; the stream ends after the response (or without one
@@ -42,7 +46,7 @@ pub enum Reply {
     Stream(mpsc::Receiver<String>),
 }
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub config: Arc<Config>,
     pub auth: Authenticator,
     pub catalog: Arc<Catalog>,
@@ -61,12 +65,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         policy: Arc<PolicyEngine>,
         audit: AuditLog,
     ) -> anyhow::Result<Arc<Gateway>> {
-        let client = crate::upstream::new_client();
+        let client = crate::http_client::new_client();
         let connectors: Vec<Arc<Connector>> =
             config.connectors.iter().cloned().map(Arc::new).collect();
         let vault = open_vault(&config);
@@ -111,12 +115,12 @@ impl Gateway {
         }))
     }
 
-    pub fn connector(&self, id: &str) -> Option<&Arc<Connector>> {
+    pub(crate) fn connector(&self, id: &str) -> Option<&Arc<Connector>> {
         self.by_id.get(id)
     }
 
     /// Handles `initialize`: negotiates the version and opens a session.
-    pub fn initialize(
+    pub(crate) fn initialize(
         &self,
         identity: Arc<Identity>,
         endpoint: Endpoint,
@@ -153,7 +157,7 @@ impl Gateway {
     }
 
     /// Handles a request on an open session.
-    pub async fn request(
+    pub(crate) async fn request(
         self: &Arc<Self>,
         session: &Arc<AgentSession>,
         id: Value,
@@ -181,14 +185,19 @@ impl Gateway {
 
     /// Handles a response from the agent: the answer to a server-to-client request
     /// relayed to it (`relay.rs`); a response to nothing the gateway asked is dropped.
-    pub fn response(&self, session: &AgentSession, id: &Value, answer: jsonrpc::Answer) {
+    pub(crate) fn response(&self, session: &AgentSession, id: &Value, answer: jsonrpc::Answer) {
         if !session.answer_relayed(id, answer) {
             tracing::debug!(session = %session.id, %id, "response to no relayed request, dropped");
         }
     }
 
     /// Handles a notification from the agent.
-    pub async fn notification(&self, session: &Arc<AgentSession>, method: &str, params: &Params) {
+    pub(crate) async fn notification(
+        &self,
+        session: &Arc<AgentSession>,
+        method: &str,
+        params: &Params,
+    ) {
         if method == "notifications/cancelled" {
             let Some(request_id) = params.field::<Value>("requestId") else {
                 return;
@@ -200,13 +209,13 @@ impl Gateway {
     }
 
     /// Ends a session and the upstream sessions it opened.
-    pub async fn end_session(&self, session: &Arc<AgentSession>) {
+    pub(crate) async fn end_session(&self, session: &Arc<AgentSession>) {
         self.sessions.remove(&session.id);
         session.close().await;
     }
 
     /// Closes idle sessions; run periodically.
-    pub async fn expire_sessions(&self) {
+    pub(crate) async fn expire_sessions(&self) {
         let expired = self.sessions.expire();
         for s in &expired {
             tracing::debug!(session = %s.id, "session expired");
@@ -215,7 +224,7 @@ impl Gateway {
     }
 
     /// Ends every session (shutdown).
-    pub async fn close_sessions(&self) {
+    pub(crate) async fn close_sessions(&self) {
         close_all(self.sessions.drain()).await;
     }
 
@@ -244,31 +253,6 @@ impl Gateway {
         match endpoint {
             Endpoint::All => self.connectors.clone(),
             Endpoint::One(id) => self.by_id.get(id).cloned().into_iter().collect(),
-        }
-    }
-
-    fn record(
-        &self,
-        session: &AgentSession,
-        method: &str,
-        started: Instant,
-        time_ms: u64,
-    ) -> Record {
-        Record {
-            time_ms,
-            request_id: new_request_id(),
-            session_id: Some(session.id.clone()),
-            org: session.identity.org.clone(),
-            agent: session.identity.agent.clone(),
-            connector: None,
-            tool: None,
-            method: method.to_string(),
-            status: 200,
-            rpc_code: None,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            policy: None,
-            policy_digest: None,
-            reason: None,
         }
     }
 }
@@ -341,7 +325,7 @@ fn credential(c: &Connector, vault: Option<&Arc<Vault>>) -> anyhow::Result<Crede
 }
 
 /// A random id for one audited request.
-pub fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let mut raw = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
     hex::encode(raw)

@@ -3,7 +3,7 @@
 //! occurrence of the separator always ends the slug.
 
 /// `slug` + `sep` + `tool`.
-pub fn prefixed(slug: &str, sep: &str, tool: &str) -> String {
+pub(crate) fn prefixed(slug: &str, sep: &str, tool: &str) -> String {
     let mut name = String::with_capacity(slug.len() + sep.len() + tool.len());
     name.push_str(slug);
     name.push_str(sep);
@@ -12,7 +12,7 @@ pub fn prefixed(slug: &str, sep: &str, tool: &str) -> String {
 }
 
 /// Splits a prefixed name into `(slug, upstream tool name)`.
-pub fn split<'a>(name: &'a str, sep: &str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn split<'a>(name: &'a str, sep: &str) -> Option<(&'a str, &'a str)> {
     let (slug, tool) = name.split_once(sep)?;
     (!slug.is_empty() && !tool.is_empty()).then_some((slug, tool))
 }

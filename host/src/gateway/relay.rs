@@ -12,28 +12,28 @@
 //! declares everything the connector relays, so capability-dependent tools are
 //! listed). The relayed request gets an id of the gateway's (`portcullis-relay-<n>`);
 //! the agent answers it with a POST, and the answer goes upstream under the
-//! upstream's own id. A request that is not relayed is answered -32601 as before, an
-//! upstream `ping` is answered by the gateway, and one the agent leaves unanswered
-//! for the connector's `timeout_ms` gets -32603, as do requests beyond
-//! [`MAX_RELAYED`] waiting at once. Every relayed or refused request is an audit row
+//! upstream's own id. A request that is not relayed (not allowed, no SSE stream to
+//! the agent, or beyond [`MAX_RELAYED`] waiting at once) is given back to the
+//! upstream client, which answers it -32601; an upstream `ping` gets `{}` from the
+//! gateway; one the agent leaves unanswered for the connector's `timeout_ms` gets
+//! -32603. Every relayed or refused request (not `ping`) is an audit row
 //! (method, connector, tool of the call, outcome).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::Gateway;
+use super::pipeline::Audited;
 use super::sessions::{AgentSession, MAX_RELAYED};
-use crate::audit::{Record, now_ms};
 use crate::config::{Connector, Relay};
 use crate::mcp::jsonrpc::{self, Answer};
 use crate::upstream::{Message, UpstreamSession};
 
 /// The client capability a server-to-client method needs, for the ones the gateway
 /// can relay.
-pub fn capability(method: &str) -> Option<&'static str> {
+pub(super) fn capability(method: &str) -> Option<&'static str> {
     match method {
         "sampling/createMessage" => Some("sampling"),
         "elicitation/create" => Some("elicitation"),
@@ -44,7 +44,7 @@ pub fn capability(method: &str) -> Option<&'static str> {
 /// The client capabilities an upstream session declares: for an agent's session
 /// (`agent` = what the agent declared), each relayed capability the agent declared,
 /// as it declared it; for the gateway's own session (`None`), every relayed one.
-pub fn declared(relay: Relay, agent: Option<&Value>) -> Value {
+pub(super) fn declared(relay: Relay, agent: Option<&Value>) -> Value {
     let mut out = serde_json::Map::new();
     for name in Relay::NAMES {
         if !relay.allows(name) {
@@ -69,7 +69,7 @@ const MAX_KEPT_CAPABILITIES: usize = 4096;
 /// the gateway can relay (`sampling`, `elicitation`), and when those are larger than
 /// [`MAX_KEPT_CAPABILITIES`], each as `{}` (declared, details dropped), so a session
 /// never holds more than a few KB of what its agent sent.
-pub fn kept(declared: Option<Value>) -> Value {
+pub(super) fn kept(declared: Option<Value>) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(Value::Object(mut all)) = declared {
         for name in Relay::NAMES {
@@ -106,7 +106,7 @@ impl Relayer<'_> {
     /// Anything else, and a request that is not relayed, is given back; the upstream
     /// client answers a given-back request (`answer_unrelayed`: `{}` for `ping`,
     /// -32601 otherwise).
-    pub fn offer(&self, msg: Message, send: impl FnOnce(String) -> bool) -> Option<Message> {
+    pub(super) fn offer(&self, msg: Message, send: impl FnOnce(String) -> bool) -> Option<Message> {
         let Message::Request { id, method, params } = msg else {
             return Some(msg);
         };
@@ -114,53 +114,70 @@ impl Relayer<'_> {
             // Answered `{}` by the upstream client (`answer_unrelayed`), not audited.
             return Some(Message::Request { id, method, params });
         }
-        let mut record = self.record(&method);
+        let audited = self.audited(&method);
         if let Some(reason) = self.refusal(&method) {
-            return self.refused(record, 403, reason, Message::Request { id, method, params });
+            return self.refused(
+                audited,
+                403,
+                reason,
+                Message::Request { id, method, params },
+            );
         }
         let Some((relay_id, answer)) = self.session.relay_request() else {
             let reason = format!(
                 "{MAX_RELAYED} requests of this session already wait for the agent's answer"
             );
-            return self.refused(record, 429, reason, Message::Request { id, method, params });
+            return self.refused(
+                audited,
+                429,
+                reason,
+                Message::Request { id, method, params },
+            );
         };
         let text = jsonrpc::request(&relay_id, &method, params.as_deref().unwrap_or(&*raw("{}")));
         if !send(text) {
             // The call's stream is gone or full: the agent cannot be asked.
             self.session.forget_relayed(&relay_id);
             let reason = "the call's stream to the agent was not available".to_string();
-            return self.refused(record, 503, reason, Message::Request { id, method, params });
+            return self.refused(
+                audited,
+                503,
+                reason,
+                Message::Request { id, method, params },
+            );
         }
         let (session, upstream) = (self.session.clone(), self.upstream.clone());
         let gateway = self.gateway.clone();
         let limit = self.connector.timeout;
-        let started = Instant::now();
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(limit, answer).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => {
-                    record.status = 499;
-                    record.reason = Some("the agent's session ended before it answered".into());
-                    internal_error("The client's session ended before it answered")
-                }
+            let (answer, status, reason) = match tokio::time::timeout(limit, answer).await {
+                Ok(Ok(answer)) => (answer, 200, None),
+                Ok(Err(_)) => (
+                    internal_error("The client's session ended before it answered"),
+                    499,
+                    Some("the agent's session ended before it answered".to_string()),
+                ),
                 Err(_) => {
                     session.forget_relayed(&relay_id);
-                    record.status = 504;
-                    record.reason = Some("the agent did not answer in time".into());
-                    internal_error("timeout waiting for the client's answer")
+                    (
+                        internal_error("timeout waiting for the client's answer"),
+                        504,
+                        Some("the agent did not answer in time".to_string()),
+                    )
                 }
             };
-            record.rpc_code = answer.error_code();
             let sent = tokio::time::timeout(limit, upstream.respond(&id, &answer)).await;
-            if let Some(e) = match sent {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(_) => Some(crate::upstream::UpstreamError::Timeout),
-            } {
-                record.reason = Some(format!("the answer could not be sent upstream: {e}"));
-            }
-            record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            gateway.audit.record(record).await;
+            let reason = match sent {
+                Ok(Ok(())) => reason,
+                Ok(Err(e)) => Some(format!("the answer could not be sent upstream: {e}")),
+                Err(_) => Some(format!(
+                    "the answer could not be sent upstream: {}",
+                    crate::upstream::UpstreamError::Timeout
+                )),
+            };
+            audited
+                .close(&gateway.audit, status, answer.error_code(), reason)
+                .await;
         });
         None
     }
@@ -193,29 +210,31 @@ impl Relayer<'_> {
     }
 
     /// Audits a request that is not relayed (from a task: `offer` cannot wait) and
-    /// gives it back to be refused upstream.
+    /// gives it back, to be answered -32601 upstream (`answer_unrelayed`).
     fn refused(
         &self,
-        mut record: Record,
+        audited: Audited,
         status: u16,
         reason: String,
         request: Message,
     ) -> Option<Message> {
-        record.status = status;
-        record.rpc_code = Some(jsonrpc::METHOD_NOT_FOUND);
-        record.reason = Some(reason);
         let gateway = self.gateway.clone();
-        tokio::spawn(async move { gateway.audit.record(record).await });
+        let code = Some(jsonrpc::METHOD_NOT_FOUND);
+        tokio::spawn(async move {
+            audited
+                .close(&gateway.audit, status, code, Some(reason))
+                .await
+        });
         Some(request)
     }
 
-    fn record(&self, method: &str) -> Record {
-        let mut record =
-            self.gateway
-                .record(self.session, &shown(method), Instant::now(), now_ms());
-        record.connector = Some(self.connector.id.clone());
-        record.tool = Some(self.tool.to_string());
-        record
+    /// The audit row of one server-to-client request: its method, and the connector
+    /// and tool of the call it came in.
+    fn audited(&self, method: &str) -> Audited {
+        let mut audited = Audited::new(self.session, &shown(method));
+        audited.connector(&self.connector.id);
+        audited.tool(self.tool);
+        audited
     }
 }
 
@@ -230,8 +249,8 @@ fn raw(text: &str) -> Box<RawValue> {
 }
 
 fn internal_error(message: &str) -> Answer {
-    let error = json!({"code": jsonrpc::INTERNAL_ERROR, "message": message});
-    Answer::Error(raw(&error.to_string()))
+    let error = jsonrpc::RpcError::new(jsonrpc::INTERNAL_ERROR, message);
+    Answer::Error(raw(&error.to_value().to_string()))
 }
 
 #[cfg(test)]

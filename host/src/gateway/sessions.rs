@@ -18,15 +18,15 @@ use crate::mcp::jsonrpc::Answer;
 use crate::upstream::UpstreamSession;
 
 /// The longest an upstream session's DELETE may take when an agent session ends.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Server-to-client requests that may wait for one session's agent at once; an
 /// upstream sending more is refused (each waiting one holds a task and an entry).
-pub const MAX_RELAYED: usize = 16;
+pub(crate) const MAX_RELAYED: usize = 16;
 
 /// Which endpoint a session was opened on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `/mcp`: every connector, names prefixed with the slug.
     All,
     /// `/mcp/<connector-id>`: one connector, upstream names.
@@ -34,12 +34,12 @@ pub enum Endpoint {
 }
 
 /// A request of this session still waiting for its upstream.
-pub struct InFlight {
+pub(crate) struct InFlight {
     /// Fired when the agent cancels; the forwarding task then tells the upstream.
     pub cancel: oneshot::Sender<()>,
 }
 
-pub struct AgentSession {
+pub(crate) struct AgentSession {
     pub id: String,
     pub identity: Arc<Identity>,
     pub endpoint: Endpoint,
@@ -66,7 +66,7 @@ pub struct AgentSession {
 impl AgentSession {
     /// A number for a new SSE stream of this session, so that event ids
     /// (`<stream>-<n>`) are unique across all its streams, as Streamable HTTP requires.
-    pub fn next_stream(&self) -> u64 {
+    pub(crate) fn next_stream(&self) -> u64 {
         self.streams.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -74,7 +74,7 @@ impl AgentSession {
     /// agent's answer to it will arrive. Ids are strings (`portcullis-relay-<n>`), so
     /// they never look like the upstream's own.
     /// `None` when [`MAX_RELAYED`] of them already wait for the agent.
-    pub fn relay_request(&self) -> Option<(Value, oneshot::Receiver<Answer>)> {
+    pub(crate) fn relay_request(&self) -> Option<(Value, oneshot::Receiver<Answer>)> {
         let mut relayed = self.relayed.lock().expect("relayed lock");
         if relayed.len() >= MAX_RELAYED {
             return None;
@@ -88,7 +88,7 @@ impl AgentSession {
 
     /// Delivers the agent's answer to relayed request `id`; `false` when no relayed
     /// request of this session has that id (unknown, already answered, or given up).
-    pub fn answer_relayed(&self, id: &Value, answer: Answer) -> bool {
+    pub(crate) fn answer_relayed(&self, id: &Value, answer: Answer) -> bool {
         let waiting = self
             .relayed
             .lock()
@@ -98,14 +98,14 @@ impl AgentSession {
     }
 
     /// Stops waiting for the answer to relayed request `id`.
-    pub fn forget_relayed(&self, id: &Value) {
+    pub(crate) fn forget_relayed(&self, id: &Value) {
         self.relayed
             .lock()
             .expect("relayed lock")
             .remove(&id.to_string());
     }
 
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_seen_ms
             .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -119,7 +119,7 @@ impl AgentSession {
     /// once this session has ended. `close` marks the end before it takes the map, so
     /// an upstream session made here is either in the map it closes or never made: a
     /// call racing the agent's DELETE cannot leave one open upstream.
-    pub fn upstream(
+    pub(crate) fn upstream(
         &self,
         connector: &str,
         make: impl FnOnce() -> UpstreamSession,
@@ -135,14 +135,14 @@ impl AgentSession {
         )
     }
 
-    pub fn start_request(&self, agent_id: &serde_json::Value, flight: InFlight) {
+    pub(crate) fn start_request(&self, agent_id: &serde_json::Value, flight: InFlight) {
         self.inflight
             .lock()
             .expect("inflight lock")
             .insert(agent_id.to_string(), flight);
     }
 
-    pub fn finish_request(&self, agent_id: &serde_json::Value) {
+    pub(crate) fn finish_request(&self, agent_id: &serde_json::Value) {
         self.inflight
             .lock()
             .expect("inflight lock")
@@ -150,7 +150,7 @@ impl AgentSession {
     }
 
     /// Takes an in-flight request out for cancellation.
-    pub fn take_request(&self, agent_id: &serde_json::Value) -> Option<InFlight> {
+    pub(crate) fn take_request(&self, agent_id: &serde_json::Value) -> Option<InFlight> {
         self.inflight
             .lock()
             .expect("inflight lock")
@@ -158,17 +158,17 @@ impl AgentSession {
     }
 
     /// Whether the session has ended (DELETE, expiry or shutdown).
-    pub fn has_ended(&self) -> bool {
+    pub(crate) fn has_ended(&self) -> bool {
         *self.ended.borrow()
     }
 
     /// Resolves when the session has ended.
-    pub fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn ended(&self) -> tokio::sync::watch::Receiver<bool> {
         self.ended.subscribe()
     }
 
     /// Closes every upstream session this session opened.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.ended.send_replace(true);
         self.relayed.lock().expect("relayed lock").clear();
         let upstreams: Vec<_> = self
@@ -191,7 +191,7 @@ impl AgentSession {
 
 /// Why a session could not be created.
 #[derive(Debug, PartialEq, Eq)]
-pub enum TooManySessions {
+pub(crate) enum TooManySessions {
     /// `server.max_sessions` sessions are open, all agents together.
     Gateway,
     /// The agent has `server.max_sessions_per_agent` sessions open.
@@ -218,7 +218,7 @@ impl Open {
     }
 }
 
-pub struct SessionStore {
+pub(crate) struct SessionStore {
     open: RwLock<Open>,
     idle: Duration,
     max: usize,
@@ -226,7 +226,7 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
-    pub fn new(idle: Duration, max: usize, max_per_agent: usize) -> Self {
+    pub(crate) fn new(idle: Duration, max: usize, max_per_agent: usize) -> Self {
         SessionStore {
             open: RwLock::new(Open::default()),
             idle,
@@ -235,7 +235,7 @@ impl SessionStore {
         }
     }
 
-    pub fn create(
+    pub(crate) fn create(
         &self,
         identity: Arc<Identity>,
         endpoint: Endpoint,
@@ -280,7 +280,7 @@ impl SessionStore {
 
     /// The session `id` if it exists and belongs to this agent on this endpoint.
     /// Someone else's session is reported as unknown, never as forbidden.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         id: &str,
         identity: &Identity,
@@ -294,28 +294,16 @@ impl SessionStore {
         })
     }
 
-    pub fn remove(&self, id: &str) -> Option<Arc<AgentSession>> {
+    pub(crate) fn remove(&self, id: &str) -> Option<Arc<AgentSession>> {
         self.open.write().expect("sessions lock").remove(id)
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.open
-            .read()
-            .expect("sessions lock")
-            .sessions
-            .contains_key(id)
-    }
-
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.open.read().expect("sessions lock").sessions.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Removes sessions idle longer than the limit and returns them for closing.
-    pub fn expire(&self) -> Vec<Arc<AgentSession>> {
+    pub(crate) fn expire(&self) -> Vec<Arc<AgentSession>> {
         let mut open = self.open.write().expect("sessions lock");
         let expired: Vec<String> = open
             .sessions
@@ -326,7 +314,7 @@ impl SessionStore {
         expired.iter().filter_map(|k| open.remove(k)).collect()
     }
 
-    pub fn drain(&self) -> Vec<Arc<AgentSession>> {
+    pub(crate) fn drain(&self) -> Vec<Arc<AgentSession>> {
         let mut open = self.open.write().expect("sessions lock");
         open.per_agent.clear();
         open.sessions.drain().map(|(_, s)| s).collect()
@@ -391,7 +379,7 @@ mod tests {
         let s = store
             .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
             .unwrap();
-        let client = crate::upstream::new_client();
+        let client = crate::http_client::new_client();
         let make = || {
             let uri = "http://127.0.0.1:9/mcp".parse().unwrap();
             UpstreamSession::new(

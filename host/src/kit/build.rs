@@ -23,18 +23,18 @@ use serde::Deserialize;
 use super::metadata::{self, Metadata};
 
 /// The project manifest's file name.
-pub const MANIFEST: &str = "portcullis-policy.toml";
+pub(crate) const MANIFEST: &str = "portcullis-policy.toml";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Lang {
+pub(crate) enum Lang {
     Rust,
     Js,
     Python,
 }
 
 impl Lang {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Lang::Rust => "rust",
             Lang::Js => "js",
@@ -45,7 +45,7 @@ impl Lang {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub policy: PolicyMeta,
     #[serde(default)]
     pub build: BuildSection,
@@ -53,7 +53,7 @@ pub struct Manifest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicyMeta {
+pub(crate) struct PolicyMeta {
     pub name: String,
     pub language: Lang,
     pub version: Option<String>,
@@ -65,7 +65,7 @@ pub struct PolicyMeta {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BuildSection {
+pub(crate) struct BuildSection {
     #[serde(default = "default_wit")]
     pub wit: String,
     #[serde(default = "default_world")]
@@ -99,7 +99,7 @@ fn default_module() -> String {
 }
 
 impl Manifest {
-    pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<Manifest> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             anyhow::anyhow!(
@@ -112,7 +112,7 @@ impl Manifest {
     }
 
     /// The metadata `build` embeds: the `[policy]` fields that are set and non-empty.
-    pub fn metadata(&self) -> Metadata {
+    pub(crate) fn metadata(&self) -> Metadata {
         let s = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let p = &self.policy;
         Metadata {
@@ -130,7 +130,7 @@ impl Manifest {
 
 /// What a build produced.
 #[derive(Debug)]
-pub struct Built {
+pub(crate) struct Built {
     pub path: PathBuf,
     pub size: usize,
     pub sha256: String,
@@ -271,7 +271,7 @@ fn build_python(dir: &Path, m: &Manifest, out: &Path) -> anyhow::Result<()> {
 
 /// Builds the project in `dir` to `out` (default: the manifest's `build.out`, else
 /// `dist/<name>.wasm`).
-pub fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<Built> {
+pub(crate) fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<Built> {
     let started = Instant::now();
     let m = Manifest::load(dir)?;
     let out = match out {
@@ -322,7 +322,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<Built> {
     Ok(Built {
         path: out,
         size: bytes.len(),
-        sha256: hex::encode(crate::auth::sha256(&bytes)),
+        sha256: crate::digest::sha256_hex(&bytes),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -71,7 +71,7 @@ use crate::policy::{Chain, Runtime, Subject, build_chain};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Fixtures {
+pub(crate) struct Fixtures {
     #[serde(default)]
     pub settings: Option<Value>,
     #[serde(default)]
@@ -96,7 +96,7 @@ pub struct Fixtures {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IdentityFx {
+pub(crate) struct IdentityFx {
     #[serde(default = "default_agent")]
     pub agent: String,
     #[serde(default = "default_org")]
@@ -127,7 +127,7 @@ fn default_scopes() -> Vec<String> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConnectorFx {
+pub(crate) struct ConnectorFx {
     #[serde(default = "default_conn_id")]
     pub id: String,
     #[serde(default = "default_conn_name")]
@@ -167,14 +167,14 @@ fn default_conn_url() -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CallExpect {
+pub(crate) enum CallExpect {
     Allow,
     Deny,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CallCase {
+pub(crate) struct CallCase {
     pub name: Option<String>,
     pub tool: String,
     pub arguments: Option<Value>,
@@ -189,7 +189,7 @@ pub struct CallCase {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListCase {
+pub(crate) struct ListCase {
     pub name: Option<String>,
     pub identity: Option<IdentityFx>,
     pub settings: Option<Value>,
@@ -198,7 +198,7 @@ pub struct ListCase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ResultExpect {
+pub(crate) enum ResultExpect {
     Pass,
     Replace,
     Deny,
@@ -206,7 +206,7 @@ pub enum ResultExpect {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ResultCase {
+pub(crate) struct ResultCase {
     pub name: Option<String>,
     pub tool: String,
     pub result: Option<Value>,
@@ -227,14 +227,14 @@ pub struct ResultCase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ValidateExpect {
+pub(crate) enum ValidateExpect {
     Ok,
     Error,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ValidateCase {
+pub(crate) struct ValidateCase {
     pub name: Option<String>,
     pub settings: Value,
     pub expect: ValidateExpect,
@@ -243,7 +243,7 @@ pub struct ValidateCase {
 
 impl Fixtures {
     /// Reads a fixture file (YAML for `.yaml`/`.yml`, TOML otherwise).
-    pub fn load(path: &Path) -> anyhow::Result<Fixtures> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Fixtures> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         let yaml = matches!(
@@ -269,7 +269,7 @@ impl Fixtures {
 
 /// One case's outcome.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     pub kind: &'static str,
     pub name: String,
     pub expected: String,
@@ -587,7 +587,7 @@ fn failed(kind: &'static str, name: String, expected: String, got: &str, detail:
 
 /// How long the module took to load and to evaluate.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Compile + link + `validate-settings` of the first chain.
     pub load: Duration,
     /// Mean wall time of one `check-call` (fresh instance included), over `samples`.
@@ -595,13 +595,8 @@ pub struct Timing {
     pub samples: usize,
 }
 
-/// Runs every case of `fixtures` against the module at `module`.
-pub fn run(module: &Path, fixtures: &Fixtures) -> anyhow::Result<Vec<Row>> {
-    run_timed(module, fixtures, 0).map(|(rows, _)| rows)
-}
-
 /// [`run`], then `repeat` more rounds of every `[[calls]]` case to time them.
-pub fn run_timed(
+pub(crate) fn run_timed(
     module: &Path,
     fixtures: &Fixtures,
     repeat: usize,
@@ -617,7 +612,6 @@ pub fn run_timed(
     let c = &fixtures.connector;
     let connector = Connector {
         id: c.id.clone(),
-        name: c.name.clone(),
         slug: c.slug.clone().unwrap_or_else(|| slugify(&c.name)),
         target_url: c.target_url.clone(),
         credential: None,
@@ -677,7 +671,7 @@ pub fn run_timed(
 }
 
 /// The pass/fail table, ending with the `N passed, N failed` line.
-pub fn render(rows: &[Row]) -> String {
+pub(crate) fn render(rows: &[Row]) -> String {
     let w_name = rows
         .iter()
         .map(|r| r.name.chars().count())

@@ -12,13 +12,12 @@ use super::metadata::{self, Metadata};
 
 /// The package the gateway implements, the version it builds against and every
 /// version it loads (0.1.0 lacks `describe`; the gateway assumes the worst of it).
-pub const PACKAGE: &str = "portcullis:policy";
-pub const VERSION: &str = "0.1.1";
-pub const LOADS: [&str; 2] = ["0.1.0", "0.1.1"];
+pub(crate) const PACKAGE: &str = "portcullis:policy";
+pub(crate) const LOADS: [&str; 2] = ["0.1.0", "0.1.1"];
 /// The export added in 0.1.1: the policy's manifest (hooks and inputs).
-pub const DESCRIBE: &str = "describe";
+pub(crate) const DESCRIBE: &str = "describe";
 /// The world's exports every loadable version has (function names).
-pub const EXPORTS: [&str; 4] = [
+pub(crate) const EXPORTS: [&str; 4] = [
     "validate-settings",
     "filter-tools",
     "check-call",
@@ -27,7 +26,7 @@ pub const EXPORTS: [&str; 4] = [
 
 /// One import or export of the component.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     pub name: String,
     /// `instance`, `func`, `type`, `module`, `component`, `value`.
     pub kind: &'static str,
@@ -35,7 +34,7 @@ pub struct Item {
 
 /// Everything `inspect` reports.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub size: usize,
     pub sha256: String,
     pub component: bool,
@@ -52,19 +51,19 @@ pub struct Report {
 
 impl Report {
     /// Whether this gateway can load the component's world version.
-    pub fn compatible(&self) -> bool {
+    pub(crate) fn compatible(&self) -> bool {
         self.world.is_some() && self.version.as_deref().is_some_and(|v| LOADS.contains(&v))
     }
 
     /// Whether the component exports `describe` (0.1.1): without it the gateway
     /// calls every hook with every input and never reuses a decision.
-    pub fn describes(&self) -> bool {
+    pub(crate) fn describes(&self) -> bool {
         self.exports
             .iter()
             .any(|x| x.name == DESCRIBE && x.kind == "func")
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let items = |v: &[Item]| -> Value {
             v.iter()
                 .map(|i| json!({"name": i.name, "kind": i.kind}))
@@ -177,7 +176,7 @@ fn imports_exports(bytes: &[u8]) -> anyhow::Result<(Vec<Item>, Vec<Item>)> {
 }
 
 /// Inspects component bytes.
-pub fn inspect(bytes: &[u8]) -> anyhow::Result<Report> {
+pub(crate) fn inspect(bytes: &[u8]) -> anyhow::Result<Report> {
     let component = metadata::is_component(bytes)
         .ok_or_else(|| anyhow::anyhow!("not a WebAssembly binary (no \\0asm header)"))?;
     let (imports, exports) = imports_exports(bytes)
@@ -203,7 +202,7 @@ pub fn inspect(bytes: &[u8]) -> anyhow::Result<Report> {
     });
     Ok(Report {
         size: bytes.len(),
-        sha256: hex::encode(crate::auth::sha256(bytes)),
+        sha256: crate::digest::sha256_hex(bytes),
         component,
         imports,
         exports,
@@ -215,7 +214,7 @@ pub fn inspect(bytes: &[u8]) -> anyhow::Result<Report> {
 }
 
 /// Human-readable report for the CLI.
-pub fn render(path: &Path, r: &Report, signature: &str) -> String {
+pub(crate) fn render(path: &Path, r: &Report, signature: &str) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<11}{v}\n"));
     line("module:", path.display().to_string());
@@ -299,7 +298,7 @@ mod tests {
         let r = inspect(bytes).unwrap();
         assert!(r.component);
         assert_eq!(r.missing, Vec::<String>::new(), "{:?}", r.exports);
-        assert_eq!(r.version.as_deref(), Some(VERSION), "{:?}", r.imports);
+        assert_eq!(r.version.as_deref(), Some("0.1.1"), "{:?}", r.imports);
         assert!(r.compatible());
         assert!(r.describes());
         assert_eq!(r.world.as_deref(), Some("portcullis:policy/policy@0.1.1"));

@@ -11,11 +11,11 @@
 use serde::{Deserialize, Serialize};
 
 /// The custom section's name.
-pub const SECTION: &str = "portcullis-policy-metadata";
+pub(crate) const SECTION: &str = "portcullis-policy-metadata";
 
 /// The embedded metadata. Every field is optional; unknown fields are kept.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,7 +37,7 @@ pub struct Metadata {
 
 impl Metadata {
     /// Overlays the fields set in `other` onto `self`.
-    pub fn merge(&mut self, other: Metadata) {
+    pub(crate) fn merge(&mut self, other: Metadata) {
         let pick = |a: &mut Option<String>, b: Option<String>| {
             if b.is_some() {
                 *a = b;
@@ -54,7 +54,7 @@ impl Metadata {
     }
 
     /// `(label, value)` for each field that is set, in display order.
-    pub fn fields(&self) -> Vec<(&str, String)> {
+    pub(crate) fn fields(&self) -> Vec<(&str, String)> {
         let mut out = Vec::new();
         for (k, v) in [
             ("name", &self.name),
@@ -82,8 +82,7 @@ impl Metadata {
 
 /// One top-level section of a Wasm binary.
 #[derive(Debug, Clone, Copy)]
-pub struct Section<'a> {
-    pub id: u8,
+pub(crate) struct Section<'a> {
     /// Byte range of the whole section (id, size and payload).
     pub start: usize,
     pub end: usize,
@@ -93,7 +92,7 @@ pub struct Section<'a> {
 
 /// Whether `bytes` start with the Wasm magic; `Some(true)` for a component,
 /// `Some(false)` for a core module.
-pub fn is_component(bytes: &[u8]) -> Option<bool> {
+pub(crate) fn is_component(bytes: &[u8]) -> Option<bool> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return None;
     }
@@ -129,7 +128,7 @@ fn write_leb_u32(out: &mut Vec<u8>, mut v: u32) {
 }
 
 /// The top-level sections of a module or component (nested modules are not entered).
-pub fn sections(bytes: &[u8]) -> anyhow::Result<Vec<Section<'_>>> {
+pub(crate) fn sections(bytes: &[u8]) -> anyhow::Result<Vec<Section<'_>>> {
     if is_component(bytes).is_none() {
         anyhow::bail!("not a WebAssembly binary (no \\0asm header)");
     }
@@ -158,19 +157,14 @@ pub fn sections(bytes: &[u8]) -> anyhow::Result<Vec<Section<'_>>> {
         } else {
             None
         };
-        out.push(Section {
-            id,
-            start,
-            end,
-            custom,
-        });
+        out.push(Section { start, end, custom });
         pos = end;
     }
     Ok(out)
 }
 
 /// The embedded metadata, if the binary has a metadata section (the last one wins).
-pub fn read(bytes: &[u8]) -> anyhow::Result<Option<Metadata>> {
+pub(crate) fn read(bytes: &[u8]) -> anyhow::Result<Option<Metadata>> {
     let Some((_, data)) = sections(bytes)?
         .into_iter()
         .filter_map(|s| s.custom)
@@ -184,7 +178,7 @@ pub fn read(bytes: &[u8]) -> anyhow::Result<Option<Metadata>> {
 }
 
 /// `bytes` with any metadata section removed and `meta` appended as a new one.
-pub fn write(bytes: &[u8], meta: &Metadata) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn write(bytes: &[u8], meta: &Metadata) -> anyhow::Result<Vec<u8>> {
     let secs = sections(bytes)?;
     let mut out = Vec::with_capacity(bytes.len() + 512);
     out.extend_from_slice(&bytes[..8]);

@@ -8,16 +8,16 @@
 //!   table, non-zero exit on failure).
 //! - `inspect` + `metadata`: `policy inspect MODULE`, `policy annotate MODULE ...`.
 //! - `sign`: `policy keygen`, `policy sign`, `policy verify` (ed25519, `MODULE.sig`).
-//! - `trust`: `[policy_trust]` (required signatures, trusted keys, lock file),
-//!   enforced whenever the gateway builds a chain; `policy lock` writes the lock file.
+//! - `policy lock` writes the lock file of `[policy_trust]`, whose checks (and
+//!   signature verification) are the gateway's own, in `policy::trust` and
+//!   `policy::signature`: the kit uses them, never the other way.
 
-pub mod build;
-pub mod fixtures;
-pub mod inspect;
-pub mod metadata;
-pub mod scaffold;
-pub mod sign;
-pub mod trust;
+pub(crate) mod build;
+pub(crate) mod fixtures;
+pub(crate) mod inspect;
+pub(crate) mod metadata;
+pub(crate) mod scaffold;
+pub(crate) mod sign;
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ use clap::Subcommand;
 use crate::config::{Config, ModuleRef};
 
 #[derive(Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Create a policy project (allow-all policy, WIT copy, manifest, fixtures, README).
     New {
         /// Policy name (a-z, 0-9, '-', '_'): the package and file name.
@@ -123,7 +123,7 @@ pub enum PolicyCommand {
 }
 
 /// Runs a `policy` subcommand.
-pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::New {
             name,
@@ -215,7 +215,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             println!(
                 "annotated {} (sha256 {}); sign it again if it was signed",
                 module.display(),
-                hex::encode(crate::auth::sha256(&out))
+                crate::digest::sha256_hex(&out)
             );
             Ok(())
         }
@@ -244,12 +244,12 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 .map(|k| sign::load_public_key(k))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let bytes = read(&module)?;
-            let signer = sign::verify(&module, &bytes, &keys)
+            let signer = crate::policy::signature::verify(&module, &bytes, &keys)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", module.display()))?;
             println!(
                 "signature ok: {} (sha256 {}) signed by {signer}",
                 module.display(),
-                hex::encode(crate::auth::sha256(&bytes))
+                crate::digest::sha256_hex(&bytes)
             );
             Ok(())
         }
@@ -262,10 +262,10 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             for p in &cfg.policies {
                 if let ModuleRef::File(f) = &p.module {
                     let bytes = read(f)?;
-                    entries.push((f.clone(), hex::encode(crate::auth::sha256(&bytes))));
+                    entries.push((f.clone(), crate::digest::sha256_hex(&bytes)));
                 }
             }
-            let lock = trust::LockFile::write(&path, &entries)?;
+            let lock = crate::policy::trust::LockFile::write(&path, &entries)?;
             println!(
                 "wrote {} ({} modules pinned)",
                 path.display(),
@@ -297,10 +297,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn inspect_cmd(module: &Path, json: bool, check: bool) -> anyhow::Result<()> {
     let bytes = read(module)?;
     let report = inspect::inspect(&bytes)?;
-    let sig_path = sign::sig_path(module);
+    let sig_path = crate::policy::signature::sig_path(module);
     let signature = match std::fs::read_to_string(&sig_path)
         .ok()
-        .and_then(|t| toml::from_str::<sign::SignatureFile>(&t).ok())
+        .and_then(|t| toml::from_str::<crate::policy::signature::SignatureFile>(&t).ok())
     {
         None if !sig_path.exists() => "none".to_string(),
         None => format!("{} (unreadable)", sig_path.display()),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::build::{Lang, MANIFEST};
 
 /// The WIT contract this gateway loads, copied into every new project.
-pub const POLICY_WIT: &str = include_str!("../../../wit/policy.wit");
+pub(crate) const POLICY_WIT: &str = include_str!("../../../wit/policy.wit");
 
 /// Where the Rust guest SDK is, for `--lang rust`: `--sdk`, `PORTCULLIS_SDK`, or the
 /// source tree this binary was built from.
@@ -44,7 +44,7 @@ fn find_sdk(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// Checks a policy name: it becomes a crate/package name and a file name.
-pub fn check_name(name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -396,7 +396,7 @@ The gateway reloads the chain when the file changes (build with
 }
 
 /// Creates the project; the directory it was written to.
-pub fn new_project(
+pub(crate) fn new_project(
     name: &str,
     lang: Lang,
     dir: Option<&Path>,

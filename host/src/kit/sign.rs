@@ -11,54 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-/// The `format` of signature files this gateway writes and reads.
-pub const FORMAT: &str = "portcullis-policy-signature-v1";
-
-/// The signature file of a module: `MODULE.sig` beside it.
-pub fn sig_path(module: &Path) -> PathBuf {
-    let mut s = module.as_os_str().to_os_string();
-    s.push(".sig");
-    PathBuf::from(s)
-}
-
-/// What is signed for a module with this digest.
-fn message(sha256_hex: &str) -> String {
-    format!("{FORMAT}:sha256:{sha256_hex}")
-}
-
-/// The contents of a `.sig` file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignatureFile {
-    pub format: String,
-    /// Hex sha256 of the signed module.
-    pub sha256: String,
-    /// Hex ed25519 public key of the signer.
-    pub public_key: String,
-    /// Hex ed25519 signature over [`message`].
-    pub signature: String,
-}
-
-/// Parses a 32-byte hex value (a key), naming `what` in the error.
-fn hex32(text: &str, what: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(text.trim())
-        .map_err(|_| anyhow::anyhow!("{what} is not hex: expected 64 hex digits"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("{what} must be 32 bytes (64 hex digits)"))
-}
-
-/// A public key from its hex text.
-pub fn parse_public_key(text: &str) -> anyhow::Result<VerifyingKey> {
-    let bytes = hex32(text, "public key")?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| anyhow::anyhow!("not a valid ed25519 public key"))
-}
+use crate::config::{hex32, parse_public_key};
+use crate::policy::signature::{FORMAT, SignatureFile, message, sig_path};
 
 /// A public key given as hex or as the path of a `.pub` file.
-pub fn load_public_key(arg: &str) -> anyhow::Result<VerifyingKey> {
+pub(crate) fn load_public_key(arg: &str) -> anyhow::Result<VerifyingKey> {
     let path = Path::new(arg);
     if path.exists() {
         let text = std::fs::read_to_string(path)
@@ -71,7 +30,7 @@ pub fn load_public_key(arg: &str) -> anyhow::Result<VerifyingKey> {
 }
 
 /// A secret key from a `.key` file.
-pub fn load_secret_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub(crate) fn load_secret_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read key {}: {e}", path.display()))?;
     let seed =
@@ -80,7 +39,7 @@ pub fn load_secret_key(path: &Path) -> anyhow::Result<SigningKey> {
 }
 
 /// A fresh key pair written to `PREFIX.key` and `PREFIX.pub`; the public key hex.
-pub fn keygen(prefix: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+pub(crate) fn keygen(prefix: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf, String)> {
     use rand::RngCore;
     let key_path = with_suffix(prefix, ".key");
     let pub_path = with_suffix(prefix, ".pub");
@@ -120,10 +79,10 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Signs the module at `module` with `key`; writes and returns the `.sig` path.
-pub fn sign(module: &Path, key: &SigningKey) -> anyhow::Result<(PathBuf, SignatureFile)> {
+pub(crate) fn sign(module: &Path, key: &SigningKey) -> anyhow::Result<(PathBuf, SignatureFile)> {
     let bytes = std::fs::read(module)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", module.display()))?;
-    let digest = hex::encode(crate::auth::sha256(&bytes));
+    let digest = crate::digest::sha256_hex(&bytes);
     let sig = key.sign(message(&digest).as_bytes());
     let file = SignatureFile {
         format: FORMAT.into(),
@@ -142,78 +101,10 @@ pub fn sign(module: &Path, key: &SigningKey) -> anyhow::Result<(PathBuf, Signatu
     Ok((path, file))
 }
 
-/// Why a module's signature is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("unsigned: no signature file {0}")]
-    Missing(String),
-    #[error("unreadable signature file {0}: {1}")]
-    Malformed(String, String),
-    #[error("tampered: the module's sha256 is {actual} but {file} signs {signed}")]
-    DigestMismatch {
-        file: String,
-        actual: String,
-        signed: String,
-    },
-    #[error("signed by a key that is not trusted ({0})")]
-    Untrusted(String),
-    #[error("invalid signature in {0}: it does not verify with key {1}")]
-    Invalid(String, String),
-}
-
-/// Checks the signature file beside `module` (whose content is `bytes`) against
-/// the trusted keys; the signer's public key hex when it is good.
-pub fn verify(
-    module: &Path,
-    bytes: &[u8],
-    trusted: &[VerifyingKey],
-) -> Result<String, SignatureError> {
-    let path = sig_path(module);
-    let shown = path.display().to_string();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SignatureError::Missing(shown));
-        }
-        Err(e) => return Err(SignatureError::Malformed(shown, e.to_string())),
-    };
-    let file: SignatureFile = toml::from_str(&text)
-        .map_err(|e| SignatureError::Malformed(shown.clone(), e.to_string()))?;
-    if file.format != FORMAT {
-        return Err(SignatureError::Malformed(
-            shown,
-            format!("format {:?} is not {FORMAT:?}", file.format),
-        ));
-    }
-    let actual = hex::encode(crate::auth::sha256(bytes));
-    if !file.sha256.eq_ignore_ascii_case(&actual) {
-        return Err(SignatureError::DigestMismatch {
-            file: shown,
-            actual,
-            signed: file.sha256,
-        });
-    }
-    let key = parse_public_key(&file.public_key)
-        .map_err(|e| SignatureError::Malformed(shown.clone(), e.to_string()))?;
-    let key_hex = hex::encode(key.to_bytes());
-    if !trusted.iter().any(|t| t.to_bytes() == key.to_bytes()) {
-        return Err(SignatureError::Untrusted(key_hex));
-    }
-    let sig_bytes: [u8; 64] = hex::decode(file.signature.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            SignatureError::Malformed(shown.clone(), "signature must be 64 hex bytes".into())
-        })?;
-    let sig = Signature::from_bytes(&sig_bytes);
-    key.verify_strict(message(&actual).as_bytes(), &sig)
-        .map_err(|_| SignatureError::Invalid(shown, key_hex.clone()))?;
-    Ok(key_hex)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::signature::{SignatureError, verify};
 
     #[test]
     fn sign_verify_tamper() {

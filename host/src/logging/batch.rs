@@ -29,7 +29,7 @@ use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The longest a line is held back.
-pub const HOLD: Duration = Duration::from_millis(1);
+pub(super) const HOLD: Duration = Duration::from_millis(1);
 /// A buffer this full is sent at once.
 const MAX_BUFFER: usize = 32 * 1024;
 
@@ -65,12 +65,12 @@ thread_local! {
 /// The `MakeWriter` of the log layer: batches on worker threads, writes through
 /// elsewhere.
 #[derive(Clone)]
-pub struct Batching {
+pub(super) struct Batching {
     out: NonBlocking,
 }
 
 impl Batching {
-    pub fn new(out: NonBlocking) -> Batching {
+    pub(super) fn new(out: NonBlocking) -> Batching {
         Batching { out }
     }
 }
@@ -84,7 +84,7 @@ impl<'a> MakeWriter<'a> for Batching {
 }
 
 /// One formatted line on its way out.
-pub struct Line<'a> {
+pub(super) struct Line<'a> {
     out: &'a NonBlocking,
 }
 
@@ -123,7 +123,7 @@ impl Write for Line<'_> {
 
 /// Makes the calling worker thread batch its lines, and spawns the task that sends
 /// them `HOLD` after the first one was held. Call inside the worker's runtime.
-pub fn batch_this_thread(out: &Batching) {
+pub(super) fn batch_this_thread(out: &Batching) {
     let flush_soon = Arc::new(Notify::new());
     HELD.with(|held| {
         *held.borrow_mut() = Some(Held {
@@ -143,7 +143,7 @@ pub fn batch_this_thread(out: &Batching) {
 }
 
 /// Sends what the calling thread holds (a worker's last act before its thread ends).
-pub fn flush_this_thread() {
+pub(super) fn flush_this_thread() {
     HELD.with(|held| {
         if let Ok(mut held) = held.try_borrow_mut()
             && let Some(held) = held.as_mut()

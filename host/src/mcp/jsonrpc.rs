@@ -10,26 +10,26 @@ use serde_json::{Value, json};
 
 use super::params::Params;
 
-pub const PARSE_ERROR: i64 = -32700;
-pub const INVALID_REQUEST: i64 = -32600;
-pub const METHOD_NOT_FOUND: i64 = -32601;
-pub const INVALID_PARAMS: i64 = -32602;
-pub const INTERNAL_ERROR: i64 = -32603;
-/// Quota exhausted (source document: "API quota exceeded. Upgrade your plan to continue.").
-pub const QUOTA_EXCEEDED: i64 = -32000;
-/// Insufficient scope (source document).
-pub const INSUFFICIENT_SCOPE: i64 = -32003;
+pub(crate) const PARSE_ERROR: i64 = -32700;
+pub(crate) const INVALID_REQUEST: i64 = -32600;
+pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
+pub(crate) const INVALID_PARAMS: i64 = -32602;
+pub(crate) const INTERNAL_ERROR: i64 = -32603;
+/// Quota exhausted ("API quota exceeded. Upgrade your plan to continue.").
+pub(crate) const QUOTA_EXCEEDED: i64 = -32000;
+/// Insufficient scope (the built-in slug-scope policy denies with it).
+pub(crate) const INSUFFICIENT_SCOPE: i64 = -32003;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
+pub(crate) struct RpcError {
     pub code: i64,
     pub message: String,
     pub data: Option<Value>,
 }
 
 impl RpcError {
-    pub fn new(code: i64, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i64, message: impl Into<String>) -> Self {
         RpcError {
             code,
             message: message.into(),
@@ -37,11 +37,11 @@ impl RpcError {
         }
     }
 
-    pub fn tool_not_found() -> Self {
+    pub(crate) fn tool_not_found() -> Self {
         RpcError::new(METHOD_NOT_FOUND, "Tool not found")
     }
 
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         let mut v = json!({"code": self.code, "message": self.message});
         if let Some(d) = &self.data {
             v["data"] = d.clone();
@@ -52,7 +52,7 @@ impl RpcError {
 
 /// A message received from an agent, classified.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Request {
         id: Value,
         method: String,
@@ -95,7 +95,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 
 /// What a POST body holds.
 #[derive(Debug)]
-pub enum Body {
+pub(crate) enum Body {
     One(Incoming),
     /// A JSON-RPC batch (not empty): each member read on its own, so one malformed
     /// member is an error response of its own and the others still run.
@@ -104,7 +104,7 @@ pub enum Body {
 
 /// Parses a POST body: one message or a batch of them. The error (invalid JSON, an
 /// empty batch, one message of the wrong shape) is the JSON-RPC error to answer with.
-pub fn parse_body(body: &[u8]) -> Result<Body, RpcError> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Body, RpcError> {
     if first_byte(body) != Some(b'[') {
         return parse(body).map(Body::One);
     }
@@ -126,7 +126,7 @@ fn first_byte(body: &[u8]) -> Option<u8> {
 }
 
 /// Parses one JSON-RPC message; the error is the JSON-RPC error to answer with.
-pub fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
     // Only an object is a message (serde would also read a struct from an array).
     let error = match first_byte(body) {
         Some(b'{') => match serde_json::from_slice::<Envelope>(body) {
@@ -202,22 +202,22 @@ fn classify(envelope: Envelope) -> Result<Incoming, RpcError> {
 
 /// What a response carries: its `result` or its `error`, as the JSON text received.
 #[derive(Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     Result(Box<RawValue>),
     Error(Box<RawValue>),
 }
 
 impl Answer {
     /// The response to request `id` carrying this answer, as JSON text.
-    pub fn response(&self, id: &Value) -> String {
+    pub(crate) fn response(&self, id: &Value) -> String {
         match self {
-            Answer::Result(r) => raw_response(id, "result", r),
-            Answer::Error(e) => raw_response(id, "error", e),
+            Answer::Result(r) => response(id, Member::Result, r.get()),
+            Answer::Error(e) => response(id, Member::Error, e.get()),
         }
     }
 
     /// The error's `code`, for the audit (`None` for a result).
-    pub fn error_code(&self) -> Option<i64> {
+    pub(crate) fn error_code(&self) -> Option<i64> {
         match self {
             Answer::Result(_) => None,
             Answer::Error(e) => serde_json::from_str::<Value>(e.get())
@@ -228,39 +228,55 @@ impl Answer {
     }
 }
 
-/// `{"jsonrpc":"2.0","id":..,"result":..}` as JSON text.
-pub fn result(id: &Value, result: &Value) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()
+/// Which member of a response carries its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Member {
+    Result,
+    Error,
 }
 
-/// A success response whose result is relayed as the exact JSON text received.
-pub fn raw_result(id: &Value, result: &RawValue) -> String {
-    raw_response(id, "result", result)
-}
-
-/// A response whose `member` (`result` or `error`) is the exact JSON text given.
-fn raw_response(id: &Value, member: &str, raw: &RawValue) -> String {
+/// The one way the gateway writes a response: `{"jsonrpc":"2.0","id":<id>,
+/// "<member>":<body>}`, with `body` (JSON text) spliced in as it is. The helpers
+/// below only say what the body is.
+pub(crate) fn response(id: &Value, member: Member, body: &str) -> String {
     let id = id.to_string();
-    let mut out = String::with_capacity(raw.get().len() + id.len() + 32);
+    let member = match member {
+        Member::Result => "result",
+        Member::Error => "error",
+    };
+    let mut out = String::with_capacity(body.len() + id.len() + 32);
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
     out.push_str(&id);
     out.push_str(",\"");
     out.push_str(member);
     out.push_str("\":");
-    out.push_str(raw.get());
+    out.push_str(body);
     out.push('}');
     out
 }
 
-/// An error response as JSON text; `id` is `null` when the request's id is unknown.
-pub fn error(id: Option<&Value>, err: &RpcError) -> String {
-    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_value()})
-        .to_string()
+/// A success response whose result is a value the gateway made.
+pub(crate) fn result(id: &Value, result: &Value) -> String {
+    response(id, Member::Result, &result.to_string())
+}
+
+/// An error response; `id` is `null` when the request's id is unknown.
+pub(crate) fn error(id: Option<&Value>, err: &RpcError) -> String {
+    response(
+        id.unwrap_or(&Value::Null),
+        Member::Error,
+        &err.to_value().to_string(),
+    )
+}
+
+/// An error response relaying an error object as another party sent it.
+pub(crate) fn error_object(id: &Value, err: &Value) -> String {
+    response(id, Member::Error, &err.to_string())
 }
 
 /// A notification as JSON text; `params` are written as given (raw text is relayed
 /// unchanged).
-pub fn notification(method: &str, params: Option<&RawValue>) -> String {
+pub(crate) fn notification(method: &str, params: Option<&RawValue>) -> String {
     #[derive(Serialize)]
     struct Notification<'a> {
         jsonrpc: &'static str,
@@ -277,7 +293,7 @@ pub fn notification(method: &str, params: Option<&RawValue>) -> String {
 }
 
 /// A request as JSON text; `params` are serialised as they are (raw members stay raw).
-pub fn request<P: Serialize + ?Sized>(id: &Value, method: &str, params: &P) -> String {
+pub(crate) fn request<P: Serialize + ?Sized>(id: &Value, method: &str, params: &P) -> String {
     #[derive(Serialize)]
     struct Request<'a, P: ?Sized> {
         jsonrpc: &'static str,
@@ -452,7 +468,7 @@ mod tests {
     fn raw_result_keeps_bytes() {
         let raw: Box<RawValue> =
             serde_json::from_str(r#"{"z":1,  "a":[1,2],"unknown":{"k":true}}"#).unwrap();
-        let out = raw_result(&json!("id-1"), &raw);
+        let out = response(&json!("id-1"), Member::Result, raw.get());
         assert_eq!(
             out,
             r#"{"jsonrpc":"2.0","id":"id-1","result":{"z":1,  "a":[1,2],"unknown":{"k":true}}}"#

@@ -16,24 +16,25 @@ use serde_json::value::RawValue;
 /// An object's top-level members in the order received, each as its raw JSON text.
 /// Serialised, it writes each member's text unchanged. A key given twice keeps its
 /// first place and its last value, as serde_json's own map does.
-pub type Members = IndexMap<String, Box<RawValue>>;
+pub(crate) type Members = IndexMap<String, Box<RawValue>>;
 
 /// A message's `params` as received; empty when it had none (or `null`).
 #[derive(Debug, Default)]
-pub struct Params(Option<Box<RawValue>>);
+pub(crate) struct Params(Option<Box<RawValue>>);
 
 impl Params {
-    pub fn new(raw: Option<Box<RawValue>>) -> Self {
+    pub(crate) fn new(raw: Option<Box<RawValue>>) -> Self {
         Params(raw)
     }
 
-    /// The JSON text received, if any.
-    pub fn raw(&self) -> Option<&RawValue> {
+    /// The JSON text received, if any (the parser's tests read it).
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> Option<&RawValue> {
         self.0.as_deref()
     }
 
     /// The top-level members; `None` when there are no params or they are not an object.
-    pub fn members(&self) -> Option<Members> {
+    pub(crate) fn members(&self) -> Option<Members> {
         let raw = self.0.as_deref()?.get();
         if !raw.starts_with('{') {
             return None;
@@ -42,18 +43,18 @@ impl Params {
     }
 
     /// One top-level member read as `T`; `None` when it is absent or not a `T`.
-    pub fn field<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+    pub(crate) fn field<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         member(&self.members()?, key)
     }
 }
 
 /// The member `key` of `members` read as `T`; `None` when absent or not a `T`.
-pub fn member<T: DeserializeOwned>(members: &Members, key: &str) -> Option<T> {
+pub(crate) fn member<T: DeserializeOwned>(members: &Members, key: &str) -> Option<T> {
     serde_json::from_str(members.get(key)?.get()).ok()
 }
 
 /// `value` serialised as raw JSON text (for a member the gateway sets itself).
-pub fn to_raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+pub(crate) fn to_raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).expect("strings and maps of strings serialise")
 }
 

@@ -3,7 +3,7 @@
 //! the gateway needs byte-level control over buffering (no extra copies of large events).
 
 /// One event as sent to an agent: `id` (optional) and one JSON-RPC message as data.
-pub fn encode(id: Option<&str>, data: &str) -> String {
+pub(crate) fn encode(id: Option<&str>, data: &str) -> String {
     let mut out = String::with_capacity(data.len() + 32);
     if let Some(id) = id {
         out.push_str("id: ");
@@ -23,7 +23,7 @@ pub fn encode(id: Option<&str>, data: &str) -> String {
 
 /// A decoded event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Event {
+pub(crate) struct Event {
     pub event: Option<String>,
     pub id: Option<String>,
     pub data: String,
@@ -31,7 +31,7 @@ pub struct Event {
 
 /// Incremental SSE decoder: feed bytes as they arrive, take complete events out.
 #[derive(Debug, Default)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     buf: Vec<u8>,
     /// How much of `buf` is known to hold no line end.
     scanned: usize,
@@ -40,13 +40,13 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Decoder::default()
     }
 
     /// Adds bytes and returns every event completed by them. Each byte is looked at
     /// once: an unfinished line is not rescanned from its start when more of it comes.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Vec<Event> {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         let mut start = 0;
@@ -81,7 +81,7 @@ impl Decoder {
     }
 
     /// Bytes received but not yet part of a complete line.
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.len() + self.current.data.len()
     }
 

@@ -14,14 +14,14 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use self::portcullis::policy::types::{
+pub(super) use self::portcullis::policy::types::{
     Annotations, Denial as WitDenial, Level, Manifest, ServerRule as WitServerRule, ToolConstraints,
 };
 
 impl Manifest {
     /// What the host assumes of a policy that cannot say (built against 0.1.0):
     /// every hook, every input, no reuse of decisions.
-    pub fn everything() -> Manifest {
+    pub(crate) fn everything() -> Manifest {
         Manifest {
             filter_tools: true,
             check_call: true,
@@ -51,7 +51,7 @@ impl self::portcullis::policy::types::Host for super::runtime::StoreState {}
 
 /// A tool as policies see it: its upstream name and annotations, with absent hints
 /// kept absent (`None`) so "unannotated" stays distinguishable.
-pub fn tool(json: &Value) -> Tool {
+pub(super) fn tool(json: &Value) -> Tool {
     let ann = json.get("annotations");
     let hint = |key: &str| ann.and_then(|a| a.get(key)).and_then(Value::as_bool);
     Tool {
@@ -70,7 +70,7 @@ pub fn tool(json: &Value) -> Tool {
 }
 
 /// The evaluation context for one connector.
-pub fn context(
+pub(super) fn context(
     identity: &Identity,
     declaration: Option<&[ServerRule]>,
     connector: &Connector,

@@ -27,10 +27,15 @@ const MAX_LISTS: usize = 10_000;
 /// Decisions served from a cache since start, for `/metrics` (counted by the chain
 /// once a request's answer is final, so a lookup pass that fell back to evaluating
 /// is not counted twice).
-pub static HITS: AtomicU64 = AtomicU64::new(0);
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Decisions served from a cache since start.
+pub(crate) fn cached_decisions() -> u64 {
+    HITS.load(Ordering::Relaxed)
+}
 
 /// Adds `n` reused decisions to [`HITS`].
-pub fn count_hits(n: u64) {
+pub(super) fn count_hits(n: u64) {
     if n > 0 {
         HITS.fetch_add(n, Ordering::Relaxed);
     }
@@ -39,7 +44,7 @@ pub fn count_hits(n: u64) {
 /// What a `check-call` decision depends on: the call (shared by every policy of
 /// the chain, built once per call) and which policy asks.
 #[derive(Debug, Clone)]
-pub struct CallKey {
+pub(super) struct CallKey {
     pub policy: usize,
     pub call: Arc<CallInputs>,
     /// Whether the policy reads the arguments (part of the key only then).
@@ -48,7 +53,7 @@ pub struct CallKey {
 
 /// The inputs of one `tools/call` a deterministic policy can read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CallInputs {
+pub(super) struct CallInputs {
     pub agent: String,
     pub connector: String,
     pub tools_version: u64,
@@ -90,7 +95,7 @@ impl std::hash::Hash for CallKey {
 
 /// What a `filter-tools` decision depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ListKey {
+pub(super) struct ListKey {
     pub policy: usize,
     pub agent: String,
     pub connector: String,
@@ -98,17 +103,17 @@ pub struct ListKey {
 }
 
 #[derive(Default)]
-pub struct DecisionCache {
+pub(super) struct DecisionCache {
     calls: Mutex<HashMap<CallKey, Verdict>>,
     lists: Mutex<HashMap<ListKey, Arc<Vec<Verdict>>>>,
 }
 
 impl DecisionCache {
-    pub fn call(&self, key: &CallKey) -> Option<Verdict> {
+    pub(super) fn call(&self, key: &CallKey) -> Option<Verdict> {
         self.calls.lock().expect("decision cache").get(key).cloned()
     }
 
-    pub fn put_call(&self, key: CallKey, verdict: Verdict) {
+    pub(super) fn put_call(&self, key: CallKey, verdict: Verdict) {
         let mut calls = self.calls.lock().expect("decision cache");
         if calls.len() >= MAX_CALLS {
             calls.clear();
@@ -116,11 +121,11 @@ impl DecisionCache {
         calls.insert(key, verdict);
     }
 
-    pub fn list(&self, key: &ListKey) -> Option<Arc<Vec<Verdict>>> {
+    pub(super) fn list(&self, key: &ListKey) -> Option<Arc<Vec<Verdict>>> {
         self.lists.lock().expect("decision cache").get(key).cloned()
     }
 
-    pub fn put_list(&self, key: ListKey, verdicts: Arc<Vec<Verdict>>) {
+    pub(super) fn put_list(&self, key: ListKey, verdicts: Arc<Vec<Verdict>>) {
         let mut lists = self.lists.lock().expect("decision cache");
         if lists.len() >= MAX_LISTS {
             lists.clear();

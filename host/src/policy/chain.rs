@@ -21,7 +21,7 @@ use crate::mcp::jsonrpc;
 use crate::telemetry::PolicySpan;
 
 /// One policy of the chain, ready to evaluate.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub spec: PolicySpec,
     pub name: Arc<str>,
     pub module: Module,
@@ -37,7 +37,7 @@ impl Loaded {
 }
 
 /// What a request is about, for the policies.
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub identity: &'a Identity,
     pub declaration: Option<&'a [ServerRule]>,
     pub connector: &'a Connector,
@@ -49,7 +49,7 @@ pub struct Subject<'a> {
 
 /// A refusal, for the agent (code, message) and the audit (reason, policy).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Denial {
+pub(crate) struct Denial {
     pub code: i64,
     pub message: String,
     pub reason: String,
@@ -59,7 +59,7 @@ pub struct Denial {
 
 /// The chain's answer to a call or result check.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub denial: Option<Denial>,
     /// The deciding policy: the denying one, else the whole chain.
     pub policy: String,
@@ -68,7 +68,7 @@ pub struct Decision {
     pub replacement: Option<String>,
 }
 
-pub struct Chain {
+pub(crate) struct Chain {
     runtime: Arc<Runtime>,
     policies: Vec<Loaded>,
     cache: DecisionCache,
@@ -78,7 +78,7 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(runtime: Arc<Runtime>, policies: Vec<Loaded>) -> Chain {
+    pub(crate) fn new(runtime: Arc<Runtime>, policies: Vec<Loaded>) -> Chain {
         let mut material = String::new();
         for p in &policies {
             material.push_str(&format!(
@@ -86,7 +86,7 @@ impl Chain {
                 p.name, p.module.digest, p.spec.mode, p.spec.settings
             ));
         }
-        let digest = hex::encode(crate::auth::sha256(material.as_bytes()));
+        let digest = crate::digest::sha256_hex(material.as_bytes());
         let names = if policies.is_empty() {
             "(empty chain)".to_string()
         } else {
@@ -105,19 +105,19 @@ impl Chain {
         }
     }
 
-    pub fn policies(&self) -> &[Loaded] {
+    pub(crate) fn policies(&self) -> &[Loaded] {
         &self.policies
     }
 
     /// Which of `subject.tools` the agent may see (same order).
-    pub fn filter_tools(&self, subject: &Subject) -> Vec<bool> {
+    pub(crate) fn filter_tools(&self, subject: &Subject) -> Vec<bool> {
         self.filter_tools_with(subject, true)
             .expect("evaluating chains always decide")
     }
 
     /// [`Chain::filter_tools`] from reused decisions only: `None` when a policy
     /// would have to be evaluated (the caller then evaluates off the async workers).
-    pub fn filter_tools_cached(&self, subject: &Subject) -> Option<Vec<bool>> {
+    pub(crate) fn filter_tools_cached(&self, subject: &Subject) -> Option<Vec<bool>> {
         self.filter_tools_with(subject, false)
     }
 
@@ -214,14 +214,14 @@ impl Chain {
     }
 
     /// Whether a call may proceed.
-    pub fn check_call(&self, subject: &Subject, tool: &Value, arguments: &str) -> Decision {
+    pub(crate) fn check_call(&self, subject: &Subject, tool: &Value, arguments: &str) -> Decision {
         self.check_call_with(subject, tool, arguments, true)
             .expect("evaluating chains always decide")
     }
 
     /// [`Chain::check_call`] from reused decisions only: `None` when a policy would
     /// have to be evaluated.
-    pub fn check_call_cached(
+    pub(crate) fn check_call_cached(
         &self,
         subject: &Subject,
         tool: &Value,
@@ -318,12 +318,12 @@ impl Chain {
     }
 
     /// Whether any policy has a post-call hook (otherwise results pass untouched).
-    pub fn checks_results(&self) -> bool {
+    pub(crate) fn checks_results(&self) -> bool {
         self.policies.iter().any(|p| p.manifest.check_result)
     }
 
     /// The post-call hook over a result (JSON text).
-    pub fn check_result(&self, subject: &Subject, tool: &Value, result: &str) -> Decision {
+    pub(crate) fn check_result(&self, subject: &Subject, tool: &Value, result: &str) -> Decision {
         let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
         let wit_tool = bindings::tool(tool);
         let mut current: Option<String> = None;

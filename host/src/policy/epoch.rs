@@ -14,18 +14,18 @@ use std::time::Duration;
 use wasmtime::Engine;
 
 /// How often the epoch advances while a policy runs; deadlines are whole ticks.
-pub const TICK: Duration = Duration::from_millis(2);
+pub(super) const TICK: Duration = Duration::from_millis(2);
 /// How often an idle ticker looks whether its engine is still there.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-pub struct Ticker {
+pub(super) struct Ticker {
     running: Arc<AtomicUsize>,
     thread: Thread,
 }
 
 impl Ticker {
     /// Starts the thread; it ends once `engine` is dropped.
-    pub fn start(engine: &Engine) -> std::io::Result<Ticker> {
+    pub(super) fn start(engine: &Engine) -> std::io::Result<Ticker> {
         let running = Arc::new(AtomicUsize::new(0));
         let weak = engine.weak();
         let busy = running.clone();
@@ -59,7 +59,7 @@ impl Ticker {
 
     /// Marks an evaluation as running until the guard is dropped; the epoch advances
     /// while any is.
-    pub fn busy(&self) -> Busy<'_> {
+    pub(super) fn busy(&self) -> Busy<'_> {
         if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
             self.thread.unpark();
         }
@@ -68,7 +68,7 @@ impl Ticker {
 }
 
 /// An evaluation in progress (see [`Ticker::busy`]).
-pub struct Busy<'a>(&'a Ticker);
+pub(super) struct Busy<'a>(&'a Ticker);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {

@@ -9,28 +9,29 @@
 //! - `reload`: hot reload of the chain (file watch, SIGHUP) without a restart.
 
 mod bindings;
-pub mod builtin;
+pub(crate) mod builtin;
 mod cache;
 mod chain;
 mod epoch;
-pub mod reload;
+pub(crate) mod reload;
 mod runtime;
+pub(crate) mod signature;
+pub(crate) mod trust;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use bindings::Manifest;
-pub use cache::HITS as CACHE_HITS;
-pub use chain::{Chain, Decision, Denial, Loaded, Subject};
-pub use runtime::{EvalError, Runtime};
+pub(crate) use cache::cached_decisions;
+pub(crate) use chain::{Chain, Decision, Denial, Loaded, Subject};
+pub(crate) use runtime::Runtime;
 
+use crate::config::TrustSettings;
 use crate::config::{ModuleRef, PolicySpec};
-use crate::kit::trust::TrustSettings;
 
 /// The live chain, swapped atomically on reload. A request takes the chain once
 /// (`current`) and finishes on it, whatever reloads happen meanwhile.
-pub struct PolicyEngine {
+pub(crate) struct PolicyEngine {
     runtime: Arc<Runtime>,
     chain: ArcSwap<Chain>,
     /// `[policy_trust]` as read at start-up; applied to every chain built (reloads too).
@@ -38,14 +39,13 @@ pub struct PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Loads and validates every policy; any failure refuses the whole chain.
-    pub fn new(specs: &[PolicySpec]) -> anyhow::Result<PolicyEngine> {
-        PolicyEngine::with_trust(specs, TrustSettings::default())
-    }
-
-    /// Like [`PolicyEngine::new`], refusing modules that `trust` does not accept
-    /// (unsigned, tampered, not pinned by the lock file), now and at every reload.
-    pub fn with_trust(specs: &[PolicySpec], trust: TrustSettings) -> anyhow::Result<PolicyEngine> {
+    /// Loads and validates every policy (any failure refuses the whole chain),
+    /// refusing modules that `trust` does not accept (unsigned, tampered, not pinned
+    /// by the lock file), now and at every reload.
+    pub(crate) fn with_trust(
+        specs: &[PolicySpec],
+        trust: TrustSettings,
+    ) -> anyhow::Result<PolicyEngine> {
         let runtime = Runtime::new()?;
         let chain = build_chain_trusted(&runtime, specs, &trust)?;
         Ok(PolicyEngine {
@@ -55,12 +55,12 @@ impl PolicyEngine {
         })
     }
 
-    pub fn current(&self) -> Arc<Chain> {
+    pub(crate) fn current(&self) -> Arc<Chain> {
         self.chain.load_full()
     }
 
     /// Builds a new chain from `specs` and swaps it in; on error the current chain stays.
-    pub fn reload(&self, specs: &[PolicySpec]) -> anyhow::Result<(String, String)> {
+    pub(crate) fn reload(&self, specs: &[PolicySpec]) -> anyhow::Result<(String, String)> {
         let chain = build_chain_trusted(&self.runtime, specs, &self.trust)?;
         let new = chain.digest.clone();
         let old = self.chain.swap(Arc::new(chain));
@@ -74,17 +74,13 @@ impl PolicyEngine {
         Ok((old.digest.clone(), new))
     }
 
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
-    }
-
-    pub fn trust(&self) -> &TrustSettings {
+    pub(crate) fn trust(&self) -> &TrustSettings {
         &self.trust
     }
 }
 
 /// Reads a policy's component bytes.
-pub fn module_bytes(module: &ModuleRef) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+pub(crate) fn module_bytes(module: &ModuleRef) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
     match module {
         ModuleRef::Builtin(name) => builtin::bytes(name)
             .map(std::borrow::Cow::Borrowed)
@@ -96,24 +92,24 @@ pub fn module_bytes(module: &ModuleRef) -> anyhow::Result<std::borrow::Cow<'stat
 }
 
 /// Loads every policy of `specs` and validates its settings.
-pub fn build_chain(runtime: &Arc<Runtime>, specs: &[PolicySpec]) -> anyhow::Result<Chain> {
+pub(crate) fn build_chain(runtime: &Arc<Runtime>, specs: &[PolicySpec]) -> anyhow::Result<Chain> {
     build_chain_trusted(runtime, specs, &TrustSettings::default())
 }
 
 /// [`build_chain`], first checking every file module against `[policy_trust]`
 /// (signature, lock file) before it is compiled.
-pub fn build_chain_trusted(
+pub(crate) fn build_chain_trusted(
     runtime: &Arc<Runtime>,
     specs: &[PolicySpec],
-    trust: &TrustSettings,
+    trust_settings: &TrustSettings,
 ) -> anyhow::Result<Chain> {
-    let lock = trust.load_lock()?;
+    let lock = trust::load_lock(trust_settings)?;
     let mut loaded = Vec::with_capacity(specs.len());
     for spec in specs {
         let fail =
             |e: anyhow::Error| anyhow::anyhow!("policy {:?} ({}): {e:#}", spec.name, spec.module);
         let bytes = module_bytes(&spec.module).map_err(fail)?;
-        trust.check(spec, &bytes, lock.as_ref()).map_err(fail)?;
+        trust::check(trust_settings, spec, &bytes, lock.as_ref()).map_err(fail)?;
         let module = runtime.load(&bytes).map_err(fail)?;
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let limits = runtime::Limits {

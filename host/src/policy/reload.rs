@@ -24,13 +24,13 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Outcome of one reload attempt, for logs, metrics and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reloaded {
+pub(crate) enum Reloaded {
     Swapped { old: String, new: String },
     Unchanged,
 }
 
 /// Re-reads the config and swaps in its policy chain.
-pub fn reload_once(engine: &PolicyEngine, config_path: &Path) -> anyhow::Result<Reloaded> {
+pub(crate) fn reload_once(engine: &PolicyEngine, config_path: &Path) -> anyhow::Result<Reloaded> {
     let config = Config::load(config_path)?;
     let (old, new) = engine.reload(&config.policies)?;
     Ok(if old == new {
@@ -42,7 +42,7 @@ pub fn reload_once(engine: &PolicyEngine, config_path: &Path) -> anyhow::Result<
 
 /// Watches files and SIGHUP for as long as the task runs. `on_reload` is told about
 /// every attempt (`true` = success), for metrics.
-pub fn spawn(
+pub(crate) fn spawn(
     engine: Arc<PolicyEngine>,
     config_path: PathBuf,
     on_reload: impl Fn(bool) + Send + Sync + 'static,
@@ -134,7 +134,7 @@ fn watched_files(engine: &PolicyEngine, config_path: &Path) -> HashSet<PathBuf> 
         .flat_map(|path| {
             let sig = trust
                 .require_signatures
-                .then(|| normalize(&crate::kit::sign::sig_path(path)));
+                .then(|| normalize(&super::signature::sig_path(path)));
             std::iter::once(normalize(path)).chain(sig)
         })
         .collect();

@@ -21,16 +21,16 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Manifest, PolicyHooks, PolicyHooksPre};
-pub use super::epoch::TICK;
+pub(super) use super::epoch::TICK;
 use super::epoch::Ticker;
 /// Environment variable naming a directory for wasmtime's compilation cache (off
 /// when unset).
-pub const CACHE_ENV: &str = "PORTCULLIS_POLICY_CACHE";
+pub(super) const CACHE_ENV: &str = "PORTCULLIS_POLICY_CACHE";
 /// Largest memory any policy may be given (`memory_limit_mb` is capped to this).
-pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+pub(super) const MAX_MEMORY_BYTES: usize = 1 << 30;
 
 /// Per-evaluation store data.
-pub struct StoreState {
+pub(crate) struct StoreState {
     pub policy_name: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -48,7 +48,7 @@ impl WasiView for StoreState {
 
 /// Why an evaluation did not produce a verdict.
 #[derive(Debug, thiserror::Error)]
-pub enum EvalError {
+pub(crate) enum EvalError {
     #[error("policy exceeded its time limit")]
     Timeout,
     #[error("policy exceeded its memory limit")]
@@ -61,10 +61,9 @@ pub enum EvalError {
 
 /// A compiled, pre-linked policy component.
 #[derive(Clone)]
-pub struct Module {
+pub(crate) struct Module {
     /// Hex sha256 of the component bytes.
     pub digest: String,
-    pub size: usize,
     pre: PolicyHooksPre<StoreState>,
     /// The `describe` export (0.1.1); `None` for components built against 0.1.0.
     describe: Option<ComponentExportIndex>,
@@ -72,12 +71,12 @@ pub struct Module {
 
 /// Limits of one evaluation.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub timeout: Duration,
     pub memory_bytes: usize,
 }
 
-pub struct Runtime {
+pub(crate) struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     modules: Mutex<HashMap<String, Module>>,
@@ -85,7 +84,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new() -> anyhow::Result<Arc<Runtime>> {
+    pub(crate) fn new() -> anyhow::Result<Arc<Runtime>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         // Compile on one thread: a reload must leave the other core to live requests.
@@ -130,8 +129,8 @@ impl Runtime {
 
     /// Compiles (or fetches from the cache) a component and links it against the
     /// policy world. A component of another world is refused here with the reason.
-    pub fn load(&self, bytes: &[u8]) -> anyhow::Result<Module> {
-        let digest = hex::encode(crate::auth::sha256(bytes));
+    pub(crate) fn load(&self, bytes: &[u8]) -> anyhow::Result<Module> {
+        let digest = crate::digest::sha256_hex(bytes);
         if let Some(m) = self.modules.lock().expect("module cache").get(&digest) {
             return Ok(m.clone());
         }
@@ -147,7 +146,6 @@ impl Runtime {
         let describe = component.get_export_index(None, "describe");
         let module = Module {
             digest: digest.clone(),
-            size: bytes.len(),
             pre,
             describe,
         };
@@ -159,7 +157,7 @@ impl Runtime {
     }
 
     /// Drops cached modules no longer in `keep` (after a reload).
-    pub fn retain(&self, keep: &[&str]) {
+    pub(crate) fn retain(&self, keep: &[&str]) {
         self.modules
             .lock()
             .expect("module cache")
@@ -167,7 +165,7 @@ impl Runtime {
     }
 
     /// Instantiates `module` in a fresh store and runs `f` on it.
-    pub fn evaluate<R>(
+    pub(crate) fn evaluate<R>(
         &self,
         module: &Module,
         name: &Arc<str>,
@@ -185,7 +183,7 @@ impl Runtime {
 
     /// The policy's own account of its hooks and inputs (`describe`), or
     /// [`Manifest::everything`] for a component built against 0.1.0.
-    pub fn describe(
+    pub(crate) fn describe(
         &self,
         module: &Module,
         name: &Arc<str>,

@@ -32,7 +32,7 @@ struct Group {
 /// The batches of one thread, by key. A key has a group only while a check of it is
 /// in flight.
 #[derive(Default)]
-pub struct Batcher {
+pub(super) struct Batcher {
     groups: Mutex<HashMap<String, Group>>,
 }
 
@@ -40,7 +40,7 @@ impl Batcher {
     /// Counts one call under `key`. `add(n)` adds `n` to the key's counter and returns
     /// the new total; it is called only if this caller leads a batch. Returns the
     /// call's position in the window (1 for the first call).
-    pub async fn count<F, Fut>(&self, key: &str, add: F) -> Result<u64, String>
+    pub(super) async fn count<F, Fut>(&self, key: &str, add: F) -> Result<u64, String>
     where
         F: FnOnce(u64) -> Fut,
         Fut: Future<Output = Result<u64, String>>,

@@ -18,19 +18,19 @@ use std::sync::{Mutex, PoisonError};
 /// How many calls a thread takes ahead for an org allowed `limit` calls per window:
 /// `reserve` (the `quota.reserve` setting), at most a thousandth of the limit; 0 (no
 /// blocks) when that is fewer than two.
-pub fn size(reserve: u64, limit: u64) -> u64 {
+pub(super) fn size(reserve: u64, limit: u64) -> u64 {
     let size = reserve.min(limit / 1000);
     if size < 2 { 0 } else { size }
 }
 
 /// The counter value up to which blocks are handed out: half the limit.
-pub fn ceiling(limit: u64) -> u64 {
+pub(super) fn ceiling(limit: u64) -> u64 {
     limit / 2
 }
 
 /// One thread's blocks, by counter key.
 #[derive(Default)]
-pub struct Blocks {
+pub(super) struct Blocks {
     blocks: Mutex<HashMap<String, Block>>,
     ids: AtomicU64,
 }
@@ -45,7 +45,7 @@ struct Block {
 impl Blocks {
     /// Takes `n` consecutive positions from `key`'s block; the last of them. `None`
     /// when there is no block or it has fewer than `n` left.
-    pub fn take(&self, key: &str, n: u64) -> Option<u64> {
+    pub(super) fn take(&self, key: &str, n: u64) -> Option<u64> {
         let mut blocks = self.lock();
         let block = blocks.get_mut(key)?;
         if block.last + 1 - block.next < n {
@@ -60,14 +60,14 @@ impl Blocks {
     }
 
     /// Whether `key` has a block (used up or not yet expired).
-    pub fn has(&self, key: &str) -> bool {
+    pub(super) fn has(&self, key: &str) -> bool {
         self.lock().contains_key(key)
     }
 
     /// Keeps positions `first..=last` of `key` for this thread; the block's id for
     /// [`Blocks::expire`]. Replaces a block the key may still have (callers ask for a
     /// new block only when [`Blocks::has`] says there is none).
-    pub fn insert(&self, key: &str, first: u64, last: u64) -> u64 {
+    pub(super) fn insert(&self, key: &str, first: u64, last: u64) -> u64 {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let block = Block {
             next: first,
@@ -80,7 +80,7 @@ impl Blocks {
 
     /// Ends block `id` of `key` if it is still there; how many of its calls were not
     /// used (to be given back).
-    pub fn expire(&self, key: &str, id: u64) -> u64 {
+    pub(super) fn expire(&self, key: &str, id: u64) -> u64 {
         let mut blocks = self.lock();
         match blocks.get(key) {
             Some(block) if block.id == id => {

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 #[derive(Default)]
-pub struct Memory {
+pub(super) struct Memory {
     counters: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Memory {
     /// Counts one call in `window` and returns the calls counted in it so far.
-    pub fn incr(&self, org: &str, window: u64) -> u64 {
+    pub(super) fn incr(&self, org: &str, window: u64) -> u64 {
         let mut map = self.counters.lock().expect("quota lock");
         let entry = map.entry(org.to_string()).or_insert((window, 0));
         if entry.0 != window {

@@ -10,7 +10,6 @@
 
 mod batch;
 mod blocks;
-mod config;
 mod memory;
 mod redis_backend;
 mod window;
@@ -21,19 +20,11 @@ use tracing::Instrument;
 
 use crate::telemetry;
 
-pub use config::{OnUnavailable, OrgRaw, QuotaRaw, QuotaSettings, validate};
-pub use window::Window;
-
-/// An org's limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub calls: u64,
-    pub per: Window,
-}
+use crate::config::{Limit, OnUnavailable, QuotaSettings};
 
 /// The answer to "may this org make one more call?".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Counted; `used` calls in the current window including this one.
     Allowed { used: u64 },
     /// The org's limit for the window is reached.
@@ -51,14 +42,14 @@ enum Backend {
     Redis(Box<redis_backend::Redis>),
 }
 
-pub struct Quota {
+pub(crate) struct Quota {
     limits: HashMap<String, Limit>,
     backend: Backend,
     on_unavailable: OnUnavailable,
 }
 
 impl Quota {
-    pub fn new(settings: &QuotaSettings) -> Quota {
+    pub(crate) fn new(settings: &QuotaSettings) -> Quota {
         let backend = match &settings.redis_url {
             None => Backend::Memory(memory::Memory::default()),
             Some(url) => Backend::Redis(Box::new(redis_backend::Redis::new(
@@ -76,7 +67,7 @@ impl Quota {
 
     /// Counts one call for `org` and says whether it may proceed (traced as the
     /// "quota check" span; refusals are counted in the metrics).
-    pub async fn check(&self, org: &str) -> Verdict {
+    pub(crate) async fn check(&self, org: &str) -> Verdict {
         let span = telemetry::spans::quota(org);
         let verdict = self.count(org).instrument(span.clone()).await;
         let (name, used) = match &verdict {
@@ -117,7 +108,7 @@ impl Quota {
     }
 
     /// Whether the backend answers (for readiness checks).
-    pub async fn ready(&self) -> bool {
+    pub(crate) async fn ready(&self) -> bool {
         match &self.backend {
             Backend::Memory(_) => true,
             Backend::Redis(r) => r.ping().await,

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
-use super::Limit;
 use super::batch::Batcher;
 use super::blocks::{self, Blocks};
+use crate::config::Limit;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1000);
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
@@ -54,7 +54,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], 
 return 0
 ";
 
-pub struct Redis {
+pub(super) struct Redis {
     client: Result<redis::Client, String>,
     prefix: String,
     /// `quota.reserve`: the largest block a thread takes (0: none).
@@ -75,7 +75,7 @@ struct PerThread {
 }
 
 impl Redis {
-    pub fn new(url: &str, prefix: &str, reserve: u64) -> Redis {
+    pub(super) fn new(url: &str, prefix: &str, reserve: u64) -> Redis {
         Redis {
             client: redis::Client::open(url).map_err(|e| e.to_string()),
             prefix: prefix.to_string(),
@@ -124,7 +124,7 @@ impl Redis {
     /// exceeds `limit.calls` when the call is refused. Checks take their position
     /// from the thread's block of the org when there is one; concurrent calls of one
     /// org on one thread share a script call (`batch.rs`).
-    pub async fn incr(
+    pub(super) async fn incr(
         &self,
         org: &str,
         limit: Limit,
@@ -199,7 +199,7 @@ impl Redis {
         Ok(total)
     }
 
-    pub async fn ping(&self) -> bool {
+    pub(super) async fn ping(&self) -> bool {
         let Ok(mut conn) = self.connection(&self.slot()).await else {
             return false;
         };

@@ -1,41 +1,14 @@
 //! Fixed UTC quota windows and their ids: second (burst limits), minute, hour, day,
-//! calendar month.
+//! calendar month. The `Window` type itself is what the operator writes
+//! (`per = "day"`, `config::quota`); this module says where a window starts and ends.
 
 use std::time::{Duration, SystemTime};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Second,
-    Minute,
-    Hour,
-    Day,
-    Month,
-}
+use crate::config::Window;
 
 impl Window {
-    pub fn parse(s: &str) -> Option<Window> {
-        Some(match s {
-            "second" => Window::Second,
-            "minute" => Window::Minute,
-            "hour" => Window::Hour,
-            "day" => Window::Day,
-            "month" => Window::Month,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Window::Second => "second",
-            Window::Minute => "minute",
-            Window::Hour => "hour",
-            Window::Day => "day",
-            Window::Month => "month",
-        }
-    }
-
     /// The id of the window containing `now` (Unix seconds) and the time left in it.
-    pub fn current(self, now: u64) -> (u64, Duration) {
+    pub(crate) fn current(self, now: u64) -> (u64, Duration) {
         let fixed = |len: u64| (now / len, Duration::from_secs(len - now % len));
         match self {
             Window::Second => fixed(1),
@@ -55,7 +28,7 @@ impl Window {
     }
 }
 
-pub fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -25,7 +25,7 @@ use crate::telemetry::metrics;
 /// How long one readiness probe (quota backend, upstream connect) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") => {
@@ -42,6 +42,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
                 active_sessions: gw.sessions.len() as u64,
                 audit_queue_depth: gw.audit.queue_depth() as u64,
                 audit_dropped_rows: gw.audit.dropped(),
+                policy_cached_decisions: crate::policy::cached_decisions(),
             };
             with_type(StatusCode::OK, metrics::render(live), metrics::CONTENT_TYPE)
         }

@@ -28,12 +28,12 @@ use crate::telemetry;
 
 /// The most members one batch may hold. A batch is read whole and answered whole, so
 /// this bounds the memory one POST can make the gateway hold (alongside the body limit).
-pub const MAX_MEMBERS: usize = 100;
+pub(super) const MAX_MEMBERS: usize = 100;
 /// How many members of one batch run at a time.
-pub const CONCURRENCY: usize = 16;
+pub(super) const CONCURRENCY: usize = 16;
 
 /// Answers a batch POSTed by `identity` to `endpoint`.
-pub async fn handle(
+pub(super) async fn handle(
     gw: Arc<Gateway>,
     identity: Arc<Identity>,
     endpoint: Endpoint,

@@ -12,13 +12,13 @@ use tokio::sync::mpsc;
 
 use crate::mcp::sse;
 
-pub type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-pub fn full(bytes: Bytes) -> Body {
+pub(super) fn full(bytes: Bytes) -> Body {
     Full::new(bytes).boxed()
 }
 
-pub fn empty() -> Body {
+pub(super) fn empty() -> Body {
     Empty::new().boxed()
 }
 
@@ -28,7 +28,11 @@ pub fn empty() -> Body {
 /// quiet that long. Ends when `rx` closes.
 ///
 /// [`AgentSession::next_stream`]: crate::gateway::sessions::AgentSession::next_stream
-pub fn sse_stream(rx: mpsc::Receiver<String>, keepalive: Option<Duration>, stream_id: u64) -> Body {
+pub(super) fn sse_stream(
+    rx: mpsc::Receiver<String>,
+    keepalive: Option<Duration>,
+    stream_id: u64,
+) -> Body {
     let events = stream::unfold((rx, 0u64), move |(mut rx, n)| async move {
         let event = |m: String| sse::encode(Some(&format!("{stream_id}-{n}")), &m);
         let next = match keepalive {

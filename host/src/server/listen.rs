@@ -18,7 +18,11 @@ use crate::mcp::jsonrpc;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-pub fn open(gw: &Arc<Gateway>, session: Arc<AgentSession>, headers: &HeaderMap) -> Response<Body> {
+pub(super) fn open(
+    gw: &Arc<Gateway>,
+    session: Arc<AgentSession>,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let accept = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -4,7 +4,7 @@
 //! the connection with its preface (h2c with prior knowledge; TLS is terminated in
 //! front of the gateway); connections drain gracefully on shutdown.
 
-pub mod admin;
+pub(crate) mod admin;
 mod batch;
 mod body;
 mod listen;
@@ -22,8 +22,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 
-pub use body::Body;
-pub use workers::Workers;
+pub(crate) use body::Body;
+pub(crate) use workers::Workers;
 
 use crate::gateway::Gateway;
 
@@ -32,7 +32,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `shutdown` resolves, then drains them. With `workers`,
 /// each connection is served on the next worker thread; without, on this runtime.
-pub async fn serve<F, Fut>(
+pub(crate) async fn serve<F, Fut>(
     listener: TcpListener,
     gw: Arc<Gateway>,
     handler: F,
@@ -151,7 +151,7 @@ where
 }
 
 /// The MCP handler, for `serve`.
-pub async fn mcp(
+pub(crate) async fn mcp(
     gw: Arc<Gateway>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Body> {

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 /// The epoll descriptor of one worker's runtime, once known (-1 until then, or if
 /// it could not be found).
 #[derive(Clone)]
-pub struct Spin {
+pub(super) struct Spin {
     epfd: Arc<AtomicI32>,
     budget: Duration,
 }
 
 impl Spin {
     /// Looks for up to `budget` before each sleep (a zero budget never looks).
-    pub fn new(budget: Duration) -> Spin {
+    pub(super) fn new(budget: Duration) -> Spin {
         Spin {
             epfd: Arc::new(AtomicI32::new(-1)),
             budget,
@@ -37,7 +37,7 @@ impl Spin {
     /// `on_thread_park` hook): a probe socket is registered with the runtime, and
     /// the epoll instance whose `/proc/self/fdinfo` lists it is the runtime's. If none
     /// does (not Linux, no /proc), the worker sleeps without polling first.
-    pub fn attach(&self, rt: &tokio::runtime::Runtime) {
+    pub(super) fn attach(&self, rt: &tokio::runtime::Runtime) {
         if self.budget.is_zero() {
             return;
         }
@@ -51,7 +51,7 @@ impl Spin {
 
     /// The `on_thread_park` hook: returns when an event is ready or the budget is
     /// spent, whichever comes first.
-    pub fn before_park(&self) {
+    pub(super) fn before_park(&self) {
         let fd = self.epfd.load(Ordering::Acquire);
         if fd < 0 {
             return;

@@ -28,7 +28,7 @@ use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION};
 use crate::telemetry;
 
 /// Serves one HTTP request.
-pub async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>) -> Response<Body> {
     host_from_authority(&mut req);
     let path = req.uri().path();
     if path == "/.well-known/oauth-protected-resource"
@@ -397,7 +397,7 @@ fn too_large(limit: usize) -> Response<Body> {
     )
 }
 
-pub fn json_response(text: String) -> Response<Body> {
+pub(super) fn json_response(text: String) -> Response<Body> {
     let mut resp = with_status(StatusCode::OK, full(Bytes::from(text)));
     resp.headers_mut().insert(
         CONTENT_TYPE,
@@ -406,7 +406,7 @@ pub fn json_response(text: String) -> Response<Body> {
     resp
 }
 
-pub fn sse_response(body: Body) -> Response<Body> {
+pub(super) fn sse_response(body: Body) -> Response<Body> {
     let mut resp = with_status(StatusCode::OK, body);
     let h = resp.headers_mut();
     h.insert(
@@ -431,7 +431,7 @@ pub(super) fn rpc_error(
 }
 
 /// An HTTP-level refusal, with a JSON-RPC error body so clients can show the reason.
-pub fn http_error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn http_error(status: StatusCode, message: &str) -> Response<Body> {
     rpc_error(
         status,
         None,
@@ -439,7 +439,7 @@ pub fn http_error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
-pub fn with_status(status: StatusCode, body: Body) -> Response<Body> {
+pub(super) fn with_status(status: StatusCode, body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp

@@ -20,7 +20,7 @@ use super::spin::Spin;
 /// How long a stopping worker waits for its blocking tasks (policy evaluations).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-pub struct Workers {
+pub(crate) struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
     stop: watch::Sender<bool>,
@@ -30,7 +30,7 @@ pub struct Workers {
 impl Workers {
     /// Starts `n` worker threads (at least one), each polling for up to `idle_spin`
     /// before it sleeps (`server.idle_spin_us`, see `spin`).
-    pub fn start(n: usize, idle_spin: Duration) -> std::io::Result<Workers> {
+    pub(crate) fn start(n: usize, idle_spin: Duration) -> std::io::Result<Workers> {
         let (stop, _) = watch::channel(false);
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -67,17 +67,17 @@ impl Workers {
     }
 
     /// The runtime of the worker that takes the next connection (round robin).
-    pub fn next(&self) -> &Handle {
+    pub(crate) fn next(&self) -> &Handle {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[i]
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.handles.len()
     }
 
     /// Stops every worker (tasks still running are cancelled) and waits for the threads.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();

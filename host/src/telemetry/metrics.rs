@@ -20,7 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 /// The content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -169,7 +169,7 @@ fn s(v: impl Into<String>) -> String {
 }
 
 /// One audited request (called for every audit row).
-pub fn request(method: &str, connector: Option<&str>, status: u16, latency_ms: f64) {
+pub(crate) fn request(method: &str, connector: Option<&str>, status: u16, latency_ms: f64) {
     let m = &*METRICS;
     m.requests
         .get_or_create(&RequestLabels {
@@ -184,7 +184,7 @@ pub fn request(method: &str, connector: Option<&str>, status: u16, latency_ms: f
 }
 
 /// One policy evaluation.
-pub fn policy(policy: &str, hook: &str, verdict: &str, elapsed: Duration) {
+pub(crate) fn policy(policy: &str, hook: &str, verdict: &str, elapsed: Duration) {
     let m = &*METRICS;
     m.policy_evaluations
         .get_or_create(&VerdictLabels {
@@ -202,7 +202,7 @@ pub fn policy(policy: &str, hook: &str, verdict: &str, elapsed: Duration) {
 }
 
 /// One forwarded call's time at the upstream.
-pub fn upstream_call(connector: &str, elapsed: Duration) {
+pub(crate) fn upstream_call(connector: &str, elapsed: Duration) {
     METRICS
         .upstream_duration
         .get_or_create(&ConnectorLabels {
@@ -212,7 +212,7 @@ pub fn upstream_call(connector: &str, elapsed: Duration) {
 }
 
 /// A failed upstream exchange (`UpstreamError::kind`).
-pub fn upstream_error(connector: &str, kind: &str) {
+pub(crate) fn upstream_error(connector: &str, kind: &str) {
     METRICS
         .upstream_errors
         .get_or_create(&UpstreamErrorLabels {
@@ -223,7 +223,7 @@ pub fn upstream_error(connector: &str, kind: &str) {
 }
 
 /// A call refused by the quota (`exceeded` or `unavailable`).
-pub fn quota_rejection(org: &str, reason: &str) {
+pub(crate) fn quota_rejection(org: &str, reason: &str) {
     METRICS
         .quota_rejections
         .get_or_create(&QuotaLabels {
@@ -234,7 +234,7 @@ pub fn quota_rejection(org: &str, reason: &str) {
 }
 
 /// A policy reload attempt; the `on_reload` callback of `policy::reload::spawn`.
-pub fn policy_reload(ok: bool) {
+pub(crate) fn policy_reload(ok: bool) {
     METRICS
         .policy_reloads
         .get_or_create(&ResultLabels {
@@ -245,14 +245,16 @@ pub fn policy_reload(ok: bool) {
 
 /// Values read at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Live {
+pub(crate) struct Live {
     pub active_sessions: u64,
     pub audit_queue_depth: u64,
     pub audit_dropped_rows: u64,
+    /// Policy decisions reused from the decision cache since start.
+    pub policy_cached_decisions: u64,
 }
 
 /// The exposition: every registered metric plus the live values.
-pub fn render(live: Live) -> String {
+pub(crate) fn render(live: Live) -> String {
     let mut live_registry = Registry::with_prefix("portcullis");
     live_registry.register(
         "active_sessions",
@@ -272,7 +274,7 @@ pub fn render(live: Live) -> String {
     live_registry.register(
         "policy_cached_decisions",
         "Policy decisions reused from the decision cache instead of evaluated",
-        ConstCounter::new(crate::policy::CACHE_HITS.load(std::sync::atomic::Ordering::Relaxed)),
+        ConstCounter::new(live.policy_cached_decisions),
     );
     let mut out = String::with_capacity(8192);
     // Writing to a String cannot fail.
@@ -304,6 +306,7 @@ mod tests {
             active_sessions: 3,
             audit_queue_depth: 2,
             audit_dropped_rows: 1,
+            policy_cached_decisions: 7,
         });
         for needle in [
             r#"portcullis_requests_total{method="tools/call",connector="conn_a",status="200"} 1"#,
@@ -318,7 +321,7 @@ mod tests {
             "portcullis_active_sessions 3",
             "portcullis_audit_queue_depth 2",
             "portcullis_audit_dropped_rows_total 1",
-            "portcullis_policy_cached_decisions_total ",
+            "portcullis_policy_cached_decisions_total 7",
             "portcullis_build_info{version=",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");

@@ -11,11 +11,9 @@
 //!
 //! Health endpoints (`/healthz`, `/readyz`) are in `server::admin`.
 
-mod config;
-pub mod metrics;
-pub mod spans;
-pub mod traces;
+pub(crate) mod metrics;
+pub(crate) mod spans;
+pub(crate) mod traces;
 
-pub use config::{Protocol, TelemetryRaw, TelemetrySettings, validate as validate_config};
-pub use spans::PolicySpan;
-pub use traces::{shutdown, start};
+pub(crate) use spans::PolicySpan;
+pub(crate) use traces::{shutdown, start};

@@ -26,17 +26,15 @@ use tracing::field::Empty;
 
 use super::metrics;
 use super::traces::{self, TARGET};
-use crate::audit::Record;
 use crate::auth::Identity;
 use crate::config::{Connector, PolicyMode};
 use crate::mcp::params::Params;
-use crate::upstream::{Outcome, UpstreamError};
 
 /// Longest tool name put in a span name (agents choose what they send).
 const MAX_NAME: usize = 128;
 
 /// The server span of one JSON-RPC request; continues an incoming `traceparent`.
-pub fn request(
+pub(crate) fn request(
     method: &str,
     id: &Value,
     params: &Params,
@@ -90,7 +88,7 @@ pub fn request(
 }
 
 /// The session a request belongs to (known after the lookup, or after initialize).
-pub fn session(span: &Span, id: &str, protocol_version: &str) {
+pub(crate) fn session(span: &Span, id: &str, protocol_version: &str) {
     if span.is_disabled() {
         return;
     }
@@ -99,7 +97,7 @@ pub fn session(span: &Span, id: &str, protocol_version: &str) {
 }
 
 /// An HTTP-level refusal of a request that has a span (e.g. unknown session).
-pub fn refused(span: &Span, status: u16, error_type: &str) {
+pub(crate) fn refused(span: &Span, status: u16, error_type: &str) {
     if span.is_disabled() {
         return;
     }
@@ -108,10 +106,21 @@ pub fn refused(span: &Span, status: u16, error_type: &str) {
     span.record("otel.status_code", "error");
 }
 
+/// What an audit row says of a request's outcome, for its metrics and span.
+pub(crate) struct Audited<'a> {
+    pub method: &'a str,
+    pub connector: Option<&'a str>,
+    pub status: u16,
+    pub rpc_code: Option<i64>,
+    pub latency_ms: f64,
+    pub policy: Option<&'a str>,
+    pub policy_digest: Option<&'a str>,
+}
+
 /// Called for every audit row: the request metrics, and the outcome on the current
 /// (server) span.
-pub fn audited(r: &Record) {
-    metrics::request(&r.method, r.connector.as_deref(), r.status, r.latency_ms);
+pub(crate) fn audited(r: &Audited<'_>) {
+    metrics::request(r.method, r.connector, r.status, r.latency_ms);
     if !traces::enabled() {
         return;
     }
@@ -120,14 +129,14 @@ pub fn audited(r: &Record) {
         return;
     }
     span.record("portcullis.status", r.status);
-    if let Some(c) = &r.connector {
-        span.record("portcullis.connector", c.as_str());
+    if let Some(c) = r.connector {
+        span.record("portcullis.connector", c);
     }
-    if let Some(p) = &r.policy {
-        span.record("portcullis.policy", p.as_str());
+    if let Some(p) = r.policy {
+        span.record("portcullis.policy", p);
     }
-    if let Some(d) = &r.policy_digest {
-        span.record("portcullis.policy_digest", d.as_str());
+    if let Some(d) = r.policy_digest {
+        span.record("portcullis.policy_digest", d);
     }
     let error = match r.rpc_code {
         Some(code) => {
@@ -144,7 +153,7 @@ pub fn audited(r: &Record) {
 }
 
 /// One policy evaluation; finish it with the verdict.
-pub struct PolicySpan {
+pub(crate) struct PolicySpan {
     span: tracing::span::EnteredSpan,
     started: Instant,
     policy: String,
@@ -152,7 +161,12 @@ pub struct PolicySpan {
 }
 
 impl PolicySpan {
-    pub fn enter(policy: &str, digest: &str, mode: PolicyMode, hook: &'static str) -> PolicySpan {
+    pub(crate) fn enter(
+        policy: &str,
+        digest: &str,
+        mode: PolicyMode,
+        hook: &'static str,
+    ) -> PolicySpan {
         let span = if traces::enabled() {
             tracing::info_span!(
                 target: TARGET,
@@ -180,7 +194,7 @@ impl PolicySpan {
     }
 
     /// `verdict`: "allow", "deny", "replace" or "error".
-    pub fn finish(self, verdict: &'static str) {
+    pub(crate) fn finish(self, verdict: &'static str) {
         metrics::policy(&self.policy, self.hook, verdict, self.started.elapsed());
         if !self.span.is_disabled() {
             self.span.record("portcullis.policy.verdict", verdict);
@@ -192,7 +206,7 @@ impl PolicySpan {
 }
 
 /// The quota check of one call.
-pub fn quota(org: &str) -> Span {
+pub(crate) fn quota(org: &str) -> Span {
     if !traces::enabled() {
         return Span::none();
     }
@@ -208,7 +222,7 @@ pub fn quota(org: &str) -> Span {
 
 /// The quota's answer: `verdict` is "allowed", "unlimited", "exceeded",
 /// "unavailable" (refused) or "unavailable_allowed".
-pub fn quota_verdict(span: &Span, org: &str, verdict: &'static str, used: Option<u64>) {
+pub(crate) fn quota_verdict(span: &Span, org: &str, verdict: &'static str, used: Option<u64>) {
     match verdict {
         "exceeded" | "unavailable" => metrics::quota_rejection(org, verdict),
         _ => {}
@@ -224,7 +238,7 @@ pub fn quota_verdict(span: &Span, org: &str, verdict: &'static str, used: Option
 
 /// Reading a connector credential from the vault (KMS unwrap of the data key on a
 /// cache miss, then decryption). Attributes name the secret, never its value.
-pub fn vault(connector: &str, secret: &str) -> Span {
+pub(crate) fn vault(connector: &str, secret: &str) -> Span {
     if !traces::enabled() {
         return Span::none();
     }
@@ -238,7 +252,7 @@ pub fn vault(connector: &str, secret: &str) -> Span {
 }
 
 /// The forwarded `tools/call` at the upstream.
-pub fn upstream(connector: &Connector, tool: &str, upstream_id: i64) -> Span {
+pub(crate) fn upstream(connector: &Connector, tool: &str, upstream_id: i64) -> Span {
     if !traces::enabled() {
         return Span::none();
     }
@@ -273,28 +287,28 @@ pub fn upstream(connector: &Connector, tool: &str, upstream_id: i64) -> Span {
     )
 }
 
+/// How a forwarded call ended, as its span and metrics record it.
+pub(crate) enum UpstreamEnd {
+    /// A JSON-RPC result.
+    Result,
+    /// A JSON-RPC error, with its code when it has one.
+    RpcError(Option<i64>),
+    /// No answer: the failure's kind (`timeout`, `status`, ...).
+    Failed(&'static str),
+}
+
 /// How the forwarded call ended: span attributes and the upstream metrics.
-pub fn upstream_done(
-    span: &Span,
-    connector: &str,
-    outcome: &Result<Outcome, UpstreamError>,
-    elapsed: Duration,
-) {
+pub(crate) fn upstream_done(span: &Span, connector: &str, end: UpstreamEnd, elapsed: Duration) {
     metrics::upstream_call(connector, elapsed);
-    let (what, error): (&str, Option<String>) = match outcome {
-        Ok(Outcome::Result(_)) => ("ok", None),
-        Ok(Outcome::Error(e)) => (
+    let (what, error): (&str, Option<String>) = match end {
+        UpstreamEnd::Result => ("ok", None),
+        UpstreamEnd::RpcError(code) => (
             "rpc_error",
-            Some(
-                e.get("code")
-                    .and_then(Value::as_i64)
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "rpc_error".into()),
-            ),
+            Some(code.map_or_else(|| "rpc_error".into(), |c| c.to_string())),
         ),
-        Err(e) => {
-            metrics::upstream_error(connector, e.kind());
-            (e.kind(), Some(e.kind().to_string()))
+        UpstreamEnd::Failed(kind) => {
+            metrics::upstream_error(connector, kind);
+            (kind, Some(kind.to_string()))
         }
     };
     if span.is_disabled() {
@@ -308,7 +322,7 @@ pub fn upstream_done(
 }
 
 /// The HTTP status an upstream answered (recorded on the current upstream span).
-pub fn upstream_status(status: u16) {
+pub(crate) fn upstream_status(status: u16) {
     if traces::enabled() {
         Span::current().record("http.response.status_code", status);
     }

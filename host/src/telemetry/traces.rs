@@ -32,11 +32,11 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::config::{Protocol, TelemetrySettings, check_url};
+use crate::config::{Protocol, TelemetrySettings, check_url};
 use crate::mcp::params::{Members, to_raw};
 
 /// The `tracing` target of every span meant for OpenTelemetry.
-pub const TARGET: &str = "portcullis::trace";
+pub(crate) const TARGET: &str = "portcullis::trace";
 
 /// Default per-export timeout.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,13 +48,13 @@ static PROCESSOR: OnceLock<BatchSpanProcessor> = OnceLock::new();
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Whether spans are being exported.
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
 /// The OpenTelemetry layer for the log subscriber: this crate's spans (target
 /// [`TARGET`]) and its warnings and errors (as span events), once [`start`]ed.
-pub fn layer<S>() -> impl Layer<S> + Send + Sync + 'static
+pub(crate) fn layer<S>() -> impl Layer<S> + Send + Sync + 'static
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
@@ -81,7 +81,7 @@ where
 }
 
 /// Spans of [`TARGET`] are for OpenTelemetry only, never for the log output.
-pub fn is_trace_span(meta: &tracing::Metadata<'_>) -> bool {
+pub(crate) fn is_trace_span(meta: &tracing::Metadata<'_>) -> bool {
     meta.is_span() && meta.target() == TARGET
 }
 
@@ -115,7 +115,7 @@ impl SpanProcessor for Late {
 
 /// Where spans go, resolved from the config and the standard environment variables.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Exporter {
+pub(crate) struct Exporter {
     pub protocol: Protocol,
     pub endpoint: String,
     pub headers: HashMap<String, String>,
@@ -125,7 +125,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// `None` when traces are off. Config values win over `OTEL_*` variables.
-    pub fn resolve(
+    pub(crate) fn resolve(
         s: &TelemetrySettings,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Option<Exporter>> {
@@ -192,7 +192,7 @@ impl Exporter {
     }
 
     /// The endpoint without credentials or query, for the log.
-    pub fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         match self.endpoint.parse::<http::Uri>() {
             Ok(u) => format!(
                 "{}://{}{}{}",
@@ -208,7 +208,7 @@ impl Exporter {
 
 /// Starts exporting spans when the config or the environment asks for it. Needs a
 /// Tokio runtime. Errors (bad endpoint, bad protocol) refuse to start the gateway.
-pub fn start(settings: &TelemetrySettings) -> anyhow::Result<()> {
+pub(crate) fn start(settings: &TelemetrySettings) -> anyhow::Result<()> {
     let Some(exp) = Exporter::resolve(settings, |k| std::env::var(k).ok())? else {
         return Ok(());
     };
@@ -219,7 +219,7 @@ pub fn start(settings: &TelemetrySettings) -> anyhow::Result<()> {
     let exporter = match exp.protocol {
         Protocol::Http => {
             let client = OtlpHttp {
-                client: crate::upstream::new_client(),
+                client: crate::http_client::new_client(),
                 runtime: tokio::runtime::Handle::current(),
                 timeout: timeout.unwrap_or(EXPORT_TIMEOUT),
             };
@@ -284,18 +284,11 @@ pub fn start(settings: &TelemetrySettings) -> anyhow::Result<()> {
 
 /// Exports what is buffered and stops the exporter. Blocks; call outside async code
 /// (the runtime must still be alive).
-pub fn shutdown() {
+pub(crate) fn shutdown() {
     if let Some(p) = PROCESSOR.get() {
         ENABLED.store(false, Ordering::Relaxed);
         let _ = p.force_flush();
         let _ = p.shutdown_with_timeout(Duration::from_secs(5));
-    }
-}
-
-/// Exports the spans ended so far (blocking).
-pub fn flush() {
-    if let Some(p) = PROCESSOR.get() {
-        let _ = p.force_flush();
     }
 }
 
@@ -305,7 +298,7 @@ fn propagator() -> &'static TraceContextPropagator {
 }
 
 /// Continues the trace of an incoming `traceparent` (and `tracestate`) on `span`.
-pub fn continue_remote(span: &Span, headers: &HeaderMap) {
+pub(crate) fn continue_remote(span: &Span, headers: &HeaderMap) {
     if !enabled() || !headers.contains_key("traceparent") {
         return;
     }
@@ -316,7 +309,7 @@ pub fn continue_remote(span: &Span, headers: &HeaderMap) {
 }
 
 /// Adds `traceparent` (and `tracestate`) for the current span to an upstream request.
-pub fn inject_headers(headers: Option<&mut HeaderMap>) {
+pub(crate) fn inject_headers(headers: Option<&mut HeaderMap>) {
     let Some(headers) = headers else { return };
     if !enabled() {
         return;
@@ -341,7 +334,7 @@ impl<I: Injector> Injector for NonEmpty<I> {
 /// Sets `params._meta.traceparent` (and `tracestate`) for `span`, keeping the agent's
 /// other `_meta` fields as they were written. A `_meta` that is not an object is left
 /// alone.
-pub fn inject_meta(span: &Span, params: &mut Members) {
+pub(crate) fn inject_meta(span: &Span, params: &mut Members) {
     if !enabled() {
         return;
     }
@@ -372,7 +365,7 @@ fn merge_meta(params: &mut Members, fields: HashMap<String, String>) {
 /// its own thread, so requests run as tasks of the gateway's runtime.
 #[derive(Debug)]
 struct OtlpHttp {
-    client: crate::upstream::HttpClient,
+    client: crate::http_client::HttpClient,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
 }

@@ -5,18 +5,18 @@
 //!   re-initialisation when the upstream lost the session, requests and notifications.
 //! - `stream`: reading a response that is either one JSON object or an SSE stream.
 
-mod http;
 mod session;
 mod stream;
 
-pub use self::http::{HttpClient, new_client};
-pub use session::{Credential, CredentialProvider, Outcome, UpstreamSession, answer_unrelayed};
-pub use stream::{ListenStream, Message};
+pub(crate) use session::{
+    Credential, CredentialProvider, Outcome, UpstreamSession, answer_unrelayed,
+};
+pub(crate) use stream::Message;
 
 /// Why an upstream exchange failed (as opposed to the upstream answering with a
 /// JSON-RPC error, which is an [`Outcome`]).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// The upstream answered with a non-2xx HTTP status.
     #[error("upstream answered HTTP {0}")]
     Status(u16),
@@ -42,7 +42,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The HTTP status recorded in the audit log for this failure.
-    pub fn audit_status(&self) -> u16 {
+    pub(crate) fn audit_status(&self) -> u16 {
         match self {
             UpstreamError::Timeout => 504,
             UpstreamError::Cancelled => 499,
@@ -51,16 +51,8 @@ impl UpstreamError {
         }
     }
 
-    /// Operator-only detail not shown by `Display` (see [`UpstreamError::Credential`]).
-    pub fn operator_detail(&self) -> Option<&str> {
-        match self {
-            UpstreamError::Credential(detail) => Some(detail),
-            _ => None,
-        }
-    }
-
     /// A short machine-readable kind, for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Status(_) => "http_status",
             UpstreamError::Transport(_) => "transport",
@@ -69,5 +61,19 @@ impl UpstreamError {
             UpstreamError::Cancelled => "cancelled",
             UpstreamError::Credential(_) => "credential",
         }
+    }
+}
+
+/// How a forwarded request ended, as its span and metrics record it.
+pub(crate) fn span_end(
+    outcome: &Result<Outcome, UpstreamError>,
+) -> crate::telemetry::spans::UpstreamEnd {
+    use crate::telemetry::spans::UpstreamEnd;
+    match outcome {
+        Ok(Outcome::Result(_)) => UpstreamEnd::Result,
+        Ok(Outcome::Error(e)) => {
+            UpstreamEnd::RpcError(e.get("code").and_then(serde_json::Value::as_i64))
+        }
+        Err(e) => UpstreamEnd::Failed(e.kind()),
     }
 }

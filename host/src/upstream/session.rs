@@ -21,16 +21,17 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::UpstreamError;
 use super::stream::{ListenStream, Message, MessageStream};
-use super::{HttpClient, UpstreamError};
 use crate::config::CredentialKind;
+use crate::http_client::HttpClient;
 use crate::mcp::params::to_raw;
 use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION, jsonrpc};
 use crate::vault::Vault;
 
 /// The header that carries the connector's credential upstream.
 #[derive(Clone)]
-pub struct Credential {
+pub(crate) struct Credential {
     pub header: HeaderName,
     /// Marked sensitive: hyper never logs it and `Debug` prints `Sensitive`.
     pub value: HeaderValue,
@@ -44,7 +45,7 @@ impl std::fmt::Debug for Credential {
 
 /// Where an upstream session's credential comes from, resolved per request.
 #[derive(Clone, Default)]
-pub enum CredentialProvider {
+pub(crate) enum CredentialProvider {
     /// No credential is sent.
     #[default]
     None,
@@ -76,7 +77,7 @@ impl CredentialProvider {
     /// The header to send. A vault failure is logged for the operator (connector,
     /// secret name, cause; never the secret) and returned as
     /// [`UpstreamError::Credential`], which the agent sees only as a generic error.
-    pub async fn get(&self) -> Result<Option<Credential>, UpstreamError> {
+    pub(crate) async fn get(&self) -> Result<Option<Credential>, UpstreamError> {
         let (vault, connector, secret, kind) = match self {
             CredentialProvider::None => return Ok(None),
             CredentialProvider::Static(c) => return Ok(Some(c.clone())),
@@ -123,7 +124,7 @@ impl CredentialProvider {
 
 /// How an upstream answered a request.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A result, as the exact JSON text received.
     Result(Box<RawValue>),
     /// A JSON-RPC error object, as received.
@@ -141,7 +142,7 @@ struct State {
     capabilities: Arc<Value>,
 }
 
-pub struct UpstreamSession {
+pub(crate) struct UpstreamSession {
     client: HttpClient,
     uri: Uri,
     credential: CredentialProvider,
@@ -152,7 +153,7 @@ pub struct UpstreamSession {
 }
 
 impl UpstreamSession {
-    pub fn new(client: HttpClient, uri: Uri, credential: CredentialProvider) -> Self {
+    pub(crate) fn new(client: HttpClient, uri: Uri, credential: CredentialProvider) -> Self {
         UpstreamSession {
             client,
             uri,
@@ -165,18 +166,18 @@ impl UpstreamSession {
 
     /// Declares these client capabilities at `initialize` (the gateway's relayed
     /// server-to-client requests, `gateway/relay.rs`).
-    pub fn declaring(mut self, capabilities: Value) -> Self {
+    pub(crate) fn declaring(mut self, capabilities: Value) -> Self {
         self.capabilities = capabilities;
         self
     }
 
     /// A fresh id for the next request on this session.
-    pub fn next_request_id(&self) -> i64 {
+    pub(crate) fn next_request_id(&self) -> i64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The upstream's capabilities from its InitializeResult (initialising if needed).
-    pub async fn capabilities(&self) -> Result<Value, UpstreamError> {
+    pub(crate) async fn capabilities(&self) -> Result<Value, UpstreamError> {
         let cred = self.credential.get().await?;
         Ok(Value::clone(&self.ready(&cred).await?.capabilities))
     }
@@ -184,8 +185,9 @@ impl UpstreamSession {
     /// Sends request `id` and waits for its response. Every other message the upstream
     /// sends meanwhile (progress, logging, list_changed, server-to-client requests) is
     /// handed to `on_message`, which gives back what it did not take: a request given
-    /// back is refused with -32601, so the upstream never waits for it.
-    pub async fn request(
+    /// back is answered at once ([`answer_unrelayed`]: `{}` for `ping`, -32601 for
+    /// anything else), so the upstream never waits for it.
+    pub(crate) async fn request(
         &self,
         id: i64,
         method: &str,
@@ -244,13 +246,17 @@ impl UpstreamSession {
     }
 
     /// Sends a notification (e.g. `notifications/cancelled`).
-    pub async fn notify(&self, method: &str, params: &Value) -> Result<(), UpstreamError> {
+    pub(crate) async fn notify(&self, method: &str, params: &Value) -> Result<(), UpstreamError> {
         let body = jsonrpc::notification(method, Some(&to_raw(params)));
         self.post_message(body).await
     }
 
     /// Sends the answer to server-to-client request `id` (relayed from the agent).
-    pub async fn respond(&self, id: &Value, answer: &jsonrpc::Answer) -> Result<(), UpstreamError> {
+    pub(crate) async fn respond(
+        &self,
+        id: &Value,
+        answer: &jsonrpc::Answer,
+    ) -> Result<(), UpstreamError> {
         self.post_message(answer.response(id)).await
     }
 
@@ -268,7 +274,7 @@ impl UpstreamSession {
     }
 
     /// Opens the server-to-client stream (GET); `None` when the upstream offers none (405).
-    pub async fn listen(&self) -> Result<Option<ListenStream>, UpstreamError> {
+    pub(crate) async fn listen(&self) -> Result<Option<ListenStream>, UpstreamError> {
         let cred = self.credential.get().await?;
         let mut retried = false;
         loop {
@@ -295,7 +301,7 @@ impl UpstreamSession {
     }
 
     /// Ends the session upstream (DELETE); errors are ignored, the session is gone for us.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let state = self.state.lock().await.clone();
         if state.session_id.is_none() {
             return;
@@ -443,7 +449,7 @@ impl UpstreamSession {
 
 /// The gateway's own answer to a server-to-client request it does not relay: `{}`
 /// for `ping`, -32601 for anything else.
-pub fn answer_unrelayed(method: &str) -> jsonrpc::Answer {
+pub(crate) fn answer_unrelayed(method: &str) -> jsonrpc::Answer {
     let raw = |v: Value| RawValue::from_string(v.to_string()).expect("valid JSON");
     if method == "ping" {
         return jsonrpc::Answer::Result(raw(json!({})));

@@ -20,7 +20,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One message from an upstream.
 #[derive(Debug)]
-pub enum Message {
+pub(crate) enum Message {
     /// A response; `result` is kept as the exact JSON text received.
     Response {
         id: Value,
@@ -57,7 +57,7 @@ struct Wire {
 }
 
 /// Parses one JSON-RPC message sent by an upstream.
-pub fn parse_message(text: &str) -> Result<Message, UpstreamError> {
+pub(super) fn parse_message(text: &str) -> Result<Message, UpstreamError> {
     let wire: Wire = serde_json::from_str(text)
         .map_err(|e| UpstreamError::Protocol(format!("invalid JSON-RPC message: {e}")))?;
     match (wire.method, wire.id) {
@@ -101,7 +101,7 @@ fn parse_messages(text: &str, out: &mut VecDeque<Message>) -> Result<(), Upstrea
 }
 
 /// The messages of one upstream HTTP response body.
-pub struct MessageStream {
+pub(crate) struct MessageStream {
     body: Incoming,
     /// `None` for a plain JSON body.
     sse: Option<Decoder>,
@@ -112,10 +112,10 @@ pub struct MessageStream {
 }
 
 /// A server-to-client stream opened with GET.
-pub type ListenStream = MessageStream;
+pub(super) type ListenStream = MessageStream;
 
 impl MessageStream {
-    pub fn new(body: Incoming, is_sse: bool) -> Self {
+    pub(crate) fn new(body: Incoming, is_sse: bool) -> Self {
         MessageStream {
             body,
             sse: is_sse.then(Decoder::new),
@@ -126,7 +126,7 @@ impl MessageStream {
     }
 
     /// The next message, or `None` when the body ended.
-    pub async fn next(&mut self) -> Result<Option<Message>, UpstreamError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Message>, UpstreamError> {
         if let Some(message) = self.messages.pop_front() {
             return Ok(Some(message));
         }

@@ -9,34 +9,38 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use zeroize::Zeroizing;
 
 /// Bytes in a data key or master key (AES-256).
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 /// Bytes in an AES-GCM nonce.
-pub const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
 
 /// An unwrapped 256-bit key; zeroized when dropped.
-pub type DataKey = Zeroizing<[u8; KEY_LEN]>;
+pub(crate) type DataKey = Zeroizing<[u8; KEY_LEN]>;
 
 /// The decryption failed: wrong key, wrong associated data, or altered nonce/ciphertext.
 /// Deliberately carries nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenError;
+pub(crate) struct OpenError;
 
 /// A fresh random key from the operating system's CSPRNG.
-pub fn new_key() -> DataKey {
+pub(crate) fn new_key() -> DataKey {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     OsRng.fill_bytes(key.as_mut());
     key
 }
 
 /// A key from exactly [`KEY_LEN`] bytes.
-pub fn key_from_slice(bytes: &[u8]) -> Option<DataKey> {
+pub(crate) fn key_from_slice(bytes: &[u8]) -> Option<DataKey> {
     let arr: [u8; KEY_LEN] = bytes.try_into().ok()?;
     Some(Zeroizing::new(arr))
 }
 
 /// Encrypts `plaintext` under `key` with `aad` as associated data; returns
 /// `(nonce, ciphertext-with-tag)`.
-pub fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
+pub(crate) fn seal(
+    key: &[u8; KEY_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> ([u8; NONCE_LEN], Vec<u8>) {
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
@@ -53,7 +57,7 @@ pub fn seal(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> ([u8; NONCE_LE
 }
 
 /// Decrypts and authenticates; the plaintext is zeroized when dropped.
-pub fn open(
+pub(crate) fn open(
     key: &[u8; KEY_LEN],
     aad: &[u8],
     nonce: &[u8],

@@ -21,19 +21,19 @@ use tokio::sync::OnceCell;
 use zeroize::Zeroize;
 
 use super::VaultError;
-use super::config::KmsSettings;
 use super::envelope::{self, DataKey, KEY_LEN, NONCE_LEN};
+use crate::config::KmsSettings;
 
 /// Associated data of a locally wrapped data key: binds it to this use.
 const LOCAL_WRAP_AAD: &[u8] = b"portcullis-vault-data-key-v1";
 
-pub enum Kms {
+pub(crate) enum Kms {
     Local(LocalKms),
     Aws(AwsKms),
 }
 
 impl Kms {
-    pub fn new(settings: &KmsSettings) -> Kms {
+    pub(crate) fn new(settings: &KmsSettings) -> Kms {
         match settings {
             KmsSettings::Local { master_key_path } => Kms::Local(LocalKms {
                 path: master_key_path.clone(),
@@ -52,7 +52,7 @@ impl Kms {
     }
 
     /// The provider name stored in entries.
-    pub fn provider(&self) -> &'static str {
+    pub(crate) fn provider(&self) -> &'static str {
         match self {
             Kms::Local(_) => "local",
             Kms::Aws(_) => "aws-kms",
@@ -60,7 +60,7 @@ impl Kms {
     }
 
     /// A fresh data key and its wrapped form, with the id of the wrapping key.
-    pub async fn generate(&self) -> Result<(DataKey, Vec<u8>, String), VaultError> {
+    pub(crate) async fn generate(&self) -> Result<(DataKey, Vec<u8>, String), VaultError> {
         match self {
             Kms::Local(l) => {
                 let master = l.master_key(true)?;
@@ -74,7 +74,7 @@ impl Kms {
 
     /// Whether the KMS can be used now (for readiness checks): the local master key
     /// loads (or does not exist yet), or AWS KMS answers DescribeKey for the key id.
-    pub async fn ready(&self) -> Result<(), VaultError> {
+    pub(crate) async fn ready(&self) -> Result<(), VaultError> {
         match self {
             Kms::Local(l) if !l.path.exists() => Ok(()),
             Kms::Local(l) => l.master_key(false).map(|_| ()),
@@ -83,7 +83,7 @@ impl Kms {
     }
 
     /// Unwraps a data key that `key_id` wrapped.
-    pub async fn unwrap(&self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, VaultError> {
+    pub(crate) async fn unwrap(&self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, VaultError> {
         match self {
             Kms::Local(l) => {
                 let master = l.key_with_id(key_id)?;
@@ -99,7 +99,7 @@ impl Kms {
 }
 
 /// `local:` and the first 16 hex digits of a domain-separated sha256 of the key.
-pub fn fingerprint(master: &[u8; KEY_LEN]) -> String {
+pub(crate) fn fingerprint(master: &[u8; KEY_LEN]) -> String {
     let mut h = Sha256::new();
     h.update(b"portcullis-vault-master-key-id\0");
     h.update(master);
@@ -122,20 +122,20 @@ fn local_unwrap(master: &[u8; KEY_LEN], wrapped: &[u8]) -> Option<DataKey> {
     envelope::key_from_slice(&pt)
 }
 
-pub struct LocalKms {
+pub(crate) struct LocalKms {
     pub path: PathBuf,
 }
 
 impl LocalKms {
     /// `<master key file>.next`: the key an unfinished rotation is moving to.
-    pub fn next_path(&self) -> PathBuf {
+    pub(crate) fn next_path(&self) -> PathBuf {
         let mut name = self.path.as_os_str().to_owned();
         name.push(".next");
         PathBuf::from(name)
     }
 
     /// The current master key; created (mode 0600) when `create` and it does not exist.
-    pub fn master_key(&self, create: bool) -> Result<DataKey, VaultError> {
+    pub(crate) fn master_key(&self, create: bool) -> Result<DataKey, VaultError> {
         match read_key_file(&self.path)? {
             Some(k) => Ok(k),
             None if create => {
@@ -153,7 +153,7 @@ impl LocalKms {
 
     /// The master key whose fingerprint is `key_id` (the current one, or the one an
     /// interrupted rotation left in `<file>.next`).
-    pub fn key_with_id(&self, key_id: &str) -> Result<DataKey, VaultError> {
+    pub(crate) fn key_with_id(&self, key_id: &str) -> Result<DataKey, VaultError> {
         let mut current = self.master_key(false)?;
         // Twice: a rotation may rename `.next` over the key file between the reads.
         for _ in 0..2 {
@@ -175,16 +175,16 @@ impl LocalKms {
     }
 
     /// The key an unfinished rotation left in `<file>.next`, if any.
-    pub fn next_key(&self) -> Result<Option<DataKey>, VaultError> {
+    pub(crate) fn next_key(&self) -> Result<Option<DataKey>, VaultError> {
         read_key_file(&self.next_path())
     }
 
-    pub fn discard_next(&self) {
+    pub(crate) fn discard_next(&self) {
         let _ = std::fs::remove_file(self.next_path());
     }
 
     /// Rotation: a new key in `<file>.next` (mode 0600).
-    pub fn create_next(&self) -> Result<DataKey, VaultError> {
+    pub(crate) fn create_next(&self) -> Result<DataKey, VaultError> {
         let next = self.next_path();
         let _ = std::fs::remove_file(&next);
         let key = envelope::new_key();
@@ -193,7 +193,7 @@ impl LocalKms {
     }
 
     /// Rotation done: `<file>.next` replaces the master key file.
-    pub fn promote_next(&self) -> Result<(), VaultError> {
+    pub(crate) fn promote_next(&self) -> Result<(), VaultError> {
         std::fs::rename(self.next_path(), &self.path).map_err(|e| {
             VaultError::MasterKey(format!(
                 "cannot move {} to {}: {e}",
@@ -209,7 +209,7 @@ impl LocalKms {
         Ok(())
     }
 
-    pub fn wrap(&self, master: &DataKey, key: &DataKey) -> (Vec<u8>, String) {
+    pub(crate) fn wrap(&self, master: &DataKey, key: &DataKey) -> (Vec<u8>, String) {
         (local_wrap(master, key), fingerprint(master))
     }
 }
@@ -263,7 +263,7 @@ fn create_key_file(path: &Path, key: &DataKey) -> Result<(), VaultError> {
     Ok(())
 }
 
-pub struct AwsKms {
+pub(crate) struct AwsKms {
     pub key_id: String,
     region: String,
     endpoint: Option<String>,
@@ -371,7 +371,7 @@ impl AwsKms {
     }
 
     /// Re-wraps a data key under the configured key without it leaving the KMS.
-    pub async fn re_encrypt(
+    pub(crate) async fn re_encrypt(
         &self,
         source_key_id: &str,
         wrapped: &[u8],

@@ -12,10 +12,9 @@
 //! expired) and decrypts the secret itself per use. Errors name the secret, the file
 //! and the cause, never secret material.
 
-mod config;
-pub mod envelope;
-pub mod kms;
-pub mod store;
+pub(crate) mod envelope;
+pub(crate) mod kms;
+pub(crate) mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,16 +25,14 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use zeroize::{Zeroize, Zeroizing};
 
-pub use config::{
-    KmsRaw, KmsSettings, VaultRaw, VaultSettings, settings_from_file, validate as validate_config,
-};
+use crate::config::VaultSettings;
 use envelope::DataKey;
 use kms::Kms;
 use store::{Entry, Stamp, VaultFile};
 
 /// Why a secret could not be read or written. No variant carries secret material.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum VaultError {
+pub(crate) enum VaultError {
     #[error("secret {name:?} is not in the vault {path}")]
     UnknownSecret { name: String, path: String },
     #[error("vault entry {name:?} is corrupted: {reason}")]
@@ -74,7 +71,7 @@ pub enum VaultError {
 
 /// What `vault list` shows of a secret: never its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretInfo {
+pub(crate) struct SecretInfo {
     pub name: String,
     pub kms: String,
     pub key_id: String,
@@ -97,7 +94,7 @@ struct CachedFile {
 /// One KMS unwrap in progress, awaited by every request that needs that data key.
 type Unwrapping = Shared<BoxFuture<'static, Result<DataKey, VaultError>>>;
 
-pub struct Vault {
+pub(crate) struct Vault {
     settings: VaultSettings,
     kms: Arc<Kms>,
     /// The parsed file and the on-disk version it was read from.
@@ -111,7 +108,7 @@ pub struct Vault {
 
 impl Vault {
     /// A vault over `settings`; touches no file and no KMS until used.
-    pub fn open(settings: &VaultSettings) -> Vault {
+    pub(crate) fn open(settings: &VaultSettings) -> Vault {
         Vault {
             settings: settings.clone(),
             kms: Arc::new(Kms::new(&settings.kms)),
@@ -121,21 +118,21 @@ impl Vault {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.settings.path
     }
 
-    pub fn kms_provider(&self) -> &'static str {
+    pub(crate) fn kms_provider(&self) -> &'static str {
         self.kms.provider()
     }
 
     /// Whether the KMS is reachable and usable (for `/readyz`).
-    pub async fn kms_ready(&self) -> Result<(), VaultError> {
+    pub(crate) async fn kms_ready(&self) -> Result<(), VaultError> {
         self.kms.ready().await
     }
 
     /// The secret `name`, decrypted.
-    pub async fn get(&self, name: &str) -> Result<Zeroizing<String>, VaultError> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Zeroizing<String>, VaultError> {
         let file = self.current()?;
         let entry = file.get(name).ok_or_else(|| self.unknown(name))?;
         self.check_provider(entry)?;
@@ -157,12 +154,12 @@ impl Vault {
     }
 
     /// Whether the vault file holds `name` (no decryption).
-    pub fn contains(&self, name: &str) -> Result<bool, VaultError> {
+    pub(crate) fn contains(&self, name: &str) -> Result<bool, VaultError> {
         Ok(self.current()?.get(name).is_some())
     }
 
     /// Stores (or replaces) a secret under a fresh data key. `true` if it replaced one.
-    pub async fn put(&self, name: &str, secret: &str) -> Result<bool, VaultError> {
+    pub(crate) async fn put(&self, name: &str, secret: &str) -> Result<bool, VaultError> {
         validate_name(name)?;
         if secret.is_empty() {
             return Err(VaultError::Empty);
@@ -196,7 +193,7 @@ impl Vault {
     }
 
     /// The stored secrets' names and dates, sorted by name.
-    pub fn list(&self) -> Result<Vec<SecretInfo>, VaultError> {
+    pub(crate) fn list(&self) -> Result<Vec<SecretInfo>, VaultError> {
         let mut out: Vec<SecretInfo> = store::load(self.path())?
             .secrets
             .into_iter()
@@ -213,7 +210,7 @@ impl Vault {
     }
 
     /// Deletes a secret; `false` if there was none of that name.
-    pub fn remove(&self, name: &str) -> Result<bool, VaultError> {
+    pub(crate) fn remove(&self, name: &str) -> Result<bool, VaultError> {
         let _lock = store::lock(self.path())?;
         let mut file = store::load(self.path())?;
         let before = file.secrets.len();
@@ -228,7 +225,7 @@ impl Vault {
     /// Re-wraps every data key under the KMS key the config names now (for `local`: a
     /// new master key file). Secrets and their ciphertexts are unchanged. Returns how
     /// many entries were re-wrapped.
-    pub async fn rotate(&self) -> Result<usize, VaultError> {
+    pub(crate) async fn rotate(&self) -> Result<usize, VaultError> {
         let _lock = store::lock(self.path())?;
         let mut file = store::load(self.path())?;
         for e in &file.secrets {
@@ -280,7 +277,7 @@ impl Vault {
     }
 
     /// Drops cached data keys whose time is up (they are zeroized on drop).
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.keys
             .lock()
@@ -290,7 +287,7 @@ impl Vault {
 
     /// Sweeps the key cache every second on the current Tokio runtime (if any), for as
     /// long as the vault lives.
-    pub fn spawn_sweeper(self: &Arc<Self>) {
+    pub(crate) fn spawn_sweeper(self: &Arc<Self>) {
         if self.settings.cache.is_zero() {
             return;
         }
@@ -310,8 +307,9 @@ impl Vault {
         });
     }
 
-    /// The number of data keys currently cached (for tests and diagnostics).
-    pub fn cached_keys(&self) -> usize {
+    /// Data keys held unwrapped in memory (the cache's tests count them).
+    #[cfg(test)]
+    pub(crate) fn cached_keys(&self) -> usize {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 

@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::VaultError;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VaultFile {
+pub(crate) struct VaultFile {
     pub version: u32,
     #[serde(default)]
     pub secrets: Vec<Entry>,
@@ -44,7 +44,7 @@ impl Default for VaultFile {
 /// One encrypted secret. Binary fields are standard base64.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: String,
     /// The KMS provider that wrapped the data key: "local" or "aws-kms".
     pub kms: String,
@@ -64,14 +64,14 @@ pub struct Entry {
 }
 
 /// The decoded binary fields of an entry.
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub wrapped_key: Vec<u8>,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
 }
 
 impl Entry {
-    pub fn decode(&self) -> Result<Decoded, VaultError> {
+    pub(crate) fn decode(&self) -> Result<Decoded, VaultError> {
         let field = |label: &'static str, v: &str| {
             B64.decode(v).map_err(|_| VaultError::Corrupt {
                 name: self.name.clone(),
@@ -86,19 +86,19 @@ impl Entry {
     }
 }
 
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
 
 impl VaultFile {
-    pub fn get(&self, name: &str) -> Option<&Entry> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
         self.secrets.iter().find(|e| e.name == name)
     }
 }
 
 /// What identifies one version of the file on disk (changes on every rename).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     ino: u64,
     len: u64,
     mtime_ns: i128,
@@ -109,7 +109,7 @@ impl Stamp {
     /// Modified within the last two seconds (or in the future): file timestamps are
     /// coarse (a few ms), so an in-place edit right after a read may keep the same
     /// stamp. Such a file is compared by content instead (git's "racily clean").
-    pub fn is_recent(&self) -> bool {
+    pub(crate) fn is_recent(&self) -> bool {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
@@ -119,7 +119,7 @@ impl Stamp {
 }
 
 /// The file's current stamp; `None` when it does not exist.
-pub fn stamp(path: &Path) -> Result<Option<Stamp>, VaultError> {
+pub(crate) fn stamp(path: &Path) -> Result<Option<Stamp>, VaultError> {
     match std::fs::metadata(path) {
         Ok(m) => Ok(Some(Stamp {
             ino: m.ino(),
@@ -136,7 +136,7 @@ pub fn stamp(path: &Path) -> Result<Option<Stamp>, VaultError> {
 }
 
 /// Reads the vault file; a missing file is an empty vault.
-pub fn load(path: &Path) -> Result<VaultFile, VaultError> {
+pub(crate) fn load(path: &Path) -> Result<VaultFile, VaultError> {
     match read_text(path)? {
         Some(text) => parse(path, &text),
         None => Ok(VaultFile::default()),
@@ -144,7 +144,7 @@ pub fn load(path: &Path) -> Result<VaultFile, VaultError> {
 }
 
 /// The file's text; `None` when it does not exist.
-pub fn read_text(path: &Path) -> Result<Option<String>, VaultError> {
+pub(crate) fn read_text(path: &Path) -> Result<Option<String>, VaultError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -156,7 +156,7 @@ pub fn read_text(path: &Path) -> Result<Option<String>, VaultError> {
 }
 
 /// Parses vault file text (`path` only names it in errors).
-pub fn parse(path: &Path, text: &str) -> Result<VaultFile, VaultError> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<VaultFile, VaultError> {
     let file: VaultFile = serde_json::from_str(text).map_err(|e| {
         // serde_json's message names the position and what was expected, never the
         // content, and the file holds only ciphertext anyway.
@@ -173,14 +173,14 @@ pub fn parse(path: &Path, text: &str) -> Result<VaultFile, VaultError> {
 }
 
 /// Writes the vault file atomically with mode 0600.
-pub fn save(path: &Path, file: &VaultFile) -> Result<(), VaultError> {
+pub(crate) fn save(path: &Path, file: &VaultFile) -> Result<(), VaultError> {
     let mut text = serde_json::to_string_pretty(file).expect("vault file serialises");
     text.push('\n');
     write_atomic(path, text.as_bytes())
 }
 
 /// Writes `bytes` to `path` via a temp file beside it (mode 0600), fsync and rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     let err = |what: &str, e: std::io::Error| {
         VaultError::File(format!("cannot {what} {}: {e}", path.display()))
     };
@@ -230,11 +230,11 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// An exclusive lock on `<path>.lock`, held until dropped.
-pub struct WriteLock {
+pub(crate) struct WriteLock {
     _file: File,
 }
 
-pub fn lock(path: &Path) -> Result<WriteLock, VaultError> {
+pub(crate) fn lock(path: &Path) -> Result<WriteLock, VaultError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
@@ -254,7 +254,7 @@ pub fn lock(path: &Path) -> Result<WriteLock, VaultError> {
 }
 
 /// Now, as RFC 3339 UTC with seconds (`2026-05-01T10:00:00Z`).
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -263,7 +263,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Unix seconds as RFC 3339 UTC (proleptic Gregorian calendar).
-pub fn rfc3339(unix_secs: u64) -> String {
+pub(crate) fn rfc3339(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
     let rem = unix_secs % 86_400;
     // Howard Hinnant's civil_from_days.

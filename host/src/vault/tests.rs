@@ -3,6 +3,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::config::KmsSettings;
 
 const SECRET: &str = "s3cr3t-value-0123456789";
 

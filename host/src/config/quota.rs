@@ -4,12 +4,52 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{Limit, Window};
-use crate::config::ConfigError;
+use super::ConfigError;
+
+/// An org's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    pub calls: u64,
+    pub per: Window,
+}
+
+/// A fixed UTC quota window (`per`): second (burst limits), minute, hour, day,
+/// calendar month. Where one starts and ends is `quota::window`'s business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Window {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl Window {
+    pub(crate) fn parse(s: &str) -> Option<Window> {
+        Some(match s {
+            "second" => Window::Second,
+            "minute" => Window::Minute,
+            "hour" => Window::Hour,
+            "day" => Window::Day,
+            "month" => Window::Month,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Window::Second => "second",
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+            Window::Month => "month",
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct QuotaRaw {
+pub(super) struct QuotaRaw {
     /// "memory" (default) or "redis".
     #[serde(default = "memory")]
     pub backend: String,
@@ -42,27 +82,27 @@ const MAX_RESERVE: u64 = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OrgRaw {
+pub(super) struct OrgRaw {
     pub id: String,
     pub quota: Option<LimitRaw>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitRaw {
+pub(super) struct LimitRaw {
     pub calls: u64,
     pub per: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnUnavailable {
+pub(crate) enum OnUnavailable {
     Deny,
     Allow,
 }
 
 /// Validated quota settings.
 #[derive(Debug, Clone)]
-pub struct QuotaSettings {
+pub(crate) struct QuotaSettings {
     /// `None` = the memory backend.
     pub redis_url: Option<String>,
     pub key_prefix: String,
@@ -84,7 +124,10 @@ impl Default for QuotaSettings {
     }
 }
 
-pub fn validate(quota: Option<QuotaRaw>, orgs: Vec<OrgRaw>) -> Result<QuotaSettings, ConfigError> {
+pub(super) fn validate(
+    quota: Option<QuotaRaw>,
+    orgs: Vec<OrgRaw>,
+) -> Result<QuotaSettings, ConfigError> {
     let mut s = QuotaSettings::default();
     if let Some(q) = quota {
         match q.backend.as_str() {

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VaultRaw {
+pub(super) struct VaultRaw {
     pub path: Option<String>,
     pub cache_secs: Option<u64>,
     pub kms: Option<KmsRaw>,
@@ -19,7 +19,7 @@ pub struct VaultRaw {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KmsRaw {
+pub(super) struct KmsRaw {
     /// "local" (default) or "aws-kms".
     pub provider: String,
     pub master_key_path: Option<String>,
@@ -29,7 +29,7 @@ pub struct KmsRaw {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KmsSettings {
+pub(crate) enum KmsSettings {
     /// A 256-bit master key in a file (created on first use, mode 0600).
     Local { master_key_path: PathBuf },
     /// AWS KMS (GenerateDataKey / Decrypt / ReEncrypt-by-Decrypt+Encrypt).
@@ -41,14 +41,17 @@ pub enum KmsSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VaultSettings {
+pub(crate) struct VaultSettings {
     pub path: PathBuf,
     /// How long an unwrapped data key stays in memory.
     pub cache: Duration,
     pub kms: KmsSettings,
 }
 
-pub fn validate(raw: Option<VaultRaw>, base_dir: &Path) -> Result<VaultSettings, ConfigError> {
+pub(super) fn validate(
+    raw: Option<VaultRaw>,
+    base_dir: &Path,
+) -> Result<VaultSettings, ConfigError> {
     let raw = raw.unwrap_or(VaultRaw {
         path: None,
         cache_secs: None,
@@ -129,7 +132,7 @@ pub fn validate(raw: Option<VaultRaw>, base_dir: &Path) -> Result<VaultSettings,
 /// Relative paths resolve against the config file's directory, as in [`Config::load`].
 ///
 /// [`Config::load`]: crate::config::Config::load
-pub fn settings_from_file(path: &Path) -> Result<VaultSettings, ConfigError> {
+pub(crate) fn settings_from_file(path: &Path) -> Result<VaultSettings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("<file>", format!("cannot read {}: {e}", path.display())))?;
     let mut table: toml::Table = toml::from_str(&text)

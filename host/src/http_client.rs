@@ -1,4 +1,5 @@
-//! The HTTP client of upstream sessions: keep-alive, HTTP/1.1 and HTTP/2, HTTPS
+//! The gateway's outgoing HTTP client (upstream sessions, OTLP export, the CLI's
+//! refresh request): keep-alive, HTTP/1.1 and HTTP/2, HTTPS
 //! through rustls with the webpki roots. Each thread has its own connection pool,
 //! because a pooled connection is driven by a task on the runtime that opened it: with
 //! one pool per worker thread (`server::workers`), a request and the upstream
@@ -23,18 +24,18 @@ thread_local! {
 
 /// Sends requests through the calling thread's connection pool.
 #[derive(Clone, Debug, Default)]
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     _private: (),
 }
 
 impl HttpClient {
-    pub fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+    pub(crate) fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
         POOL.with(|pool| pool.request(req))
     }
 }
 
 /// A handle to the per-thread pools.
-pub fn new_client() -> HttpClient {
+pub(crate) fn new_client() -> HttpClient {
     HttpClient::default()
 }
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditRaw {
+pub(super) struct AuditRaw {
     /// "sqlite" (default), "postgres" or "none" (no table; log lines only).
     pub sink: Option<String>,
     pub path: Option<String>,
@@ -24,7 +24,7 @@ pub struct AuditRaw {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSettings {
+pub(crate) enum SinkSettings {
     Sqlite {
         path: PathBuf,
     },
@@ -38,13 +38,13 @@ pub enum SinkSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFull {
+pub(crate) enum OnFull {
     Wait,
     Drop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditSettings {
+pub(crate) struct AuditSettings {
     pub sink: SinkSettings,
     pub queue_capacity: usize,
     pub batch_size: usize,
@@ -52,7 +52,10 @@ pub struct AuditSettings {
     pub on_full: OnFull,
 }
 
-pub fn validate(raw: Option<AuditRaw>, base_dir: &Path) -> Result<AuditSettings, ConfigError> {
+pub(super) fn validate(
+    raw: Option<AuditRaw>,
+    base_dir: &Path,
+) -> Result<AuditSettings, ConfigError> {
     let raw = raw.unwrap_or(AuditRaw {
         sink: None,
         path: None,

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TelemetryRaw {
+pub(super) struct TelemetryRaw {
     /// Export traces. Default: on when an endpoint is set here or in
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
     pub traces: Option<bool>,
@@ -31,7 +31,7 @@ pub struct TelemetryRaw {
 
 /// How spans are sent to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// OTLP over HTTP, protobuf bodies (`http/protobuf`).
     Http,
     /// OTLP over gRPC.
@@ -40,7 +40,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Parses a config or `OTEL_EXPORTER_OTLP_PROTOCOL` value.
-    pub fn parse(s: &str) -> Option<Protocol> {
+    pub(crate) fn parse(s: &str) -> Option<Protocol> {
         match s.trim().to_ascii_lowercase().as_str() {
             "http" | "http/protobuf" => Some(Protocol::Http),
             "grpc" => Some(Protocol::Grpc),
@@ -51,7 +51,7 @@ impl Protocol {
 
 /// The validated `[telemetry]` section (everything optional; env fills the gaps).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TelemetrySettings {
+pub(crate) struct TelemetrySettings {
     pub traces: Option<bool>,
     pub otlp_endpoint: Option<String>,
     pub otlp_protocol: Option<Protocol>,
@@ -60,7 +60,7 @@ pub struct TelemetrySettings {
     pub service_name: Option<String>,
 }
 
-pub fn validate(raw: Option<TelemetryRaw>) -> Result<TelemetrySettings, ConfigError> {
+pub(super) fn validate(raw: Option<TelemetryRaw>) -> Result<TelemetrySettings, ConfigError> {
     let Some(raw) = raw else {
         return Ok(TelemetrySettings::default());
     };
@@ -117,7 +117,7 @@ pub fn validate(raw: Option<TelemetryRaw>) -> Result<TelemetrySettings, ConfigEr
 }
 
 /// An exporter endpoint must be an absolute http(s) URL with a host.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
         return Err("must start with http:// or https://".into());
