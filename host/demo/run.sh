@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARGO="${CARGO:-cargo}"
-$CARGO build -q -p portcullis -p portcullis-test-upstream
+echo "Building portcullis and the demo upstream (debug). The first build compiles every dependency" >&2
+echo "and takes ~10-15 minutes on two cores; later runs take seconds. Cargo's progress follows." >&2
+$CARGO build -p portcullis -p portcullis-test-upstream
 TARGET="$($CARGO metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET/debug"
 STATE=.portcullis
