@@ -346,3 +346,51 @@ async fn read(resp: hyper::Response<Incoming>) -> Response {
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
+
+impl Mcp {
+    /// A second client on the same session (for concurrent requests).
+    pub fn same_session(&self) -> Mcp {
+        Mcp {
+            key: self.key.clone(),
+            session: self.session.clone(),
+            version: self.version.clone(),
+            ..Mcp::new(&self.url, "")
+        }
+    }
+}
+
+/// An initialized MCP session on `url`.
+pub async fn session(url: &str, key: &str) -> Mcp {
+    let mut m = Mcp::new(url, key);
+    m.initialize().await;
+    m
+}
+
+/// Sorted tool names of a session's `tools/list`.
+pub async fn sorted_names(m: &mut Mcp) -> Vec<String> {
+    let mut names = m.tool_names().await;
+    names.sort();
+    names
+}
+
+/// Sorted `names`, as owned strings (for comparing with [`sorted_names`]).
+pub fn sorted(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// `tools/call` on a copy of `m`'s session inside a task, so that a connection the
+/// gateway drops (instead of answering) fails the test with the gateway's log
+/// rather than a bare transport panic.
+pub async fn call_checked(gw: &crate::Gateway, m: &Mcp, name: &str, args: Value) -> Value {
+    let mut copy = m.same_session();
+    let n = name.to_string();
+    match tokio::spawn(async move { copy.call(&n, args).await }).await {
+        Ok(msg) => msg,
+        Err(e) => panic!(
+            "tools/call {name}: no JSON-RPC answer ({e}); gateway output:\n{}",
+            crate::audit_lines::strip_ansi(&gw.proc.output())
+        ),
+    }
+}

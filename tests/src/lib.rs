@@ -6,19 +6,35 @@
 //! Prerequisites are installed by `make test` (`tests/peers/install.sh`) and the
 //! binaries are built by `cargo build --workspace`; a missing one fails the test with
 //! a message saying so, never skips it.
+//!
+//! What is where: [`config`] builds gateway configs, [`procs`] runs the gateway and
+//! the upstreams, [`cli`] runs the `portcullis` CLI, [`client`] speaks MCP,
+//! [`sse`] reads answers as they stream, [`rpc`] checks JSON-RPC shapes,
+//! [`audit_lines`] reads and waits for log and audit lines, [`audit_db`] reads the
+//! audit tables, [`upstreams`] serves odd upstreams from the test process,
+//! [`fixtures`] builds and alters the guest policies, and [`otlp`], [`redis`]
+//! and [`services`] run the collector, Redis and the KMS.
 
-pub mod audit_support;
+pub mod audit_db;
+pub mod audit_lines;
+pub mod cli;
 pub mod client;
-pub mod extra;
+pub mod config;
+pub mod fixtures;
 pub mod otlp;
-pub mod policy_support;
 pub mod procs;
 pub mod redis;
+pub mod rpc;
 pub mod services;
+pub mod sse;
+pub mod upstreams;
 
 use std::path::PathBuf;
 
+pub use cli::{Cli, CliOutput};
 pub use client::{Mcp, Response};
+pub use config::{Agent, Config, Connector, Policy};
+pub use fixtures::fixture_policy;
 pub use procs::{Gateway, Proc, Upstream};
 
 /// The repository root.
@@ -71,33 +87,4 @@ pub fn new_key() -> (String, String) {
     let key = format!("pc_{}", hex::encode(raw));
     let hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
     (key, hash)
-}
-
-/// A built test-fixture policy component (`tests/policies/*`), built on first use.
-pub fn fixture_policy(package: &str) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let target = root().join("target/test-policies");
-    let file = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                package,
-                "--target-dir",
-            ])
-            .arg(&target)
-            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-            .status()
-            .expect("running cargo");
-    assert!(status.success(), "building test policy {package} failed");
-    file
 }

@@ -2,6 +2,7 @@
 //! line by line (for readiness lines, log assertions and secret scans); the process
 //! is killed when its handle drops.
 
+use std::fmt::Display;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -149,8 +150,18 @@ fn url_from_listening(line: &str) -> String {
 impl Upstream {
     /// The in-repo Rust upstream with extra flags (`--response sse`, `--sessions`, ...).
     pub fn rust(args: &[&str]) -> Upstream {
+        Upstream::rust_at("127.0.0.1:0", args)
+    }
+
+    /// The in-repo Rust upstream listening on `127.0.0.1:<port>` (to restart it on the
+    /// same address after dropping an earlier one).
+    pub fn rust_on(port: u16, args: &[&str]) -> Upstream {
+        Upstream::rust_at(&format!("127.0.0.1:{port}"), args)
+    }
+
+    fn rust_at(listen: &str, args: &[&str]) -> Upstream {
         let mut cmd = Command::new(crate::bin("portcullis-test-upstream"));
-        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        cmd.args(["--listen", listen]).args(args);
         let mut proc = Proc::spawn("rust-upstream", cmd);
         let line = proc.wait_line(Duration::from_secs(10), |l| l.starts_with("listening on "));
         Upstream {
@@ -161,7 +172,11 @@ impl Upstream {
 
     /// `@modelcontextprotocol/server-everything` over Streamable HTTP.
     pub fn everything() -> Upstream {
-        let port = crate::free_port();
+        Upstream::everything_on(crate::free_port())
+    }
+
+    /// server-everything listening on `<port>`.
+    pub fn everything_on(port: u16) -> Upstream {
         let mut cmd = Command::new(crate::installed(
             "tests/node/node_modules/.bin/mcp-server-everything",
         ));
@@ -200,35 +215,52 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Writes `config` (full TOML; use `listen = "127.0.0.1:0"`) to a temp dir and starts
-    /// the gateway on it.
-    pub fn start(config: &str) -> Gateway {
+    /// Writes `config` (full TOML, or a [`crate::Config`]; use `listen =
+    /// "127.0.0.1:0"`) to a temp dir and starts the gateway on it.
+    pub fn start(config: &(impl Display + ?Sized)) -> Gateway {
         Gateway::start_with_env(config, &[])
     }
 
-    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+    pub fn start_with_env(config: &(impl Display + ?Sized), env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_within(config, env, Duration::from_secs(60))
+    }
+
+    /// Like [`Gateway::start_with_env`], waiting up to `timeout` for it to listen
+    /// (compiling a large policy component takes a while).
+    pub fn start_within(
+        config: &(impl Display + ?Sized),
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("portcullis.toml");
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(&path, config.to_string()).expect("write config");
         let mut gw = Gateway::launch(&path, env, dir);
-        gw.wait_ready();
+        gw.wait_ready(timeout);
         gw
     }
 
-    /// Starts the gateway and expects it to refuse to start; returns its output.
-    pub fn refuses(config: &str) -> String {
+    /// Starts the gateway and expects it to refuse to start (exit 2); returns its
+    /// output (ANSI colours removed) once the error message has been read, which may
+    /// be a moment after the process exited.
+    pub fn refuses(config: &(impl Display + ?Sized)) -> String {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("portcullis.toml");
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(&path, config.to_string()).expect("write config");
         let mut gw = Gateway::launch(&path, &[], dir);
         let code = gw.proc.wait_exit(Duration::from_secs(30));
+        // The output is read by threads: wait until the error line has arrived.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gw.proc.lines_with("error").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = crate::audit_lines::strip_ansi(&gw.proc.output());
         assert_eq!(
             code,
             Some(2),
-            "gateway should refuse to start; output:\n{}",
-            gw.proc.output()
+            "gateway should refuse to start; output:\n{out}"
         );
-        gw.proc.output()
+        out
     }
 
     fn launch(path: &Path, env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
@@ -253,10 +285,10 @@ impl Gateway {
     /// stderr. The two pipes are read by separate threads, so seeing the first says
     /// nothing about the second: without the wait, a test that reads a start-up log
     /// line (or the started line itself) right after `start` may find it missing.
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, timeout: Duration) {
         let line = self
             .proc
-            .wait_line(Duration::from_secs(60), |l| l.starts_with("listening on "));
+            .wait_line(timeout, |l| l.starts_with("listening on "));
         self.proc.wait_line(Duration::from_secs(10), |l| {
             l.contains("portcullis started")
         });

@@ -1,10 +1,8 @@
 //! Backing services for the vault tests: a KMS API served by `moto_server` (from the
-//! repo's `.venv`), keys created with boto3, and running the `portcullis` CLI with
-//! standard input and environment (`vault put` reads its secret from stdin).
+//! repo's `.venv`), keys created with boto3, and the environment AWS clients need.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::Proc;
 
@@ -67,31 +65,4 @@ impl Moto {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-}
-
-/// Runs `portcullis <args>` with `stdin` on its standard input and extra environment;
-/// at most 60 s.
-pub fn portcullis_with(args: &[&str], stdin: &[u8], env: &[(String, String)]) -> Output {
-    let mut child = Command::new(crate::bin("portcullis"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running portcullis");
-    {
-        let mut input = child.stdin.take().expect("stdin");
-        // A command that fails early may not read it all.
-        let _ = input.write_all(stdin);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("portcullis status").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("portcullis {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("portcullis output")
 }

@@ -8,11 +8,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::audit_support::{
-    PgSchema, audit_query, pg_groups, portcullis, sqlite_count, sqlite_groups,
-};
-use portcullis_tests::extra::field;
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::audit_db::{PgSchema, pg_groups, sqlite_count, sqlite_groups};
+use portcullis_tests::audit_lines::field;
+use portcullis_tests::cli::audit_query;
+use portcullis_tests::{Agent, Cli, Config, Connector, Gateway, Mcp, Policy, Upstream, new_key};
 use serde_json::{Value, json};
 
 const SESSIONS: usize = 16;
@@ -23,38 +22,19 @@ const CALLS: usize = SESSIONS * CALLS_PER_SESSION;
 /// (org acme) may call everything, bob (org globex) only `conn_test`. Generous policy
 /// timeouts: this is a load on 2 cores in a debug build, not a test of policy limits.
 fn config(upstream: &str, alice: &str, bob: &str, audit: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{audit}
-[[connectors]]
-id = "conn_test"
-name = "Test"
-target_url = "{upstream}"
-disabled_tools = ["delete_thing"]
-[[connectors]]
-id = "conn_other"
-name = "Other"
-target_url = "{upstream}"
-[[agents]]
-id = "alice"
-org = "acme"
-key_sha256 = "{alice}"
-scopes = ["mcp:call"]
-[[agents]]
-id = "bob"
-org = "globex"
-key_sha256 = "{bob}"
-scopes = ["mcp:call:conn_test"]
-[[policies]]
-module = "builtin:slug-scope"
-timeout_ms = 5000
-[[policies]]
-module = "builtin:blocklist"
-timeout_ms = 5000
-"#
-    )
+    Config::new()
+        .raw(audit)
+        .connector(Connector::new("conn_test", "Test", upstream).disabled_tools(&["delete_thing"]))
+        .connector(Connector::new("conn_other", "Other", upstream))
+        .agent(Agent::new("alice", alice))
+        .agent(
+            Agent::new("bob", bob)
+                .org("globex")
+                .scopes(&["mcp:call:conn_test"]),
+        )
+        .policy(Policy::new("builtin:slug-scope").timeout_ms(5000))
+        .policy(Policy::new("builtin:blocklist").timeout_ms(5000))
+        .render()
 }
 
 /// `(method, status, agent) -> rows` that [`load`] produces.
@@ -241,18 +221,12 @@ fn check_query(config: &Path) {
     );
 
     // Table output: a header and aligned rows.
-    let out = portcullis(&[
-        "audit",
-        "query",
-        "--config",
-        config.to_str().unwrap(),
-        "--limit",
-        "3",
-        "--status",
-        "403",
-    ]);
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = Cli::new()
+        .args(["audit", "query"])
+        .config(config)
+        .args(["--limit", "3", "--status", "403"])
+        .run_ok();
+    let text = &out.stdout;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert!(
@@ -266,16 +240,13 @@ fn check_query(config: &Path) {
         "{text}"
     );
     // A bad --since is refused with a hint.
-    let bad = portcullis(&[
-        "audit",
-        "query",
-        "--config",
-        config.to_str().unwrap(),
-        "--since",
-        "yesterday",
-    ]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+    let bad = Cli::new()
+        .args(["audit", "query"])
+        .config(config)
+        .args(["--since", "yesterday"])
+        .run();
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("RFC 3339"), "{}", bad.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,11 +475,12 @@ async fn sink_none_keeps_the_log_lines_and_writes_no_table() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!gw.dir.path().join("audit.db").exists());
-    let config = gw.config_path.to_str().expect("utf-8 path");
-    let out = portcullis(&["audit", "query", "--config", config]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{out:?}");
-    assert!(stderr.contains("sink = \"none\""), "{stderr}");
+    let out = Cli::new()
+        .args(["audit", "query"])
+        .config(&gw.config_path)
+        .run();
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("sink = \"none\""), "{}", out.stderr);
     gw.proc.signal("TERM");
     assert_eq!(gw.proc.wait_exit(Duration::from_secs(30)), Some(0));
 }

@@ -1,32 +1,20 @@
 //! Smoke test of the harness and the gateway's happy path: the in-repo upstream
 //! behind the real binary, on both endpoints.
 
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Upstream, new_key};
 use serde_json::json;
 
-fn config(upstream: &str, hash: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[[connectors]]
-id = "conn_test"
-name = "Test Upstream"
-target_url = "{upstream}"
-[[agents]]
-id = "reporter"
-org = "acme"
-key_sha256 = "{hash}"
-scopes = ["mcp:call"]
-"#
-    )
+fn config(upstream: &str, hash: &str) -> Config {
+    Config::new()
+        .connector(Connector::new("conn_test", "Test Upstream", upstream))
+        .agent(Agent::new("reporter", hash))
 }
 
 #[tokio::test]
 async fn lists_and_calls_on_both_endpoints() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let gw = Gateway::start(&config(&up.url, &hash));
+    let gw = Gateway::start(&config(&up.url, &hash).render());
 
     let mut all = Mcp::new(&gw.url(None), &key);
     all.initialize().await;
@@ -71,8 +59,7 @@ fn worker_runtimes(pid: u32) -> std::collections::BTreeMap<String, u64> {
 async fn connections_are_spread_over_the_worker_threads() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let gw =
-        Gateway::start(&config(&up.url, &hash).replace("[server]\n", "[server]\nworkers = 3\n"));
+    let gw = Gateway::start(&config(&up.url, &hash).server("workers = 3").render());
     let started = gw.proc.lines_with("portcullis started");
     assert!(
         started.iter().any(|l| l.contains("workers=3")),
@@ -116,7 +103,8 @@ async fn workers_poll_briefly_before_sleeping_and_sleep_when_idle() {
     // The longest polling allowed: a worker that never stopped polling would show here.
     let gw = Gateway::start(
         &config(&up.url, &hash)
-            .replace("[server]\n", "[server]\nworkers = 2\nidle_spin_us = 1000\n"),
+            .server("workers = 2\nidle_spin_us = 1000")
+            .render(),
     );
     let started = gw.proc.lines_with("portcullis started");
     assert!(

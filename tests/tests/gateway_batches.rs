@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use portcullis_tests::audit_lines::{field, wait_audit};
 use portcullis_tests::client::sse_data;
-use portcullis_tests::extra::{agent, batching_upstream, connector, field, raw_member, wait_audit};
-use portcullis_tests::{Gateway, Mcp, Response, Upstream, new_key};
+use portcullis_tests::rpc::raw_member;
+use portcullis_tests::upstreams::batching_upstream;
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Response, Upstream, new_key};
 use serde_json::{Value, json};
 
 const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
@@ -17,13 +19,11 @@ const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue."
 /// `calls` tool calls a day; returns the agent's key.
 fn gateway(up: &Upstream, calls: u32) -> (Gateway, String) {
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\
-         [[orgs]]\nid = \"acme\"\nquota = {{ calls = {calls}, per = \"day\" }}\n{}{}",
-        connector("conn_test", "Test Upstream", &up.url, ""),
-        agent("reporter", &hash)
-    );
-    (Gateway::start(&config), key)
+    let config = Config::new()
+        .org("acme", &format!("{{ calls = {calls}, per = \"day\" }}"))
+        .connector(Connector::new("conn_test", "Test Upstream", &up.url))
+        .agent(Agent::new("reporter", &hash));
+    (Gateway::start(&config.render()), key)
 }
 
 /// A session that negotiated `version`.
@@ -270,11 +270,12 @@ async fn later_revisions_refuse_batches() {
 async fn an_upstream_that_batches_its_messages_is_read_one_by_one() {
     let url = batching_upstream().await;
     let (key, hash) = new_key();
-    let gw = Gateway::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector("conn_batching", "Batching", &url, ""),
-        agent("reporter", &hash)
-    ));
+    let gw = Gateway::start(
+        &Config::new()
+            .connector(Connector::new("conn_batching", "Batching", &url))
+            .agent(Agent::new("reporter", &hash))
+            .render(),
+    );
     let mut mcp = Mcp::new(&gw.url(None), &key);
     mcp.initialize().await;
     // tools/list answered with a batch of one.

@@ -5,26 +5,38 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::extra::{
-    SseReader, agent, connector, everything_on, field, port_of, post_streaming, raw_member,
-    response_text, rust_upstream_on, same_session, wait_audit, wait_audit_status,
+use portcullis_tests::audit_lines::{field, wait_audit, wait_audit_status};
+use portcullis_tests::rpc::{raw_member, response_text};
+use portcullis_tests::sse::{SseReader, post_streaming};
+use portcullis_tests::upstreams::{
+    first_initialize_hangs_upstream, port_of, raw_result_upstream, stalled_list_upstream,
 };
-use portcullis_tests::{Gateway, Mcp, Upstream, free_port, new_key};
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Upstream, free_port, new_key};
 use serde_json::{Value, json};
 
-/// A gateway config: `server` lines, then the given connector blocks and one agent.
-fn config(server: &str, connectors: &str, hash: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{connectors}\n{}",
-        agent("reporter", hash)
-    )
+/// A gateway config: the given connectors and one agent (`reporter`, org `acme`).
+fn config(connectors: Vec<Connector>, hash: &str) -> Config {
+    connectors
+        .into_iter()
+        .fold(Config::new(), Config::connector)
+        .agent(Agent::new("reporter", hash))
 }
 
-/// One gateway in front of one Rust upstream (`conn_test`, slug `test-upstream`).
-fn gateway(up: &Upstream, connector_extra: &str, server: &str) -> (Gateway, String) {
+/// The connector of one Rust upstream (`conn_test`, slug `test-upstream`).
+fn test_connector(up: &Upstream) -> Connector {
+    Connector::new("conn_test", "Test Upstream", &up.url)
+}
+
+/// One gateway in front of one Rust upstream; returns the agent's key.
+fn gateway(up: &Upstream) -> (Gateway, String) {
+    gateway_with(test_connector(up), "")
+}
+
+/// One gateway with `connector` and more `[server]` lines.
+fn gateway_with(connector: Connector, server: &str) -> (Gateway, String) {
     let (key, hash) = new_key();
-    let conns = connector("conn_test", "Test Upstream", &up.url, connector_extra);
-    (Gateway::start(&config(server, &conns, &hash)), key)
+    let config = config(vec![connector], &hash).server(server);
+    (Gateway::start(&config.render()), key)
 }
 
 async fn session(gw: &Gateway, endpoint: Option<&str>, key: &str) -> Mcp {
@@ -59,7 +71,7 @@ fn call_body(id: &Value, name: &str, args: Value) -> String {
 #[tokio::test]
 async fn result_is_forwarded_byte_for_byte() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let text = "h\u{e9}llo \"quoted\" \\ \u{2603} <tag> \u{1F600}";
 
     let upstream = direct(&up).await;
@@ -95,7 +107,7 @@ async fn result_is_forwarded_byte_for_byte() {
 #[tokio::test]
 async fn call_params_reach_the_upstream_as_written() {
     let up = Upstream::rust(&["--raw-echo"]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let arguments = r#"{"big":123456789012345678901234567890,"e":1e2,"f":0.1000000000000000055511151231257827,"neg":-0,"s":"\u00e9\n","nested":{"z":[1.50,{}],"a":null}}"#;
     let rest = r#""_meta":{"progressToken":1E2,"example.com/x":{"k":1.0}},"x-unknown":[true]"#;
     for (endpoint, name) in [
@@ -123,7 +135,7 @@ async fn call_params_reach_the_upstream_as_written() {
 #[tokio::test]
 async fn upstream_rpc_error_is_forwarded_with_code_message_and_data() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mut mcp = session(&gw, None, &key).await;
     let msg = mcp
         .call(
@@ -148,7 +160,7 @@ async fn upstream_rpc_error_is_forwarded_with_code_message_and_data() {
 #[tokio::test]
 async fn non_2xx_is_internal_error_audited_502() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mut mcp = session(&gw, None, &key).await;
     for status in [500, 503] {
         let msg = mcp
@@ -183,7 +195,7 @@ async fn non_2xx_is_internal_error_audited_502() {
 #[tokio::test]
 async fn timeout_is_internal_error_504_and_cancels_upstream() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "timeout_ms = 300", "");
+    let (gw, key) = gateway_with(test_connector(&up).timeout_ms(300), "");
     let mut mcp = session(&gw, None, &key).await;
     // Warm the catalog so that only the call itself is timed.
     assert!(
@@ -216,7 +228,7 @@ async fn timeout_is_internal_error_504_and_cancels_upstream() {
 #[tokio::test]
 async fn unknown_tool_and_unknown_slug_are_tool_not_found_404() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mut all = session(&gw, None, &key).await;
     for name in [
         "test-upstream.no_such_tool",
@@ -268,14 +280,16 @@ async fn upstream_down_is_internal_error_and_others_still_listed() {
     let up = Upstream::rust(&[]);
     let closed = free_port();
     let (key, hash) = new_key();
-    let conns = connector("conn_test", "Test Upstream", &up.url, "")
-        + &connector(
+    let conns = vec![
+        test_connector(&up),
+        Connector::new(
             "conn_down",
             "Down Server",
             &format!("http://127.0.0.1:{closed}/mcp"),
-            "timeout_ms = 5000",
-        );
-    let gw = Gateway::start(&config("", &conns, &hash));
+        )
+        .timeout_ms(5000),
+    ];
+    let gw = Gateway::start(&config(conns, &hash).render());
     let mut mcp = session(&gw, None, &key).await;
 
     let names = mcp.tool_names().await;
@@ -316,16 +330,13 @@ async fn upstream_down_is_internal_error_and_others_still_listed() {
 async fn a_stalled_connector_is_asked_once_and_its_failure_remembered() {
     use std::sync::atomic::Ordering::SeqCst;
     let up = Upstream::rust(&[]);
-    let (stalled, lists) = portcullis_tests::extra::stalled_list_upstream().await;
+    let (stalled, lists) = stalled_list_upstream().await;
     let (key, hash) = new_key();
-    let conns = connector("conn_test", "Test Upstream", &up.url, "")
-        + &connector(
-            "conn_stalled",
-            "Stalled Server",
-            &stalled,
-            "timeout_ms = 2000",
-        );
-    let mut gw = Gateway::start(&config("", &conns, &hash));
+    let conns = vec![
+        test_connector(&up),
+        Connector::new("conn_stalled", "Stalled Server", &stalled).timeout_ms(2000),
+    ];
+    let mut gw = Gateway::start(&config(conns, &hash).render());
     let mut agents = Vec::new();
     for _ in 0..4 {
         agents.push(session(&gw, None, &key).await);
@@ -383,10 +394,10 @@ async fn a_stalled_connector_is_asked_once_and_its_failure_remembered() {
 /// handshake is bounded by the connector's timeout like every other request.
 #[tokio::test]
 async fn a_connector_stuck_at_start_up_is_usable_once_it_answers() {
-    let url = portcullis_tests::extra::first_initialize_hangs_upstream().await;
+    let url = first_initialize_hangs_upstream().await;
     let (key, hash) = new_key();
-    let conns = connector("conn_late", "Late Server", &url, "timeout_ms = 1000");
-    let gw = Gateway::start(&config("", &conns, &hash));
+    let conns = vec![Connector::new("conn_late", "Late Server", &url).timeout_ms(1000)];
+    let gw = Gateway::start(&config(conns, &hash).render());
     let mut mcp = session(&gw, None, &key).await;
     // The watcher gives up after 1 s, a failed fetch is retried after 5 s.
     let usable = "the connector never became usable";
@@ -396,7 +407,7 @@ async fn a_connector_stuck_at_start_up_is_usable_once_it_answers() {
 
 async fn progress_is_relayed_before_the_result(mode: &str) {
     let up = Upstream::rust(&["--response", mode]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mcp = session(&gw, None, &key).await;
     let steps = 25;
     let body = json!({"jsonrpc": "2.0", "id": "p-1", "method": "tools/call", "params": {
@@ -467,9 +478,9 @@ async fn progress_is_relayed_from_an_sse_upstream() {
 #[tokio::test]
 async fn cancellation_is_relayed_upstream() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mcp = session(&gw, None, &key).await;
-    let waiter = same_session(&mcp);
+    let waiter = mcp.same_session();
     let agent_id = json!("agent-wait-1");
     let body = call_body(
         &agent_id,
@@ -531,7 +542,7 @@ async fn cancellation_is_relayed_upstream() {
 #[tokio::test]
 async fn big_result_is_intact() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mut mcp = session(&gw, None, &key).await;
     let n = 64 * 1024;
     let msg = mcp.call("test-upstream.big", json!({"bytes": n})).await;
@@ -557,13 +568,13 @@ async fn big_result_is_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_request_id_does_not_cancel_the_first_call() {
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let a = session(&gw, None, &key).await;
     let id = json!("same");
     let slow = call_body(&id, "test-upstream.sleep", json!({"ms": 600}));
     let quick = call_body(&id, "test-upstream.echo", json!({"text": "second"}));
     let first = {
-        let client = same_session(&a);
+        let client = a.same_session();
         tokio::spawn(async move { client.post(&slow, &[]).await })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -583,15 +594,15 @@ async fn a_reused_request_id_does_not_cancel_the_first_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_are_not_mixed_up() {
     let up = Upstream::rust(&["--delay-ms", "20"]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let a = session(&gw, None, &key).await;
     let b = session(&gw, Some("conn_test"), &key).await;
     let mut tasks = Vec::new();
     for i in 0..40 {
         let client = if i % 2 == 0 {
-            same_session(&a)
+            a.same_session()
         } else {
-            same_session(&b)
+            b.same_session()
         };
         let name = if i % 2 == 0 {
             "test-upstream.echo"
@@ -623,7 +634,7 @@ async fn upstream_pages_are_merged_completely() {
     let mut upstream = direct(&up).await;
     let want = upstream.tool_names().await;
     assert_eq!(want.len(), 24, "{want:?}");
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
 
     let mut one = session(&gw, Some("conn_test"), &key).await;
     assert_eq!(one.tool_names().await, want);
@@ -637,7 +648,7 @@ async fn upstream_pages_are_merged_completely() {
 #[tokio::test]
 async fn gateway_pages_its_list_with_an_opaque_cursor() {
     let up = Upstream::rust(&["--extra-tools", "10"]);
-    let (gw, key) = gateway(&up, "", "list_page_size = 5");
+    let (gw, key) = gateway_with(test_connector(&up), "list_page_size = 5");
     let mut mcp = session(&gw, None, &key).await;
     let mut seen = Vec::new();
     let mut cursor: Option<Value> = None;
@@ -682,14 +693,14 @@ async fn gateway_pages_its_list_with_an_opaque_cursor() {
 #[tokio::test]
 async fn rust_upstream_restarted_on_the_same_port_is_reinitialised() {
     let port = free_port();
-    let first = rust_upstream_on(port, &["--sessions"]);
-    let (gw, key) = gateway(&first, "", "");
+    let first = Upstream::rust_on(port, &["--sessions"]);
+    let (gw, key) = gateway(&first);
     let mut mcp = session(&gw, None, &key).await;
     let msg = mcp.call("test-upstream.echo", json!({"text": "one"})).await;
     assert_eq!(msg["result"]["structuredContent"]["text"], "one", "{msg}");
     drop(first);
 
-    let _second = rust_upstream_on(port, &["--sessions"]);
+    let _second = Upstream::rust_on(port, &["--sessions"]);
     let msg = mcp.call("test-upstream.echo", json!({"text": "two"})).await;
     assert_eq!(
         msg["result"]["structuredContent"]["text"], "two",
@@ -703,10 +714,14 @@ async fn rust_upstream_restarted_on_the_same_port_is_reinitialised() {
 #[tokio::test]
 async fn server_everything_restarted_on_the_same_port_is_reinitialised() {
     let port = free_port();
-    let first = everything_on(port);
+    let first = Upstream::everything_on(port);
     let (key, hash) = new_key();
-    let conns = connector("conn_everything", "Everything Server", &first.url, "");
-    let gw = Gateway::start(&config("", &conns, &hash));
+    let conns = vec![Connector::new(
+        "conn_everything",
+        "Everything Server",
+        &first.url,
+    )];
+    let gw = Gateway::start(&config(conns, &hash).render());
     let mut mcp = session(&gw, None, &key).await;
     let msg = mcp
         .call("everything-server.echo", json!({"message": "one"}))
@@ -714,7 +729,7 @@ async fn server_everything_restarted_on_the_same_port_is_reinitialised() {
     assert_eq!(msg["result"]["content"][0]["text"], "Echo: one", "{msg}");
     drop(first);
 
-    let second = everything_on(port);
+    let second = Upstream::everything_on(port);
     assert_eq!(port_of(&second.url), port);
     let msg = mcp
         .call("everything-server.echo", json!({"message": "two"}))
@@ -729,10 +744,10 @@ async fn server_everything_restarted_on_the_same_port_is_reinitialised() {
 async fn non_canonical_result_bytes_are_kept() {
     // Spaces, escapes, an exponent and unsorted keys: any re-serialisation changes them.
     const RESULT: &str = "{ \"content\" : [ {\"type\":\"text\", \"text\":\"caf\\u00e9 \\/ 1e2\"} ],\n  \"z\": 1E2, \"a\": 1.50, \"x-extra\": {\"b\":[ ], \"a\":null} }";
-    let url = portcullis_tests::extra::raw_result_upstream(RESULT).await;
+    let url = raw_result_upstream(RESULT).await;
     let (key, hash) = new_key();
-    let conns = connector("conn_raw", "Raw", &url, "");
-    let gw = Gateway::start(&config("", &conns, &hash));
+    let conns = vec![Connector::new("conn_raw", "Raw", &url)];
+    let gw = Gateway::start(&config(conns, &hash).render());
     let mcp = session(&gw, None, &key).await;
     let got = mcp
         .post(&call_body(&json!("r-1"), "raw.raw", json!({})), &[])
@@ -750,7 +765,7 @@ async fn non_canonical_result_bytes_are_kept() {
 #[tokio::test]
 async fn upstream_sessions_follow_agent_sessions() {
     let up = Upstream::rust(&["--sessions"]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let upstream_session = |msg: &Value| {
         msg["result"]["structuredContent"]["mcp-session-id"]
             .as_str()
@@ -796,15 +811,12 @@ async fn upstream_sessions_follow_agent_sessions() {
 async fn upstream_refusing_the_gateway_is_internal_error_502() {
     let up = Upstream::rust(&["--require-bearer", "the-right-token"]);
     let (key, hash) = new_key();
-    let conns = connector("conn_none", "No Cred", &up.url, "")
-        + &connector(
-            "conn_wrong",
-            "Wrong Cred",
-            &up.url,
-            "credential = \"env:WRONG_TOKEN\"",
-        );
+    let conns = vec![
+        Connector::new("conn_none", "No Cred", &up.url),
+        Connector::new("conn_wrong", "Wrong Cred", &up.url).credential("env:WRONG_TOKEN"),
+    ];
     let gw = Gateway::start_with_env(
-        &config("", &conns, &hash),
+        &config(conns, &hash).render(),
         &[("WRONG_TOKEN", "a-wrong-token")],
     );
     let mut mcp = session(&gw, None, &key).await;
@@ -852,7 +864,7 @@ async fn assert_one_cancellation(upstream: &mut Mcp) {
 async fn a_disconnect_is_not_a_cancellation() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::rust(&[]);
-    let (gw, key) = gateway(&up, "", "");
+    let (gw, key) = gateway(&up);
     let mcp = session(&gw, None, &key).await;
     let body = call_body(&json!(41), "test-upstream.sleep", json!({"ms": 700}));
     let addr = gw.base.trim_start_matches("http://").to_string();
@@ -891,7 +903,7 @@ async fn a_disconnect_is_not_a_cancellation() {
 #[tokio::test]
 async fn an_upstream_that_never_answers_delete_holds_nothing_up() {
     let up = Upstream::rust(&["--sessions", "--hang-delete"]);
-    let (mut gw, key) = gateway(&up, "", "");
+    let (mut gw, key) = gateway(&up);
     let mut a = session(&gw, None, &key).await;
     let msg = a.call("test-upstream.echo", json!({"text": "x"})).await;
     assert_eq!(msg["result"]["structuredContent"]["text"], "x", "{msg}");

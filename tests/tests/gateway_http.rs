@@ -7,25 +7,32 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use portcullis_tests::extra::{
-    SseReader, agent, connector, portcullis, request_status, rust_upstream_on, strip_ansi,
+use portcullis_tests::sse::{SseReader, request_status};
+use portcullis_tests::{
+    Agent, Cli, CliOutput, Config, Connector, Gateway, Mcp, Response, Upstream, free_port, new_key,
 };
-use portcullis_tests::{Gateway, Mcp, Response, Upstream, free_port, new_key};
 use serde_json::{Value, json};
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
-fn config_with(server: &str, up: &str, agents: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n{}{agents}",
-        connector("conn_test", "Test Upstream", up, "")
+/// One connector (`conn_test`, slug `test-upstream`) on `up` and these agents
+/// (id, key hash).
+fn config(up: &str, agents: &[(&str, &str)]) -> Config {
+    agents.iter().fold(
+        Config::new().connector(Connector::new("conn_test", "Test Upstream", up)),
+        |c, (id, hash)| c.agent(Agent::new(id, hash)),
     )
 }
 
-/// A gateway in front of one Rust upstream with one agent; returns its key.
+/// A gateway in front of one Rust upstream with one agent and more `[server]`
+/// lines; returns the agent's key.
 fn gateway(up: &Upstream, server: &str) -> (Gateway, String) {
     let (key, hash) = new_key();
-    let gw = Gateway::start(&config_with(server, &up.url, &agent("reporter", &hash)));
+    let gw = Gateway::start(
+        &config(&up.url, &[("reporter", &hash)])
+            .server(server)
+            .render(),
+    );
     (gw, key)
 }
 
@@ -98,8 +105,8 @@ async fn sessions_are_assigned_required_and_bound_to_the_agent() {
     let up = Upstream::rust(&[]);
     let (key_a, hash_a) = new_key();
     let (key_b, hash_b) = new_key();
-    let agents = agent("alice", &hash_a) + &agent("bob", &hash_b);
-    let gw = Gateway::start(&config_with("", &up.url, &agents));
+    let agents = [("alice", hash_a.as_str()), ("bob", hash_b.as_str())];
+    let gw = Gateway::start(&config(&up.url, &agents).render());
 
     let resp = Mcp::new(&gw.url(None), &key_a)
         .post(&initialize_body(), &[])
@@ -162,9 +169,9 @@ async fn one_agent_cannot_take_every_session() {
     let up = Upstream::rust(&[]);
     let (key_a, hash_a) = new_key();
     let (key_b, hash_b) = new_key();
-    let agents = agent("alice", &hash_a) + &agent("bob", &hash_b);
+    let agents = [("alice", hash_a.as_str()), ("bob", hash_b.as_str())];
     let server = "max_sessions = 3\nmax_sessions_per_agent = 2";
-    let gw = Gateway::start(&config_with(server, &up.url, &agents));
+    let gw = Gateway::start(&config(&up.url, &agents).server(server).render());
     let open = |key: &str| {
         let mcp = Mcp::new(&gw.url(None), key);
         async move { mcp.post(&initialize_body(), &[]).await }
@@ -689,10 +696,10 @@ async fn sse_event_ids_are_unique_across_a_sessions_streams() {
 #[tokio::test]
 async fn list_changed_is_relayed_after_the_upstream_restarts() {
     let port = free_port();
-    let first = rust_upstream_on(port, &["--sessions"]);
+    let first = Upstream::rust_on(port, &["--sessions"]);
     let (key, hash) = new_key();
     let gw = Gateway::start_with_env(
-        &config_with("", &first.url, &agent("reporter", &hash)),
+        &config(&first.url, &[("reporter", &hash)]).render(),
         &[("RUST_LOG", "info,portcullis::gateway::catalog=debug")],
     );
     let mut all = session(&gw, None, &key).await;
@@ -705,7 +712,7 @@ async fn list_changed_is_relayed_after_the_upstream_restarts() {
     all.tool_names().await;
 
     drop(first);
-    let _second = rust_upstream_on(port, &["--sessions"]);
+    let _second = Upstream::rust_on(port, &["--sessions"]);
     // The restarted upstream knows nothing of the gateway's sessions (404): the gateway
     // must re-initialise the session it watches, not only the one it calls on.
     let added = add_until_announced(&mut all, &mut [&mut stream], "after", 15)
@@ -729,9 +736,15 @@ async fn refresh_by_cli_and_by_sigusr1() {
     let up = Upstream::rust(&["--no-get-stream"]);
     let (key, hash) = new_key();
     let admin_port = free_port();
-    let server = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
-    let gw = Gateway::start(&config_with(&server, &up.url, &agent("reporter", &hash)));
-    let cfg = gw.config_path.to_str().unwrap().to_string();
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"");
+    let gw = Gateway::start(&config(&up.url, &[("reporter", &hash)]).raw(&admin).render());
+    let refresh = |args: &[&str]| {
+        Cli::new()
+            .args(["connectors", "refresh"])
+            .config(&gw.config_path)
+            .args(args)
+            .run()
+    };
     let mut mcp = session(&gw, None, &key).await;
     let before = mcp.tool_names().await;
     assert!(before.contains(&"test-upstream.echo".to_string()));
@@ -744,14 +757,9 @@ async fn refresh_by_cli_and_by_sigusr1() {
     let cached = mcp.tool_names().await;
     assert_eq!(cached, before, "the list is cached until refreshed");
 
-    let out = portcullis(&["connectors", "refresh", "--config", &cfg]);
-    assert!(
-        out.status.success(),
-        "refresh failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("conn_test"));
+    let out = refresh(&[]);
+    assert!(out.success(), "refresh failed: {out:?}");
+    assert!(out.stdout.contains("conn_test"), "{out:?}");
     let names = mcp.tool_names().await;
     assert!(
         names.contains(&"test-upstream.by_cli".to_string()),
@@ -759,11 +767,11 @@ async fn refresh_by_cli_and_by_sigusr1() {
     );
 
     // One connector by id; an unknown id fails.
-    let out = portcullis(&["connectors", "refresh", "--config", &cfg, "conn_test"]);
-    assert!(out.status.success());
-    let out = portcullis(&["connectors", "refresh", "--config", &cfg, "conn_nope"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("conn_nope"));
+    let out = refresh(&["conn_test"]);
+    assert!(out.success(), "{out:?}");
+    let out = refresh(&["conn_nope"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("conn_nope"), "{out:?}");
 
     // SIGUSR1 does the same.
     let msg = mcp
@@ -781,18 +789,24 @@ async fn refresh_by_cli_and_by_sigusr1() {
         .await;
 }
 
-const VALID_AGENT: &str = "\n[[agents]]\nid = \"a\"\norg = \"o\"\nkey_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+/// A config with one valid agent and these connectors.
+fn with_connectors(connectors: &[Connector]) -> Config {
+    connectors
+        .iter()
+        .cloned()
+        .fold(Config::new(), Config::connector)
+        .agent(Agent::new("a", &"0".repeat(64)).org("o"))
+}
 
-fn refused(config: &str) -> String {
-    strip_ansi(&Gateway::refuses(config))
+fn refused(config: Config) -> String {
+    Gateway::refuses(&config.render())
 }
 
 /// The refusal of a config with these `[server]` settings, one connector and one agent.
 fn refused_server(settings: &str) -> String {
-    refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{settings}\n{}{VALID_AGENT}",
-        connector("c1", "One", "http://127.0.0.1:9/mcp", "")
-    ))
+    refused(
+        with_connectors(&[Connector::new("c1", "One", "http://127.0.0.1:9/mcp")]).server(settings),
+    )
 }
 
 #[test]
@@ -801,18 +815,16 @@ fn invalid_configs_refuse_to_start_naming_the_key() {
     // Unknown key.
     let out = refused_server("bogus_knob = 1");
     assert!(out.contains("bogus_knob"), "{out}");
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
-        connector("c1", "One", url, "tiemout_ms = 5")
-    ));
+    let out = refused(with_connectors(&[
+        Connector::new("c1", "One", url).extra("tiemout_ms = 5")
+    ]));
     assert!(out.contains("tiemout_ms"), "{out}");
 
     // Slug clash: "My Server" and "my-server!" both become my-server.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{VALID_AGENT}",
-        connector("c1", "My Server", url, ""),
-        connector("c2", "my-server!", url, "")
-    ));
+    let out = refused(with_connectors(&[
+        Connector::new("c1", "My Server", url),
+        Connector::new("c2", "my-server!", url),
+    ]));
     assert!(out.contains("connectors[1].name"), "{out}");
     assert!(out.contains("my-server"), "{out}");
 
@@ -847,32 +859,25 @@ fn invalid_configs_refuse_to_start_naming_the_key() {
     }
 
     // A credential written into the config is refused, and not echoed back.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
-        connector("c1", "One", url, "credential = \"plain-s3cret-value\"")
-    ));
+    let out = refused(with_connectors(&[
+        Connector::new("c1", "One", url).credential("plain-s3cret-value")
+    ]));
     assert!(out.contains("connectors[0].credential"), "{out}");
     assert!(!out.contains("plain-s3cret-value"), "secret echoed: {out}");
 
     // An env: credential whose variable is not set.
-    let out = refused(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{VALID_AGENT}",
-        connector(
-            "c1",
-            "One",
-            url,
-            "credential = \"env:PORTCULLIS_TEST_SURELY_UNSET_VAR\""
-        )
-    ));
+    let out = refused(with_connectors(&[
+        Connector::new("c1", "One", url).credential("env:PORTCULLIS_TEST_SURELY_UNSET_VAR")
+    ]));
     assert!(out.contains("connectors[0].credential"), "{out}");
 }
 
 #[tokio::test]
 async fn keys_new_prints_a_key_and_its_sha256() {
     use sha2::Digest;
-    let parse = |out: &std::process::Output| {
-        assert!(out.status.success());
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let parse = |out: &CliOutput| {
+        assert!(out.success(), "{out:?}");
+        let stdout = &out.stdout;
         let grab = |label: &str| {
             stdout
                 .lines()
@@ -882,15 +887,15 @@ async fn keys_new_prints_a_key_and_its_sha256() {
         };
         (grab("api key:"), grab("key_sha256:"))
     };
-    let (key, hash) = parse(&portcullis(&["keys", "new"]));
+    let (key, hash) = parse(&Cli::new().args(["keys", "new"]).run());
     assert_eq!(hex::encode(sha2::Sha256::digest(key.as_bytes())), hash);
     assert!(key.len() >= 32, "{key}");
-    let (key2, _) = parse(&portcullis(&["keys", "new"]));
+    let (key2, _) = parse(&Cli::new().args(["keys", "new"]).run());
     assert_ne!(key, key2, "keys must be random");
 
     // The printed pair works as configured.
     let up = Upstream::rust(&[]);
-    let gw = Gateway::start(&config_with("", &up.url, &agent("reporter", &hash)));
+    let gw = Gateway::start(&config(&up.url, &[("reporter", &hash)]).render());
     let mut mcp = Mcp::new(&gw.url(None), &key);
     mcp.initialize().await;
     let other = Mcp::new(&gw.url(None), &key2);

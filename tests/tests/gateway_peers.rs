@@ -3,10 +3,10 @@
 //! it, on `/mcp` (slug-prefixed names) and `/mcp/<id>` (upstream names), with `.` and
 //! `__` as the separator. Also: which credential travels upstream.
 
-use portcullis_tests::extra::{agent, connector};
+use portcullis_tests::config::toml_str;
 use portcullis_tests::procs::Proc;
 use portcullis_tests::procs::{inspector, py_client};
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Upstream, new_key};
 use serde_json::{Value, json};
 
 const FAST_TOKEN: &str = "fastmcp-upstream-token-5f2c";
@@ -24,18 +24,16 @@ fn setup(sep: &str) -> Setup {
     let everything = Upstream::everything();
     let fast = Upstream::fastmcp(&["--require-bearer", FAST_TOKEN]);
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ntool_separator = \"{sep}\"\n{}{}{}",
-        connector("conn_everything", "Everything Server", &everything.url, ""),
-        connector(
-            "conn_fast",
-            "Fast MCP",
-            &fast.url,
-            "credential = \"env:FAST_TOKEN\""
-        ),
-        agent("reporter", &hash)
-    );
-    let gw = Gateway::start_with_env(&config, &[("FAST_TOKEN", FAST_TOKEN)]);
+    let config = Config::new()
+        .server(&format!("tool_separator = {}", toml_str(sep)))
+        .connector(Connector::new(
+            "conn_everything",
+            "Everything Server",
+            &everything.url,
+        ))
+        .connector(Connector::new("conn_fast", "Fast MCP", &fast.url).credential("env:FAST_TOKEN"))
+        .agent(Agent::new("reporter", &hash));
+    let gw = Gateway::start_with_env(&config.render(), &[("FAST_TOKEN", FAST_TOKEN)]);
     Setup {
         gw,
         key,
@@ -286,18 +284,14 @@ async fn agent_key_is_never_sent_upstream() {
     let with_cred = Upstream::rust(&["--require-bearer", SECRET]);
     let without = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{}",
-        connector(
-            "conn_cred",
-            "With Cred",
-            &with_cred.url,
-            "credential = \"env:UPSTREAM_TOKEN\""
-        ),
-        connector("conn_plain", "Plain", &without.url, ""),
-        agent("reporter", &hash)
-    );
-    let gw = Gateway::start_with_env(&config, &[("UPSTREAM_TOKEN", SECRET)]);
+    let config = Config::new()
+        .connector(
+            Connector::new("conn_cred", "With Cred", &with_cred.url)
+                .credential("env:UPSTREAM_TOKEN"),
+        )
+        .connector(Connector::new("conn_plain", "Plain", &without.url))
+        .agent(Agent::new("reporter", &hash));
+    let gw = Gateway::start_with_env(&config.render(), &[("UPSTREAM_TOKEN", SECRET)]);
 
     let mut all = Mcp::new(&gw.url(None), &key);
     all.initialize().await;
@@ -348,17 +342,10 @@ async fn agent_key_is_never_sent_upstream() {
 fn every_upstream_request_carries_only_the_connector_credential() {
     let fast = Upstream::fastmcp(&["--require-bearer", FAST_TOKEN, "--log-requests"]);
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector(
-            "conn_fast",
-            "Fast MCP",
-            &fast.url,
-            "credential = \"env:FAST_TOKEN\""
-        ),
-        agent("reporter", &hash)
-    );
-    let gw = Gateway::start_with_env(&config, &[("FAST_TOKEN", FAST_TOKEN)]);
+    let config = Config::new()
+        .connector(Connector::new("conn_fast", "Fast MCP", &fast.url).credential("env:FAST_TOKEN"))
+        .agent(Agent::new("reporter", &hash));
+    let gw = Gateway::start_with_env(&config.render(), &[("FAST_TOKEN", FAST_TOKEN)]);
     let r = py_client(
         &gw.url(None),
         &key,
@@ -424,12 +411,14 @@ fn request_log(proc: &Proc) -> Vec<Value> {
 async fn server_everything_progress_is_relayed() {
     let everything = Upstream::everything();
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector("conn_everything", "Everything Server", &everything.url, ""),
-        agent("reporter", &hash)
-    );
-    let gw = Gateway::start(&config);
+    let config = Config::new()
+        .connector(Connector::new(
+            "conn_everything",
+            "Everything Server",
+            &everything.url,
+        ))
+        .agent(Agent::new("reporter", &hash));
+    let gw = Gateway::start(&config.render());
     let mut mcp = Mcp::new(&gw.url(None), &key);
     mcp.initialize().await;
     let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
@@ -461,12 +450,10 @@ async fn server_everything_progress_is_relayed() {
 async fn python_upstream_errors_are_relayed() {
     let fast = Upstream::fastmcp(&["--test-tools"]);
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector("conn_fast", "Fast MCP", &fast.url, ""),
-        agent("reporter", &hash)
-    );
-    let gw = Gateway::start(&config);
+    let config = Config::new()
+        .connector(Connector::new("conn_fast", "Fast MCP", &fast.url))
+        .agent(Agent::new("reporter", &hash));
+    let gw = Gateway::start(&config.render());
     let mut mcp = Mcp::new(&gw.url(None), &key);
     mcp.initialize().await;
     let msg = mcp
@@ -495,12 +482,10 @@ async fn python_upstream_errors_are_relayed() {
 fn python_client_auto_mode_falls_back_to_initialize() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector("conn_test", "Test Upstream", &up.url, ""),
-        agent("reporter", &hash)
-    );
-    let gw = Gateway::start(&config);
+    let config = Config::new()
+        .connector(Connector::new("conn_test", "Test Upstream", &up.url))
+        .agent(Agent::new("reporter", &hash));
+    let gw = Gateway::start(&config.render());
     let tools = tools_of(&py_client(&gw.url(None), &key, &["--mode", "auto", "list"]));
     assert!(
         tools.iter().any(|t| t["name"] == "test-upstream.echo"),

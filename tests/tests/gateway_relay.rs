@@ -7,26 +7,21 @@
 
 use std::time::Duration;
 
-use portcullis_tests::extra::{SseReader, agent, connector, field, post_streaming, wait_audit};
+use portcullis_tests::audit_lines::{field, wait_audit};
 use portcullis_tests::procs::py_client;
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::sse::{SseReader, post_streaming};
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Upstream, new_key};
 use serde_json::{Value, json};
 
-/// server-everything behind a gateway whose connector has `extra` lines.
-fn setup(extra: &str) -> (Gateway, String, Upstream) {
+/// server-everything behind a gateway whose connector `tune` sets up.
+fn setup(tune: impl FnOnce(Connector) -> Connector) -> (Gateway, String, Upstream) {
     let everything = Upstream::everything();
     let (key, hash) = new_key();
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector(
-            "conn_everything",
-            "Everything Server",
-            &everything.url,
-            extra
-        ),
-        agent("reporter", &hash)
-    );
-    (Gateway::start(&config), key, everything)
+    let connector = Connector::new("conn_everything", "Everything Server", &everything.url);
+    let config = Config::new()
+        .connector(tune(connector))
+        .agent(Agent::new("reporter", &hash));
+    (Gateway::start(&config.render()), key, everything)
 }
 
 /// The audit line of a relayed request (`method`) with this status.
@@ -45,7 +40,7 @@ fn call_body(id: i64, tool: &str, args: Value) -> String {
 
 #[test]
 fn python_client_answers_sampling_and_elicitation_through_the_gateway() {
-    let (gw, key, _everything) = setup("relay_requests = [\"sampling\", \"elicitation\"]");
+    let (gw, key, _everything) = setup(|c| c.relay_requests(&["sampling", "elicitation"]));
     let out = py_client(
         &gw.url(None),
         &key,
@@ -138,7 +133,7 @@ async fn ask_sampling(mcp: &Mcp, id: i64, args: Value) -> (SseReader, Value) {
 
 #[tokio::test]
 async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream() {
-    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]");
+    let (gw, key, _everything) = setup(|c| c.relay_requests(&["sampling"]));
     let mcp = sampling_agent(&gw, &key).await;
     let (mut sse, asked) = ask_sampling(&mcp, 41, json!({"prompt": "raw", "maxTokens": 3})).await;
     assert_eq!(asked["id"], "portcullis-relay-0", "the gateway's own id");
@@ -192,7 +187,7 @@ async fn a_relayed_request_has_the_gateways_id_and_its_answer_goes_back_upstream
 async fn requests_are_relayed_only_where_connector_agent_and_request_allow() {
     // A connector that relays nothing declares nothing upstream: server-everything
     // then offers no sampling tool at all.
-    let (gw, key, _everything) = setup("");
+    let (gw, key, _everything) = setup(|c| c);
     let mut mcp = Mcp::new(&gw.url(None), &key);
     mcp.capabilities = json!({"sampling": {}, "elicitation": {}});
     mcp.initialize().await;
@@ -204,7 +199,7 @@ async fn requests_are_relayed_only_where_connector_agent_and_request_allow() {
     );
     drop(gw);
 
-    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]");
+    let (gw, key, _everything) = setup(|c| c.relay_requests(&["sampling"]));
     // An agent that did not declare sampling: its upstream session does not either,
     // so the upstream has no such tool for it and the agent is never asked.
     let mut plain = Mcp::new(&gw.url(None), &key);
@@ -265,7 +260,7 @@ async fn requests_are_relayed_only_where_connector_agent_and_request_allow() {
 
 #[tokio::test]
 async fn an_unanswered_relayed_request_times_out_upstream() {
-    let (gw, key, _everything) = setup("relay_requests = [\"sampling\"]\ntimeout_ms = 1500");
+    let (gw, key, _everything) = setup(|c| c.relay_requests(&["sampling"]).timeout_ms(1500));
     let mcp = sampling_agent(&gw, &key).await;
     let (mut sse, asked) = ask_sampling(&mcp, 9, json!({"prompt": "silence"})).await;
     // Never answered: the call times out, and so does the relayed request.
@@ -292,16 +287,14 @@ fn requests_outside_a_call_are_answered_by_the_gateway() {
         "roots/list",
     ]);
     let (_key, hash) = new_key();
-    let _gw = Gateway::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}",
-        connector(
-            "conn_rust",
-            "Rust",
-            &upstream.url,
-            "relay_requests = [\"sampling\"]"
-        ),
-        agent("reporter", &hash)
-    ));
+    let _gw = Gateway::start(
+        &Config::new()
+            .connector(
+                Connector::new("conn_rust", "Rust", &upstream.url).relay_requests(&["sampling"]),
+            )
+            .agent(Agent::new("reporter", &hash))
+            .render(),
+    );
     let mut answered = |id: &str| {
         let needle = format!("\"id\":\"{id}\"");
         let line = upstream.proc.wait_line(Duration::from_secs(20), |l| {

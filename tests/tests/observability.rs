@@ -8,9 +8,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use portcullis_tests::config::toml_str;
 use portcullis_tests::otlp::{Receiver, Span};
 use portcullis_tests::redis::Redis;
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Policy, Upstream, new_key};
 use serde_json::{Value, json};
 
 const UPSTREAM_TOKEN: &str = "upstream-secret-token-4711";
@@ -20,41 +21,34 @@ const SECRET_ARG: &str = "argument-value-never-exported";
 const AGENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const AGENT_PARENT: &str = "00f067aa0ba902b7";
 
-fn config(upstream: &str, hash: &str, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-{extra}
-[[connectors]]
-id = "conn_test"
-name = "Test"
-target_url = "{upstream}"
-credential = "env:OBS_UPSTREAM_TOKEN"
-disabled_tools = ["delete_thing"]
-[[agents]]
-id = "alice"
-org = "acme"
-key_sha256 = "{hash}"
-scopes = ["mcp:call"]
-# Every decision evaluated (no reuse), so the policy counters equal the calls.
-[[policies]]
-module = "builtin:slug-scope"
-timeout_ms = 5000
-cache_decisions = false
-[[policies]]
-module = "builtin:blocklist"
-timeout_ms = 5000
-cache_decisions = false
-"#
-    )
+/// An admin listener, `extra` TOML, one connector (behind a credential, with
+/// `delete_thing` blocklisted), agent alice, and two built-in policies evaluating
+/// every decision (no reuse), so the policy counters equal the calls.
+fn config(upstream: &str, hash: &str, extra: &str) -> Config {
+    Config::new()
+        .admin()
+        .raw(extra)
+        .connector(
+            Connector::new("conn_test", "Test", upstream)
+                .credential("env:OBS_UPSTREAM_TOKEN")
+                .disabled_tools(&["delete_thing"]),
+        )
+        .agent(Agent::new("alice", hash))
+        .policy(
+            Policy::new("builtin:slug-scope")
+                .timeout_ms(5000)
+                .cache_decisions(false),
+        )
+        .policy(
+            Policy::new("builtin:blocklist")
+                .timeout_ms(5000)
+                .cache_decisions(false),
+        )
 }
 
-fn start(config: &str) -> Gateway {
+fn start(config: &Config) -> Gateway {
     Gateway::start_with_env(
-        config,
+        &config.render(),
         &[
             ("OBS_UPSTREAM_TOKEN", UPSTREAM_TOKEN),
             // Export batches quickly so the test does not wait 5 s.
@@ -372,19 +366,9 @@ async fn metrics_count_the_calls_by_status() {
     let up = upstream();
     let (key, hash) = new_key();
     let (tiny_key, tiny_hash) = new_key();
-    let extra = format!(
-        r#"[[orgs]]
-id = "tiny"
-quota = {{ calls = 1, per = "day" }}
-[[agents]]
-id = "small"
-org = "tiny"
-key_sha256 = "{tiny_hash}"
-scopes = ["mcp:call"]
-"#
-    );
-    // Agents must come after the connector tables in TOML order; append at the end.
-    let cfg = config(&up.url, &hash, "") + &extra;
+    let cfg = config(&up.url, &hash, "")
+        .org("tiny", "{ calls = 1, per = \"day\" }")
+        .agent(Agent::new("small", &tiny_hash).org("tiny"));
     let gw = start(&cfg);
     let admin = gw.admin.clone().expect("admin listener");
 
@@ -531,10 +515,11 @@ async fn readyz_follows_the_quota_backend() {
     let up = upstream();
     let (_key, hash) = new_key();
     let extra = format!(
-        "[quota]\nbackend = \"redis\"\nredis_url = \"{}\"\n[[orgs]]\nid = \"acme\"\nquota = {{ calls = 100, per = \"day\" }}\n",
-        redis.url()
+        "[quota]\nbackend = \"redis\"\nredis_url = {}",
+        toml_str(&redis.url())
     );
-    let gw = start(&config(&up.url, &hash, &extra));
+    let cfg = config(&up.url, &hash, &extra).org("acme", "{ calls = 100, per = \"day\" }");
+    let gw = start(&cfg);
     let admin = gw.admin.clone().expect("admin listener");
     let ready = format!("{admin}/readyz");
 

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use portcullis_tests::policy_support::{
-    add_upstream_tools, agent_toml, assert_call_ok, assert_rpc_error, connector_toml, eligible,
-    is_sha256_hex, policy_digests, session, sorted, sorted_names, wait_call_audit,
-    wait_lines_blocking,
-};
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::audit_lines::{wait_call_audit, wait_lines_blocking};
+use portcullis_tests::cli::{agents_eligible, policy_digests};
+use portcullis_tests::client::{session, sorted, sorted_names};
+use portcullis_tests::fixtures::is_sha256_hex;
+use portcullis_tests::rpc::{assert_call_ok, assert_rpc_error};
+use portcullis_tests::upstreams::add_upstream_tools;
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Policy, Upstream, new_key};
 use serde_json::{Value, json};
 
 /// The FastMCP peer's tools (without `--test-tools`).
@@ -49,8 +50,6 @@ const RUST_TOOLS: [&str; 14] = [
 
 /// Tools added to the "messaging" Rust upstream (unannotated).
 const MSG_EXTRA: [&str; 3] = ["send_message", "post_update", "list_channels"];
-
-const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
 
 /// Arguments that make each tool's call succeed.
 fn args_for(tool: &str) -> Value {
@@ -116,7 +115,7 @@ async fn assert_view(gw: &Gateway, key: &str, agent: &str, view: &View<'_>) {
 
 /// `portcullis agents eligible` agrees with the view.
 fn assert_eligible(config: &Path, agent: &str, view: &View<'_>) {
-    let report = eligible(config, agent);
+    let report = agents_eligible(config, agent);
     for (id, _, tools) in &view.rows {
         let (verdict, listed) = report
             .get(*id)
@@ -164,20 +163,15 @@ async fn slug_scope_limits_agents_to_their_connectors() {
     let (k_none, h_none) = new_key();
     let (k_all, h_all) = new_key();
     let (k_other, h_other) = new_key();
-    let config = format!(
-        "{SERVER}{}{}{}{}{}{}\n[[policies]]\nmodule = \"builtin:slug-scope\"\n",
-        connector_toml("conn_a", "Alpha", &fast.url, ""),
-        connector_toml("conn_b", "Beta", &rust.url, ""),
-        agent_toml("one", &h_one, &["mcp:call:conn_a"], ""),
-        agent_toml("none", &h_none, &[], ""),
-        agent_toml("all", &h_all, &["mcp:call"], ""),
-        agent_toml(
-            "other",
-            &h_other,
-            &["mcp:read", "mcp:call:conn_", "mcp:callx"],
-            ""
-        ),
-    );
+    let config = Config::new()
+        .connector(Connector::new("conn_a", "Alpha", &fast.url))
+        .connector(Connector::new("conn_b", "Beta", &rust.url))
+        .agent(Agent::new("one", &h_one).scopes(&["mcp:call:conn_a"]))
+        .agent(Agent::new("none", &h_none).scopes(&[]))
+        .agent(Agent::new("all", &h_all))
+        .agent(Agent::new("other", &h_other).scopes(&["mcp:read", "mcp:call:conn_", "mcp:callx"]))
+        .policy(Policy::new("builtin:slug-scope"))
+        .render();
     let gw = Gateway::start(&config);
     let fast_all = sorted(&FAST_TOOLS);
     let rust_all = sorted(&RUST_TOOLS);
@@ -241,17 +235,15 @@ async fn blocklist_hides_and_refuses_disabled_tools() {
     let fast = Upstream::fastmcp(&[]);
     let rust = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let config = format!(
-        "{SERVER}{}{}{}\n[[policies]]\nmodule = \"builtin:blocklist\"\n",
-        connector_toml(
-            "conn_fast",
-            "Fast",
-            &fast.url,
-            "disabled_tools = [\"delete_*\", \"write_file\"]"
-        ),
-        connector_toml("conn_rust", "Rust", &rust.url, ""),
-        agent_toml("agent", &hash, &["mcp:call"], ""),
-    );
+    let config = Config::new()
+        .connector(
+            Connector::new("conn_fast", "Fast", &fast.url)
+                .disabled_tools(&["delete_*", "write_file"]),
+        )
+        .connector(Connector::new("conn_rust", "Rust", &rust.url))
+        .agent(Agent::new("agent", &hash))
+        .policy(Policy::new("builtin:blocklist"))
+        .render();
     let gw = Gateway::start(&config);
     let kept: Vec<&str> = FAST_TOOLS
         .iter()
@@ -313,20 +305,19 @@ impl Servers {
         add_upstream_tools(&msg.url, &MSG_EXTRA).await;
         let plain = Upstream::rust(&[]);
         let lh = |u: &str| u.replace("127.0.0.1", "localhost");
-        let mut config = SERVER.to_string();
-        config += &connector_toml("conn_fast", "Fast", &fast.url, "");
-        config += &connector_toml("conn_fast_lh", "Fast LH", &lh(&fast.url), "");
-        config += &connector_toml("conn_msg", "Msg", &msg.url, "");
-        config += &connector_toml("conn_msg_lh", "Msg LH", &lh(&msg.url), "");
-        config += &connector_toml("conn_plain", "Plain", &lh(&plain.url), "");
+        let mut config = Config::new()
+            .connector(Connector::new("conn_fast", "Fast", &fast.url))
+            .connector(Connector::new("conn_fast_lh", "Fast LH", &lh(&fast.url)))
+            .connector(Connector::new("conn_msg", "Msg", &msg.url))
+            .connector(Connector::new("conn_msg_lh", "Msg LH", &lh(&msg.url)))
+            .connector(Connector::new("conn_plain", "Plain", &lh(&plain.url)));
         let mut keys = BTreeMap::new();
         for (agent, decl) in agents {
             let (key, hash) = new_key();
-            config += &agent_toml(agent, &hash, &["mcp:call"], decl);
+            config = config.agent(Agent::new(agent, &hash).extra(decl));
             keys.insert(*agent, key);
         }
-        config += "\n[[policies]]\nmodule = \"builtin:mcp-servers\"\n";
-        let gw = Gateway::start(&config);
+        let gw = Gateway::start(&config.policy(Policy::new("builtin:mcp-servers")).render());
         Servers {
             _fast: fast,
             _msg: msg,
@@ -517,13 +508,16 @@ async fn annotation_hints_read_only_profile_for_one_agent() {
     let rust = Upstream::rust(&[]);
     let (k_reader, h_reader) = new_key();
     let (k_writer, h_writer) = new_key();
-    let config = format!(
-        "{SERVER}{}{}{}{}\n[[policies]]\nmodule = \"builtin:annotation-hints\"\nsettings = {{ read_only = true, agents = [\"reader\"] }}\n",
-        connector_toml("conn_fast", "Fast", &fast.url, ""),
-        connector_toml("conn_rust", "Rust", &rust.url, ""),
-        agent_toml("reader", &h_reader, &["mcp:call"], ""),
-        agent_toml("writer", &h_writer, &["mcp:call"], ""),
-    );
+    let config = Config::new()
+        .connector(Connector::new("conn_fast", "Fast", &fast.url))
+        .connector(Connector::new("conn_rust", "Rust", &rust.url))
+        .agent(Agent::new("reader", &h_reader))
+        .agent(Agent::new("writer", &h_writer))
+        .policy(
+            Policy::new("builtin:annotation-hints")
+                .settings("{ read_only = true, agents = [\"reader\"] }"),
+        )
+        .render();
     let gw = Gateway::start(&config);
 
     // Effective readOnlyHint true: annotated true; unannotated tools default to false.
@@ -566,16 +560,16 @@ async fn annotation_hints_read_only_profile_for_one_agent() {
 // the chain
 
 fn chain_config(fast: &str, h_out: &str, h_in: &str, order: [&str; 2]) -> String {
-    let mut config = format!(
-        "{SERVER}{}{}{}",
-        connector_toml("conn_fast", "Fast", fast, "disabled_tools = [\"delete_*\"]"),
-        agent_toml("outsider", h_out, &[], ""),
-        agent_toml("insider", h_in, &["mcp:call:conn_fast"], ""),
-    );
-    for p in order {
-        config += &format!("\n[[policies]]\nmodule = \"builtin:{p}\"\n");
-    }
-    config
+    let config = Config::new()
+        .connector(Connector::new("conn_fast", "Fast", fast).disabled_tools(&["delete_*"]))
+        .agent(Agent::new("outsider", h_out).scopes(&[]))
+        .agent(Agent::new("insider", h_in).scopes(&["mcp:call:conn_fast"]));
+    order
+        .into_iter()
+        .fold(config, |c, p| {
+            c.policy(Policy::new(&format!("builtin:{p}")))
+        })
+        .render()
 }
 
 /// The first denying policy of the chain decides the code, the message and the
@@ -593,7 +587,7 @@ async fn chain_first_denial_wins() {
         ["slug-scope", "blocklist"],
     ));
     let loaded = wait_lines_blocking(&gw.proc, "policy chain loaded", 1, Duration::from_secs(5));
-    let chain_digest = portcullis_tests::policy_support::fields(&loaded[0])["digest"].clone();
+    let chain_digest = portcullis_tests::audit_lines::fields(&loaded[0])["digest"].clone();
     assert!(is_sha256_hex(&chain_digest), "{loaded:?}");
 
     let mut out = session(&gw.url(None), &k_out).await;

@@ -10,34 +10,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portcullis_tests::policy_support::{
-    add_upstream_tools, agent_toml, assert_call_ok, assert_rpc_error, call_checked, connector_toml,
-    fields, refuses, session, strip_ansi, toml_path, wait_call_audit, wait_lines,
+use portcullis_tests::audit_lines::{fields, strip_ansi, wait_call_audit, wait_lines};
+use portcullis_tests::client::{call_checked, session};
+use portcullis_tests::config::{toml_str, toml_strs};
+use portcullis_tests::rpc::{assert_call_ok, assert_rpc_error};
+use portcullis_tests::upstreams::add_upstream_tools;
+use portcullis_tests::{
+    Agent, Config, Connector, Gateway, Mcp, Policy, Upstream, fixture_policy, new_key,
 };
-use portcullis_tests::{Gateway, Mcp, Upstream, fixture_policy, new_key};
 use serde_json::{Value, json};
 
-const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n";
-
 /// Two in-repo upstreams (`conn_a` "Alpha", `conn_b` "Beta"), one agent with
-/// `mcp:call`, and `policies` (TOML) appended.
-fn config(a: &Upstream, b: &Upstream, hash: &str, policies: &str) -> String {
-    format!(
-        "{SERVER}{}{}{}{policies}",
-        connector_toml("conn_a", "Alpha", &a.url, ""),
-        connector_toml("conn_b", "Beta", &b.url, ""),
-        agent_toml("agent", hash, &["mcp:call"], ""),
-    )
+/// `mcp:call`, and `policies`.
+fn config(a: &Upstream, b: &Upstream, hash: &str, policies: Vec<Policy>) -> String {
+    policies
+        .into_iter()
+        .fold(
+            Config::new()
+                .connector(Connector::new("conn_a", "Alpha", &a.url))
+                .connector(Connector::new("conn_b", "Beta", &b.url))
+                .agent(Agent::new("agent", hash)),
+            Config::policy,
+        )
+        .render()
 }
 
-/// A `[[policies]]` entry for the misbehave fixture.
-fn misbehave(name: &str, behaviour: &str, tools: &[&str], extra: &str) -> String {
-    let module = toml_path(&fixture_policy("policy-test-misbehave"));
-    let tools: Vec<String> = tools.iter().map(|t| format!("{t:?}")).collect();
-    format!(
-        "\n[[policies]]\nname = \"{name}\"\nmodule = {module}\nsettings = {{ behaviour = \"{behaviour}\", tools = [{}] }}\n{extra}\n",
-        tools.join(", ")
-    )
+/// A `[[policies]]` entry for the misbehave fixture; `extra` holds more lines.
+fn misbehave(name: &str, behaviour: &str, tools: &[&str], extra: &str) -> Policy {
+    Policy::file(&fixture_policy("policy-test-misbehave"))
+        .name(name)
+        .settings(&format!(
+            "{{ behaviour = {}, tools = {} }}",
+            toml_str(behaviour),
+            toml_strs(tools)
+        ))
+        .extra(extra)
 }
 
 fn args_for(tool: &str) -> Value {
@@ -74,8 +81,8 @@ async fn misbehaving(name: &str, behaviour: &str, extra: &str) -> Misbehaving {
     add_upstream_tools(&a.url, &["danger"]).await;
     let b = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let policies = misbehave(name, behaviour, &["danger"], extra);
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let policies = vec![misbehave(name, behaviour, &["danger"], extra)];
+    let gw = Gateway::start(&config(&a, &b, &hash, policies));
     Misbehaving {
         _upstreams: (a, b),
         key,
@@ -316,17 +323,13 @@ async fn on_error_allow_lets_failed_evaluations_through() {
     let a = Upstream::rust(&[]);
     let b = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let policies = [
-        misbehave("trapper", "trap", &["whoami"], "on_error = \"allow\""),
-        misbehave(
-            "looper",
-            "loop",
-            &["big"],
-            "on_error = \"allow\"\ntimeout_ms = 50",
-        ),
-    ]
-    .concat();
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let policies = vec![
+        misbehave("trapper", "trap", &["whoami"], "").on_error("allow"),
+        misbehave("looper", "loop", &["big"], "")
+            .on_error("allow")
+            .timeout_ms(50),
+    ];
+    let gw = Gateway::start(&config(&a, &b, &hash, policies));
     let mut m = session(&gw.url(None), &key).await;
     let msg = call_checked(&gw, &m, "alpha.big", json!({"bytes": 3})).await;
     assert_call_ok(&msg);
@@ -361,8 +364,8 @@ async fn monitor_mode_logs_but_does_not_enforce() {
     let a = Upstream::rust(&[]);
     let b = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let policies = misbehave("watcher", "deny", &["echo"], "mode = \"monitor\"");
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let policies = vec![misbehave("watcher", "deny", &["echo"], "").mode("monitor")];
+    let gw = Gateway::start(&config(&a, &b, &hash, policies));
     let mut m = session(&gw.url(None), &key).await;
     let names = m.tool_names().await;
     assert!(names.iter().any(|n| n == "alpha.echo"), "{names:?}");
@@ -382,8 +385,8 @@ async fn monitor_mode_logs_but_does_not_enforce() {
     assert_eq!(rec["status"], "200", "{rec:?}");
     // The same policy enforcing denies.
     drop(gw);
-    let policies = misbehave("watcher", "deny", &["echo"], "mode = \"enforce\"");
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let policies = vec![misbehave("watcher", "deny", &["echo"], "").mode("enforce")];
+    let gw = Gateway::start(&config(&a, &b, &hash, policies));
     let mut m = session(&gw.url(None), &key).await;
     assert_rpc_error(
         &m.call("alpha.echo", json!({"text": "x"})).await,
@@ -399,8 +402,8 @@ async fn result_hook_redacts_emails() {
     let a = Upstream::rust(&[]);
     let b = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let policies = misbehave("redactor", "redact", &["echo"], "");
-    let gw = Gateway::start(&config(&a, &b, &hash, &policies));
+    let policies = vec![misbehave("redactor", "redact", &["echo"], "")];
+    let gw = Gateway::start(&config(&a, &b, &hash, policies));
     let mut m = session(&gw.url(Some("conn_a")), &key).await;
     let resp = m
         .request_raw(
@@ -435,23 +438,24 @@ async fn result_hook_redacts_emails() {
 // ---------------------------------------------------------------------------
 // refused at start
 
-fn start_refused(policies: &str) -> String {
+fn start_refused(policies: &[Policy]) -> String {
     let a = "http://127.0.0.1:9/mcp";
     let (_, hash) = new_key();
-    let config = format!(
-        "{SERVER}{}{}{policies}",
-        connector_toml("conn_a", "Alpha", a, ""),
-        agent_toml("agent", &hash, &["mcp:call"], ""),
+    let config = policies.iter().cloned().fold(
+        Config::new()
+            .connector(Connector::new("conn_a", "Alpha", a))
+            .agent(Agent::new("agent", &hash)),
+        Config::policy,
     );
-    refuses(&config)
+    Gateway::refuses(&config.render())
 }
 
 #[test]
 fn wrong_world_module_is_refused_at_start() {
-    let module = toml_path(&fixture_policy("policy-test-wrong-world"));
-    let out = start_refused(&format!(
-        "\n[[policies]]\nmodule = \"builtin:slug-scope\"\n\n[[policies]]\nname = \"other-world\"\nmodule = {module}\n"
-    ));
+    let out = start_refused(&[
+        Policy::new("builtin:slug-scope"),
+        Policy::file(&fixture_policy("policy-test-wrong-world")).name("other-world"),
+    ]);
     assert!(out.contains("other-world"), "names the policy: {out}");
     assert!(
         out.contains("does not implement") && out.contains("portcullis:policy"),
@@ -462,30 +466,28 @@ fn wrong_world_module_is_refused_at_start() {
 
 #[test]
 fn invalid_settings_are_refused_naming_the_key() {
-    let out =
-        start_refused("\n[[policies]]\nmodule = \"builtin:blocklist\"\nsettings = { bogus = 1 }\n");
+    let out = start_refused(&[Policy::new("builtin:blocklist").settings("{ bogus = 1 }")]);
     assert!(out.contains("blocklist"), "names the policy: {out}");
     assert!(out.contains("bogus"), "names the key: {out}");
     assert!(out.contains("invalid settings"), "{out}");
 
-    let out = start_refused(
-        "\n[[policies]]\nmodule = \"builtin:annotation-hints\"\nsettings = { read_only = \"yes\" }\n",
-    );
+    let out = start_refused(&[
+        Policy::new("builtin:annotation-hints").settings("{ read_only = \"yes\" }")
+    ]);
     assert!(
         out.contains("annotation-hints") && out.contains("read_only"),
         "{out}"
     );
 
-    let module = toml_path(&fixture_policy("policy-test-misbehave"));
-    let out = start_refused(&format!(
-        "\n[[policies]]\nname = \"fixture\"\nmodule = {module}\nsettings = {{ behaviour = \"explode\" }}\n"
-    ));
+    let out = start_refused(&[Policy::file(&fixture_policy("policy-test-misbehave"))
+        .name("fixture")
+        .settings("{ behaviour = \"explode\" }")]);
     assert!(
         out.contains("fixture") && out.contains("behaviour"),
         "{out}"
     );
 
-    let out = start_refused("\n[[policies]]\nmodule = \"builtin:no-such-policy\"\n");
+    let out = start_refused(&[Policy::new("builtin:no-such-policy")]);
     assert!(
         out.contains("policies[0].module") && out.contains("no-such-policy"),
         "{out}"
@@ -497,27 +499,18 @@ fn garbage_and_missing_modules_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"this is not a WebAssembly component\n").expect("write");
-    let out = start_refused(&format!(
-        "\n[[policies]]\nname = \"junk\"\nmodule = {}\n",
-        toml_path(&garbage)
-    ));
+    let out = start_refused(&[Policy::file(&garbage).name("junk")]);
     assert!(out.contains("junk"), "names the policy: {out}");
     assert!(out.contains("not a valid WebAssembly component"), "{out}");
 
     // A core module (not a component) is no better.
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
-    let out = start_refused(&format!(
-        "\n[[policies]]\nname = \"core\"\nmodule = {}\n",
-        toml_path(&core)
-    ));
+    let out = start_refused(&[Policy::file(&core).name("core")]);
     assert!(out.contains("core") && out.contains("not a valid"), "{out}");
 
     let missing = dir.path().join("missing.wasm");
-    let out = start_refused(&format!(
-        "\n[[policies]]\nname = \"ghost\"\nmodule = {}\n",
-        toml_path(&missing)
-    ));
+    let out = start_refused(&[Policy::file(&missing).name("ghost")]);
     assert!(
         out.contains("ghost") && out.contains("missing.wasm"),
         "{out}"

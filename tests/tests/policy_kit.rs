@@ -17,31 +17,29 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use portcullis_tests::policy_support::{
-    agent_toml, assert_call_ok, audit_records, connector_toml, fields, refuses, rpc_error, session,
-    strip_ansi, toml_path, wait_lines, write_by_rename,
+use portcullis_tests::audit_lines::{audit_records, fields, strip_ansi, wait_lines};
+use portcullis_tests::client::session;
+use portcullis_tests::config::{toml_path, toml_strs};
+use portcullis_tests::fixtures::write_by_rename;
+use portcullis_tests::rpc::{assert_call_ok, rpc_error};
+use portcullis_tests::{
+    Agent, Cli, Config, Connector, Gateway, Policy, Upstream, fixture_policy, new_key, root,
 };
-use portcullis_tests::procs::{Gateway, Proc};
-use portcullis_tests::{Upstream, fixture_policy, new_key, root};
 use serde_json::{Value, json};
 
 const DENIED: (i64, &str) = (-32001, "Denied: production host");
 const RELOADED: &str = "policy chain reloaded";
 const KEPT: &str = "keeping the last good chain";
 
-/// `portcullis ARGS...` with extra environment: (exit code, stdout, stderr).
+/// `portcullis ARGS...` with extra environment: (exit code, stdout, stderr). Building
+/// or compiling a JS or Python policy in a debug build may take minutes.
 fn kit(args: &[&str], env: &[(&str, &Path)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(portcullis_tests::bin("portcullis"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("running portcullis");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        strip_ansi(&String::from_utf8_lossy(&out.stderr)),
-    )
+    let out = Cli::new()
+        .args(args)
+        .envs(env.iter().copied())
+        .timeout(Duration::from_secs(600))
+        .run();
+    (out.code, out.stdout, out.stderr)
 }
 
 fn p(path: &Path) -> &str {
@@ -86,39 +84,25 @@ fn cache_dir() -> PathBuf {
     root().join("target/policy-cache")
 }
 
-/// Starts `portcullis serve` on `config` written to a temp dir, waiting up to
-/// `timeout` for it to listen (compiling a 12-18 MB component takes a while).
-fn start_gateway(config: &str, timeout: Duration) -> Gateway {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(&path, config).expect("write config");
-    let mut cmd = Command::new(portcullis_tests::bin("portcullis"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .env("PORTCULLIS_POLICY_CACHE", cache_dir());
-    let mut proc = Proc::spawn("portcullis", cmd);
-    let line = proc.wait_line(timeout, |l| l.starts_with("listening on "));
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("url")
-        .to_string();
-    Gateway {
-        proc,
-        base: url.trim_end_matches("/mcp").to_string(),
-        admin: None,
-        config_path: path,
-        dir,
-    }
+/// Starts `portcullis serve` on `config` with the shared compilation cache, waiting up
+/// to `timeout` for it to listen (compiling a 12-18 MB component takes a while).
+fn start_gateway(config: &Config, timeout: Duration) -> Gateway {
+    let cache = cache_dir();
+    let cache = cache.to_str().expect("utf-8 path");
+    Gateway::start_within(
+        &config.render(),
+        &[("PORTCULLIS_POLICY_CACHE", cache)],
+        timeout,
+    )
 }
 
-fn config(upstream: &str, hash: &str, policies: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{policies}",
-        connector_toml("conn_a", "Alpha", upstream, ""),
-        agent_toml("agent", hash, &["mcp:call"], ""),
+/// One connector (`conn_a`, slug `alpha`), one agent, and `policies`.
+fn config(upstream: &str, hash: &str, policies: Vec<Policy>) -> Config {
+    policies.into_iter().fold(
+        Config::new()
+            .connector(Connector::new("conn_a", "Alpha", upstream))
+            .agent(Agent::new("agent", hash)),
+        Config::policy,
     )
 }
 
@@ -218,13 +202,13 @@ async fn polyglot_args_guard_decides_identically_through_the_gateway() {
     let (key, hash) = new_key();
     let mut results: BTreeMap<&str, Vec<Outcome>> = BTreeMap::new();
     for (lang, module) in &modules {
-        let policies = format!(
-            "\n[[policies]]\nname = \"args-guard\"\nmodule = {}\ntimeout_ms = 5000\nmemory_limit_mb = 128\n",
-            toml_path(module)
-        );
+        let policy = Policy::file(module)
+            .name("args-guard")
+            .timeout_ms(5000)
+            .extra("memory_limit_mb = 128");
         let started = Instant::now();
         let gw = start_gateway(
-            &config(&upstream.url, &hash, &policies),
+            &config(&upstream.url, &hash, vec![policy]),
             Duration::from_secs(400),
         );
         let loaded = started.elapsed();
@@ -423,7 +407,7 @@ fn scaffold_build_inspect_annotate_sign_verify() {
     assert_eq!(report["size"], bytes.len());
     assert_eq!(
         report["sha256"],
-        portcullis_tests::policy_support::sha256_hex(&bytes)
+        portcullis_tests::fixtures::sha256_hex(&bytes)
     );
     let imports: Vec<&str> = report["imports"]
         .as_array()
@@ -619,22 +603,19 @@ fn sign(module: &Path, key: &Path) {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
 
+/// A `[policy_trust]` section requiring signatures by `keys`, pinned by `lock`.
 fn trust(keys: &[&str], lock: Option<&Path>) -> String {
-    let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
     let lock = lock
-        .map(|l| format!("lock_file = {}\n", toml_path(l)))
+        .map(|l| format!("lock_file = {}", toml_path(l)))
         .unwrap_or_default();
     format!(
-        "\n[policy_trust]\nrequire_signatures = true\ntrusted_keys = [{}]\n{lock}",
-        keys.join(", ")
+        "[policy_trust]\nrequire_signatures = true\ntrusted_keys = {}\n{lock}",
+        toml_strs(keys)
     )
 }
 
-fn guard(module: &Path) -> String {
-    format!(
-        "\n[[policies]]\nname = \"guard\"\nmodule = {}\n",
-        toml_path(module)
-    )
+fn guard(module: &Path) -> Policy {
+    Policy::file(module).name("guard")
 }
 
 #[test]
@@ -645,18 +626,18 @@ fn unsigned_tampered_untrusted_or_unpinned_modules_are_refused_at_start() {
     let module = dir.path().join("guard.wasm");
     std::fs::copy(fixture_policy("policy-test-args-guard"), &module).unwrap();
     let (_, hash) = new_key();
-    let base = config("http://127.0.0.1:9/mcp", &hash, &guard(&module));
-    let with_trust = format!("{base}{}", trust(&[&public], None));
+    let base = config("http://127.0.0.1:9/mcp", &hash, vec![guard(&module)]);
+    let with_trust = base.clone().raw(&trust(&[&public], None)).render();
 
     // Unsigned.
-    let out = refuses(&with_trust);
+    let out = Gateway::refuses(&with_trust);
     assert!(out.contains("policy \"guard\""), "{out}");
     assert!(out.contains("unsigned: no signature file"), "{out}");
     assert!(out.contains("guard.wasm.sig"), "{out}");
 
     // Signed by a key that is not trusted.
     sign(&module, &other_key);
-    let out = refuses(&with_trust);
+    let out = Gateway::refuses(&with_trust);
     assert!(out.contains("signed by a key that is not trusted"), "{out}");
 
     // Signed by the trusted key: `config check` accepts it and names the digest.
@@ -670,7 +651,7 @@ fn unsigned_tampered_untrusted_or_unpinned_modules_are_refused_at_start() {
     let mut bytes = std::fs::read(&module).unwrap();
     bytes.extend_from_slice(b"\0\x04\x03abc");
     std::fs::write(&module, &bytes).unwrap();
-    let out = refuses(&with_trust);
+    let out = Gateway::refuses(&with_trust);
     assert!(out.contains("tampered: the module's sha256 is"), "{out}");
 
     // A signature whose bytes do not verify.
@@ -689,7 +670,7 @@ fn unsigned_tampered_untrusted_or_unpinned_modules_are_refused_at_start() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&sig_path, forged).unwrap();
-    let out = refuses(&with_trust);
+    let out = Gateway::refuses(&with_trust);
     assert!(out.contains("invalid signature"), "{out}");
     sign(&module, &key);
 
@@ -700,8 +681,8 @@ fn unsigned_tampered_untrusted_or_unpinned_modules_are_refused_at_start() {
         format!("[modules]\n\"guard.wasm\" = \"{}\"\n", "0".repeat(64)),
     )
     .unwrap();
-    let with_lock = format!("{base}{}", trust(&[&public], Some(&lock)));
-    let out = refuses(&with_lock);
+    let with_lock = base.clone().raw(&trust(&[&public], Some(&lock))).render();
+    let out = Gateway::refuses(&with_lock);
     assert!(out.contains("does not match the lock file"), "{out}");
     std::fs::write(&cfg, &with_lock).unwrap();
     let (code, stdout, stderr) = kit(&["policy", "lock", "--config", p(&cfg)], &[]);
@@ -712,22 +693,24 @@ fn unsigned_tampered_untrusted_or_unpinned_modules_are_refused_at_start() {
 
     // A module missing from the lock file.
     std::fs::write(&lock, "[modules]\n").unwrap();
-    let out = refuses(&with_lock);
+    let out = Gateway::refuses(&with_lock);
     assert!(out.contains("not pinned in the lock file"), "{out}");
 
     // Config validation names the key.
-    let out = refuses(&format!(
-        "{base}\n[policy_trust]\nrequire_signatures = true\n"
-    ));
+    let out = Gateway::refuses(
+        &base
+            .raw("[policy_trust]\nrequire_signatures = true")
+            .render(),
+    );
     assert!(out.contains("policy_trust.trusted_keys"), "{out}");
 
     // Built-ins need no signature.
     let builtin = config(
         "http://127.0.0.1:9/mcp",
         &hash,
-        "\n[[policies]]\nmodule = \"builtin:blocklist\"\n",
+        vec![Policy::new("builtin:blocklist")],
     );
-    std::fs::write(&cfg, format!("{builtin}{}", trust(&[&public], None))).unwrap();
+    std::fs::write(&cfg, builtin.raw(&trust(&[&public], None)).render()).unwrap();
     let (code, stdout, stderr) = kit(&["config", "check", "--config", p(&cfg)], &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
@@ -742,11 +725,7 @@ async fn a_module_that_fails_verification_at_reload_keeps_the_last_good_chain() 
     let upstream = Upstream::rust(&[]);
     let (api_key, hash) = new_key();
     let gw = start_gateway(
-        &format!(
-            "{}{}",
-            config(&upstream.url, &hash, &guard(&module)),
-            trust(&[&public], None)
-        ),
+        &config(&upstream.url, &hash, vec![guard(&module)]).raw(&trust(&[&public], None)),
         Duration::from_secs(60),
     );
     let mut m = session(&gw.url(None), &api_key).await;
@@ -809,13 +788,15 @@ async fn redact_secrets_masks_echo_results_end_to_end() {
     let text = "reach alice@example.com or bob.smith+ops@mail.example.org; \
                 OPENAI_API_KEY=sk-proj-abcdefghijklmnop1234 aws AKIAIOSFODNN7EXAMPLE; fine: task-sk-1";
     let policy = |settings: &str| {
-        format!(
-            "\n[[policies]]\nname = \"redact\"\nmodule = \"builtin:redact-secrets\"\nsettings = {settings}\n"
-        )
+        vec![
+            Policy::new("builtin:redact-secrets")
+                .name("redact")
+                .settings(settings),
+        ]
     };
 
     let gw = start_gateway(
-        &config(&upstream.url, &hash, &policy("{}")),
+        &config(&upstream.url, &hash, policy("{}")),
         Duration::from_secs(60),
     );
     let mut m = session(&gw.url(None), &key).await;
@@ -847,7 +828,7 @@ async fn redact_secrets_masks_echo_results_end_to_end() {
 
     // on_secret = "deny": the result is withheld and the audit says why.
     let gw = start_gateway(
-        &config(&upstream.url, &hash, &policy("{ on_secret = \"deny\" }")),
+        &config(&upstream.url, &hash, policy("{ on_secret = \"deny\" }")),
         Duration::from_secs(60),
     );
     let mut m = session(&gw.url(None), &key).await;

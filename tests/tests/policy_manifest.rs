@@ -11,14 +11,22 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use portcullis_tests::policy_support::{
-    add_upstream_tools, agent_toml, assert_call_ok, assert_rpc_error, connector_toml, session,
-    sorted_names, toml_path,
+use portcullis_tests::client::{session, sorted_names};
+use portcullis_tests::rpc::{assert_call_ok, assert_rpc_error};
+use portcullis_tests::upstreams::add_upstream_tools;
+use portcullis_tests::{
+    Agent, Cli, Config, Connector, Gateway, Mcp, Policy, Upstream, fixture_policy, new_key,
 };
-use portcullis_tests::{Gateway, Mcp, Upstream, bin, fixture_policy, new_key};
 use serde_json::{Value, json};
 
-const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+/// An admin listener (for `/metrics`), one connector (`conn_a`, slug `alpha`) and
+/// one agent.
+fn config(up: &Upstream, connector: impl FnOnce(Connector) -> Connector, agent: Agent) -> Config {
+    Config::new()
+        .admin()
+        .connector(connector(Connector::new("conn_a", "Alpha", &up.url)))
+        .agent(agent)
+}
 
 async fn metrics(gw: &Gateway) -> String {
     let admin = gw.admin.clone().expect("admin listener");
@@ -81,12 +89,15 @@ fn evaluations(text: &str, policy: &str, hook: &str) -> f64 {
 async fn deterministic_policies_reuse_decisions_only_under_the_same_inputs() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let guard = toml_path(&fixture_policy("policy-test-args-guard"));
-    let cfg = format!(
-        "{SERVER}{}{}\n[[policies]]\nmodule = \"builtin:slug-scope\"\n[[policies]]\nmodule = \"builtin:blocklist\"\n[[policies]]\nname = \"args-guard\"\nmodule = {guard}\n",
-        connector_toml("conn_a", "Alpha", &up.url, "disabled_tools = [\"sleep\"]\n"),
-        agent_toml("agent", &hash, &["mcp:call"], ""),
-    );
+    let cfg = config(
+        &up,
+        |c| c.disabled_tools(&["sleep"]),
+        Agent::new("agent", &hash),
+    )
+    .policy(Policy::new("builtin:slug-scope"))
+    .policy(Policy::new("builtin:blocklist"))
+    .policy(Policy::file(&fixture_policy("policy-test-args-guard")).name("args-guard"))
+    .render();
     let gw = Gateway::start(&cfg);
     let mut m = session(&gw.url(None), &key).await;
 
@@ -146,16 +157,11 @@ async fn deterministic_policies_reuse_decisions_only_under_the_same_inputs() {
 async fn a_new_tool_list_is_decided_afresh() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let cfg = format!(
-        "{SERVER}{}{}\n[[policies]]\nmodule = \"builtin:mcp-servers\"\n",
-        connector_toml("conn_a", "Alpha", &up.url, ""),
-        agent_toml(
-            "agent",
-            &hash,
-            &["mcp:call"],
-            "mcp_servers = [{ url = \"*\", tools = { required = [\"needed_*\", \"echo\"] } }]\n",
-        ),
-    );
+    let agent = Agent::new("agent", &hash)
+        .extra("mcp_servers = [{ url = \"*\", tools = { required = [\"needed_*\", \"echo\"] } }]");
+    let cfg = config(&up, |c| c, agent)
+        .policy(Policy::new("builtin:mcp-servers"))
+        .render();
     let gw = Gateway::start(&cfg);
     let mut m = session(&gw.url(None), &key).await;
     for _ in 0..2 {
@@ -176,13 +182,11 @@ async fn a_new_tool_list_is_decided_afresh() {
 #[tokio::test]
 async fn a_policy_built_against_0_1_0_still_loads_and_gets_every_input() {
     let module = fixture_policy("policy-test-legacy-0-1-0");
-    let out = std::process::Command::new(bin("portcullis"))
+    let out = Cli::new()
         .args(["policy", "inspect", "--json"])
         .arg(&module)
-        .output()
-        .expect("portcullis policy inspect");
-    assert!(out.status.success(), "{out:?}");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+        .run_ok();
+    let report: Value = serde_json::from_str(&out.stdout).expect("inspect JSON");
     assert_eq!(
         report["world"], "portcullis:policy/policy@0.1.0",
         "{report}"
@@ -193,12 +197,9 @@ async fn a_policy_built_against_0_1_0_still_loads_and_gets_every_input() {
     let up = Upstream::rust(&[]);
     add_upstream_tools(&up.url, &["whoami_guard"]).await;
     let (key, hash) = new_key();
-    let cfg = format!(
-        "{SERVER}{}{}\n[[policies]]\nname = \"legacy\"\nmodule = {}\n",
-        connector_toml("conn_a", "Alpha", &up.url, ""),
-        agent_toml("agent", &hash, &["mcp:call"], ""),
-        toml_path(&module),
-    );
+    let cfg = config(&up, |c| c, Agent::new("agent", &hash))
+        .policy(Policy::file(&module).name("legacy"))
+        .render();
     let gw = Gateway::start(&cfg);
     let mut m = session(&gw.url(None), &key).await;
     let names = sorted_names(&mut m).await;

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portcullis_tests::policy_support::{
-    agent_toml, assert_call_ok, connector_toml, fields, is_sha256_hex, misbehave_copy, rpc_error,
-    session, sha256_hex, strip_ansi, wait_call_audit, wait_lines, with_custom_section,
-    write_by_rename,
+use portcullis_tests::audit_lines::{fields, strip_ansi, wait_call_audit, wait_lines};
+use portcullis_tests::client::session;
+use portcullis_tests::config::toml_strs;
+use portcullis_tests::fixtures::{
+    is_sha256_hex, misbehave_copy, sha256_hex, with_custom_section, write_by_rename,
 };
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::rpc::{assert_call_ok, rpc_error};
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Policy, Upstream, new_key};
 use serde_json::{Value, json};
 
 const RELOADED: &str = "policy chain reloaded";
@@ -27,21 +29,21 @@ const WAIT: Duration = Duration::from_secs(20);
 /// How long a reload may take to be visible to agents.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(1);
 
-fn config(upstream: &str, hash: &str, policies: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{policies}",
-        connector_toml("conn_a", "Alpha", upstream, ""),
-        agent_toml("agent", hash, &["mcp:call"], ""),
-    )
+/// One connector (`conn_a`, slug `alpha`), one agent, and `policy` if any.
+fn config(upstream: &str, hash: &str, policy: Option<Policy>) -> String {
+    let config = Config::new()
+        .connector(Connector::new("conn_a", "Alpha", upstream))
+        .agent(Agent::new("agent", hash));
+    policy.into_iter().fold(config, Config::policy).render()
 }
 
 /// A misbehave policy named `guard` from `module` (relative to the config's dir).
-fn guard(module: &str, settings: &str) -> String {
-    format!("\n[[policies]]\nname = \"guard\"\nmodule = \"{module}\"\nsettings = {settings}\n")
+fn guard(module: &str, settings: &str) -> Option<Policy> {
+    Some(Policy::new(module).name("guard").settings(settings))
 }
 
 fn deny(tool: &str) -> String {
-    format!("{{ behaviour = \"deny\", tools = [\"{tool}\"] }}")
+    format!("{{ behaviour = \"deny\", tools = {} }}", toml_strs(&[tool]))
 }
 
 /// Whether a response is the misbehave fixture's denial.
@@ -173,7 +175,7 @@ async fn initial_digest(gw: &Gateway) -> String {
 async fn reload_under_load_keeps_serving_and_keeps_the_last_good_chain() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let gw = Gateway::start(&config(&up.url, &hash, ""));
+    let gw = Gateway::start(&config(&up.url, &hash, None));
     let d0 = initial_digest(&gw).await;
     let module = misbehave_copy(gw.dir.path(), "guard.wasm");
     let good_bytes = std::fs::read(&module).expect("read module");
@@ -189,7 +191,7 @@ async fn reload_under_load_keeps_serving_and_keeps_the_last_good_chain() {
         &config(
             &up.url,
             &hash,
-            &guard("guard.wasm", "{ behaviour = \"allow\" }"),
+            guard("guard.wasm", "{ behaviour = \"allow\" }"),
         ),
     );
     let line = wait_lines(&gw.proc, RELOADED, 1, WAIT).await;
@@ -203,7 +205,7 @@ async fn reload_under_load_keeps_serving_and_keeps_the_last_good_chain() {
     let written = Instant::now();
     write(
         &gw.config_path,
-        &config(&up.url, &hash, &guard("guard.wasm", &deny("whoami"))),
+        &config(&up.url, &hash, guard("guard.wasm", &deny("whoami"))),
     );
     poll_until(&mut probe, "whoami", json!({}), denied, &gw).await;
     let took = written.elapsed();
@@ -253,7 +255,7 @@ async fn reload_under_load_keeps_serving_and_keeps_the_last_good_chain() {
         &config(
             &up.url,
             &hash,
-            &guard("guard.wasm", "{ behaviour = \"explode\" }"),
+            guard("guard.wasm", "{ behaviour = \"explode\" }"),
         ),
     );
     let lines = wait_lines(&gw.proc, KEPT, kept + 1, WAIT).await;
@@ -273,7 +275,7 @@ async fn reload_under_load_keeps_serving_and_keeps_the_last_good_chain() {
     let written = Instant::now();
     write_by_rename(
         &gw.config_path,
-        config(&up.url, &hash, &guard("guard.wasm", &deny("count_calls"))).as_bytes(),
+        config(&up.url, &hash, guard("guard.wasm", &deny("count_calls"))).as_bytes(),
     );
     poll_until(&mut probe, "count_calls", json!({}), denied, &gw).await;
     let took = written.elapsed();
@@ -316,7 +318,7 @@ async fn sighup_reloads_the_chain() {
     let store = tempfile::tempdir().expect("temp dir");
     let real = misbehave_copy(store.path(), "real.wasm");
     let v1 = std::fs::read(&real).expect("read module");
-    let gw = Gateway::start(&config(&up.url, &hash, ""));
+    let gw = Gateway::start(&config(&up.url, &hash, None));
     std::os::unix::fs::symlink(&real, gw.dir.path().join("link.wasm")).expect("symlink");
     let url = gw.url(Some("conn_a"));
     let mut probe = session(&url, &key).await;
@@ -329,7 +331,7 @@ async fn sighup_reloads_the_chain() {
 
     write(
         &gw.config_path,
-        &config(&up.url, &hash, &guard("link.wasm", &deny("whoami"))),
+        &config(&up.url, &hash, guard("link.wasm", &deny("whoami"))),
     );
     poll_until(&mut probe, "whoami", json!({}), denied, &gw).await;
     let v1_digest = sha256_hex(&v1);
@@ -374,7 +376,7 @@ async fn sighup_reloads_the_chain() {
 async fn in_flight_call_finishes_on_its_chain() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let gw = Gateway::start(&config(&up.url, &hash, ""));
+    let gw = Gateway::start(&config(&up.url, &hash, None));
     misbehave_copy(gw.dir.path(), "guard.wasm");
     let url = gw.url(Some("conn_a"));
     // Load the module first (allowing everything), so that the reload below only
@@ -384,7 +386,7 @@ async fn in_flight_call_finishes_on_its_chain() {
         &config(
             &up.url,
             &hash,
-            &guard("guard.wasm", "{ behaviour = \"allow\" }"),
+            guard("guard.wasm", "{ behaviour = \"allow\" }"),
         ),
     );
     wait_lines(&gw.proc, RELOADED, 1, WAIT).await;
@@ -405,7 +407,7 @@ async fn in_flight_call_finishes_on_its_chain() {
     }
     write(
         &gw.config_path,
-        &config(&up.url, &hash, &guard("guard.wasm", &deny("sleep"))),
+        &config(&up.url, &hash, guard("guard.wasm", &deny("sleep"))),
     );
     poll_until(&mut probe, "sleep", json!({"ms": 0}), denied, &gw).await;
     assert!(!in_flight.is_finished(), "the slow call ended too early");

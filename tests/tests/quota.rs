@@ -4,45 +4,33 @@
 
 use std::time::Duration;
 
-use portcullis_tests::extra::{field, same_session, wait_audit};
-use portcullis_tests::policy_support::toml_path;
+use portcullis_tests::audit_lines::{field, wait_audit};
+use portcullis_tests::config::toml_str;
 use portcullis_tests::redis::Redis;
-use portcullis_tests::{Gateway, Mcp, Upstream, fixture_policy, new_key};
+use portcullis_tests::{
+    Agent, Config, Connector, Gateway, Mcp, Policy, Upstream, fixture_policy, new_key,
+};
 use serde_json::{Value, json};
 
 const QUOTA_MESSAGE: &str = "API quota exceeded. Upgrade your plan to continue.";
 
-fn config(upstream: &str, hash: &str, quota: &str, limit: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{quota}
-[[orgs]]
-id = "acme"
-quota = {limit}
-[[connectors]]
-id = "conn_test"
-name = "Test"
-target_url = "{upstream}"
-[[agents]]
-id = "reporter"
-org = "acme"
-key_sha256 = "{hash}"
-scopes = ["mcp:call"]
-[[agents]]
-id = "other-org"
-org = "globex"
-key_sha256 = "{other}"
-scopes = ["mcp:call"]
-"#,
-        other = new_key().1
-    )
+/// `quota` (a `[quota]` section or nothing), org acme limited to `limit`, one
+/// connector, agent `reporter` of acme and `other-org` of globex.
+fn config(upstream: &str, hash: &str, quota: &str, limit: &str) -> Config {
+    Config::new()
+        .raw(quota)
+        .org("acme", limit)
+        .connector(Connector::new("conn_test", "Test", upstream))
+        .agent(Agent::new("reporter", hash))
+        .agent(Agent::new("other-org", &new_key().1).org("globex"))
 }
 
 /// A `[quota]` section for the Redis at `url`, with `extra` lines.
 fn redis_quota(url: &str, extra: &str) -> String {
-    format!("[quota]\nbackend = \"redis\"\nredis_url = \"{url}\"\n{extra}")
+    format!(
+        "[quota]\nbackend = \"redis\"\nredis_url = {}\n{extra}",
+        toml_str(url)
+    )
 }
 
 async fn session(gw: &Gateway, key: &str) -> Mcp {
@@ -303,16 +291,16 @@ async fn a_call_whose_session_ended_uses_no_quota() {
     let up = Upstream::rust(&[]);
     let (key, hash) = new_key();
     // echo spends 1.5 s in a looping policy, then goes on (on_error = "allow").
-    let module = toml_path(&fixture_policy("policy-test-misbehave"));
-    let slow = format!(
-        "\n[[policies]]\nname = \"slow\"\nmodule = {module}\n\
-         settings = {{ behaviour = \"loop\", tools = [\"echo\"] }}\n\
-         on_error = \"allow\"\ntimeout_ms = 1500\ncache_decisions = false\n"
-    );
-    let cfg = config(&up.url, &hash, "", r#"{ calls = 1, per = "day" }"#) + &slow;
-    let gw = Gateway::start(&cfg);
+    let slow = Policy::file(&fixture_policy("policy-test-misbehave"))
+        .name("slow")
+        .settings("{ behaviour = \"loop\", tools = [\"echo\"] }")
+        .on_error("allow")
+        .timeout_ms(1500)
+        .cache_decisions(false);
+    let cfg = config(&up.url, &hash, "", r#"{ calls = 1, per = "day" }"#).policy(slow);
+    let gw = Gateway::start(&cfg.render());
     let mut m = session(&gw, &key).await;
-    let other = same_session(&m);
+    let other = m.same_session();
     let (msg, deleted) = tokio::join!(echo(&mut m), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         other.delete().await.status

@@ -9,12 +9,10 @@
 //! and every response that is not an upstream's `whoami` echo for the secret values.
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
-use portcullis_tests::extra::{agent, connector};
-use portcullis_tests::services::{Moto, aws_env, portcullis_with};
-use portcullis_tests::{Gateway, Mcp, Upstream, new_key};
+use portcullis_tests::services::{Moto, aws_env};
+use portcullis_tests::{Agent, Cli, CliOutput, Config, Connector, Gateway, Mcp, Upstream, new_key};
 use serde_json::{Value, json};
 
 const GENERIC: &str = "Upstream credential unavailable";
@@ -69,33 +67,33 @@ impl Env {
     }
 
     /// Writes the config the CLI uses (the gateway gets the same text in its own dir).
-    fn write_config(&self, config: &str) {
-        std::fs::write(self.path("portcullis.toml"), config).expect("write config");
+    fn write_config(&self, config: &Config) {
+        std::fs::write(self.path("portcullis.toml"), config.render()).expect("write config");
     }
 
     /// `portcullis vault <args> --config <this config>`; output captured.
-    fn cli(&mut self, args: &[&str], stdin: &[u8]) -> Output {
-        let config = self.path("portcullis.toml").display().to_string();
-        let mut all: Vec<&str> = vec!["vault"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--config", &config]);
-        let out = portcullis_with(&all, stdin, &self.env);
-        self.captured
-            .push(String::from_utf8_lossy(&out.stdout).into_owned());
-        self.captured
-            .push(String::from_utf8_lossy(&out.stderr).into_owned());
+    fn cli(&mut self, args: &[&str], stdin: &[u8]) -> CliOutput {
+        let out = Cli::new()
+            .arg("vault")
+            .args(args)
+            .config(&self.path("portcullis.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .run();
+        self.captured.push(out.stdout.clone());
+        self.captured.push(out.stderr.clone());
         out
     }
 
     fn cli_ok(&mut self, args: &[&str], stdin: &[u8]) -> String {
         let out = self.cli(args, stdin);
         assert!(
-            out.status.success(),
+            out.success(),
             "portcullis vault {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            out.stdout,
+            out.stderr
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out.stdout
     }
 
     /// `vault put NAME` with the value (and a trailing newline) on stdin.
@@ -127,7 +125,7 @@ impl Env {
         .expect("write vault file");
     }
 
-    fn start_gateway(&self, config: &str) -> Gateway {
+    fn start_gateway(&self, config: &Config) -> Gateway {
         let mut env: Vec<(&str, &str)> = self
             .env
             .iter()
@@ -182,11 +180,8 @@ fn wait_log(gw: &mut Gateway, needles: &[&str]) -> String {
     })
 }
 
-fn base_config(hash: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
-        agent("reporter", hash)
-    )
+fn base_config(hash: &str) -> Config {
+    Config::new().admin().agent(Agent::new("reporter", hash))
 }
 
 /// `GET /readyz` on the admin listener: (status, body).
@@ -214,30 +209,21 @@ async fn bearer_and_oauth_secrets_reach_upstreams_and_never_leak() {
     let up_oauth = Upstream::rust(&["--require-bearer", &oauth]);
     let plain = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let config = format!(
-        "{}{}{}{}{}{}",
-        base_config(&hash),
-        env.local_vault(60),
-        connector(
-            "conn_secure",
-            "Secure",
-            &up_bearer.url,
-            "credential = { secret = \"github\", kind = \"bearer\" }"
-        ),
-        connector(
-            "conn_oauth",
-            "OAuth",
-            &up_oauth.url,
-            "credential = { secret = \"oauth-token\", kind = \"oauth\" }"
-        ),
-        connector(
-            "conn_missing",
-            "Missing",
-            &plain.url,
-            "credential = { secret = \"absent\" }"
-        ),
-        connector("conn_plain", "Plain", &plain.url, ""),
-    );
+    let config = base_config(&hash)
+        .raw(&env.local_vault(60))
+        .connector(
+            Connector::new("conn_secure", "Secure", &up_bearer.url)
+                .extra("credential = { secret = \"github\", kind = \"bearer\" }"),
+        )
+        .connector(
+            Connector::new("conn_oauth", "OAuth", &up_oauth.url)
+                .extra("credential = { secret = \"oauth-token\", kind = \"oauth\" }"),
+        )
+        .connector(
+            Connector::new("conn_missing", "Missing", &plain.url)
+                .extra("credential = { secret = \"absent\" }"),
+        )
+        .connector(Connector::new("conn_plain", "Plain", &plain.url));
     env.write_config(&config);
 
     // Stored from stdin; "\n" and "\r\n" line ends are trimmed.
@@ -340,15 +326,9 @@ async fn header_kind_sends_the_named_header() {
     let api_key = secret();
     let mut up = Upstream::fastmcp(&["--log-requests", "--json-response"]);
     let (key, hash) = new_key();
-    let config = format!(
-        "{}{}{}",
-        base_config(&hash),
-        env.local_vault(60),
-        connector(
-            "conn_fast",
-            "Fast",
-            &up.url,
-            "credential = { secret = \"api-key\", kind = \"header\", header = \"X-API-Key\" }"
+    let config = base_config(&hash).raw(&env.local_vault(60)).connector(
+        Connector::new("conn_fast", "Fast", &up.url).extra(
+            "credential = { secret = \"api-key\", kind = \"header\", header = \"X-API-Key\" }",
         ),
     );
     env.write_config(&config);
@@ -410,18 +390,13 @@ async fn tampered_ciphertext_fails_closed_and_others_keep_working() {
     let up = Upstream::rust(&["--require-bearer", &token]);
     let plain = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let config = format!(
-        "{}{}{}{}",
-        base_config(&hash),
-        env.local_vault(60),
-        connector(
-            "conn_secure",
-            "Secure",
-            &up.url,
-            "credential = { secret = \"github\", kind = \"bearer\" }"
-        ),
-        connector("conn_plain", "Plain", &plain.url, ""),
-    );
+    let config = base_config(&hash)
+        .raw(&env.local_vault(60))
+        .connector(
+            Connector::new("conn_secure", "Secure", &up.url)
+                .extra("credential = { secret = \"github\", kind = \"bearer\" }"),
+        )
+        .connector(Connector::new("conn_plain", "Plain", &plain.url));
     env.write_config(&config);
     env.put("github", &token);
     let mut gw = env.start_gateway(&config);
@@ -476,16 +451,9 @@ async fn local_rotate_rm_and_loose_master_key() {
     let up = Upstream::rust(&["--require-bearer", &token]);
     let (key, hash) = new_key();
     // No data-key cache: every call unwraps, so rotation is exercised for real.
-    let config = format!(
-        "{}{}{}",
-        base_config(&hash),
-        env.local_vault(0),
-        connector(
-            "conn_secure",
-            "Secure",
-            &up.url,
-            "credential = { secret = \"github\" }"
-        ),
+    let config = base_config(&hash).raw(&env.local_vault(0)).connector(
+        Connector::new("conn_secure", "Secure", &up.url)
+            .extra("credential = { secret = \"github\" }"),
     );
     env.write_config(&config);
     env.put("github", &token);
@@ -543,7 +511,7 @@ async fn local_rotate_rm_and_loose_master_key() {
     let out = env.cli_ok(&["rm", "github"], b"");
     assert!(out.contains("removed secret github"), "{out}");
     let out = env.cli(&["rm", "github"], b"");
-    assert_eq!(out.status.code(), Some(2), "rm of a missing secret fails");
+    assert_eq!(out.code, Some(2), "rm of a missing secret fails");
     let msg = env.call(&mut mcp, "secure.whoami", json!({})).await;
     assert_generic_failure(&msg);
     wait_log(&mut gw, &[FAILURE_LOG, "\"github\" is not in the vault"]);
@@ -553,9 +521,9 @@ async fn local_rotate_rm_and_loose_master_key() {
 
     // Bad input never gets stored and is never echoed.
     let out = env.cli(&["put", "bad"], b"");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.code, Some(2));
     let out = env.cli(&["put", "bad"], format!("a\x01{token}").as_bytes());
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.code, Some(2));
     assert!(!env.cli_ok(&["list"], b"").contains("bad"));
     env.assert_no_leak(&gw, &[&token]);
 }
@@ -569,21 +537,18 @@ async fn aws_kms_via_moto_rotate_and_outage() {
     let up = Upstream::rust(&["--require-bearer", &token]);
     let plain = Upstream::rust(&[]);
     let (key, hash) = new_key();
-    let connectors = format!(
-        "{}{}",
-        connector(
-            "conn_secure",
-            "Secure",
-            &up.url,
-            "credential = { secret = \"github\", kind = \"bearer\" }"
-        ),
-        connector("conn_plain", "Plain", &plain.url, ""),
-    );
-    let config = format!(
-        "{}{}{connectors}",
-        base_config(&hash),
-        env.aws_vault(1, &key1, &moto.endpoint)
-    );
+    let connectors = [
+        Connector::new("conn_secure", "Secure", &up.url)
+            .extra("credential = { secret = \"github\", kind = \"bearer\" }"),
+        Connector::new("conn_plain", "Plain", &plain.url),
+    ];
+    let with_vault = |vault: String| {
+        connectors
+            .iter()
+            .cloned()
+            .fold(base_config(&hash).raw(&vault), Config::connector)
+    };
+    let config = with_vault(env.aws_vault(1, &key1, &moto.endpoint));
     env.write_config(&config);
     env.put("github", &token);
     let e = env.entry("github");
@@ -605,11 +570,7 @@ async fn aws_kms_via_moto_rotate_and_outage() {
     // Rotate to a new KMS key: change key_id in the config, run `vault rotate`.
     let key2 = moto.create_key();
     assert_ne!(key1, key2);
-    env.write_config(&format!(
-        "{}{}{connectors}",
-        base_config(&hash),
-        env.aws_vault(1, &key2, &moto.endpoint)
-    ));
+    env.write_config(&with_vault(env.aws_vault(1, &key2, &moto.endpoint)));
     let out = env.cli_ok(&["rotate"], b"");
     assert!(out.contains("re-wrapped 1 data key(s)"), "{out}");
     let rotated = env.entry("github");
@@ -682,11 +643,7 @@ async fn aws_kms_via_moto_rotate_and_outage() {
 
     // The CLI reports the outage too, without the secret.
     let out = env.cli(&["put", "other"], b"value-for-other\n");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("KMS unavailable"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("KMS unavailable"), "{}", out.stderr);
     env.assert_no_leak(&gw, &[&token, "value-for-other"]);
 }

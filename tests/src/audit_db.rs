@@ -1,11 +1,9 @@
-//! Helpers for the audit-log tests: a throwaway PostgreSQL schema on the machine's
-//! server (127.0.0.1:5432, database `test`, trust auth), `portcullis audit query`
-//! through the binary, and direct reads of the `request_logs` table.
+//! The audit tests' databases: a throwaway PostgreSQL schema on the machine's
+//! server (127.0.0.1:5432, database `test`, trust auth), and direct reads of the
+//! `request_logs` table in SQLite and PostgreSQL.
 
 use std::path::Path;
 use std::time::Duration;
-
-use serde_json::Value;
 
 /// The local PostgreSQL the tests use.
 pub const PG_HOST: &str = "127.0.0.1";
@@ -109,39 +107,6 @@ impl Drop for PgSchema {
         })
         .join();
     }
-}
-
-/// Runs `portcullis audit query --config CONFIG --format json` with `args`; the rows.
-pub fn audit_query(config: &Path, args: &[&str]) -> Vec<Value> {
-    let config = config.to_str().expect("utf-8 path");
-    let mut all = vec!["audit", "query", "--config", config, "--format", "json"];
-    all.extend_from_slice(args);
-    let out = portcullis(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "portcullis {all:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match serde_json::from_str::<Value>(&stdout) {
-        Ok(Value::Array(rows)) => rows,
-        other => panic!("audit query output is not a JSON array ({other:?}): {stdout}"),
-    }
-}
-
-/// Runs `portcullis <args>` to completion (at most 60 s), reading its output as it
-/// comes (a large query prints megabytes: more than a pipe holds).
-pub fn portcullis(args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(crate::bin("portcullis"));
-    cmd.args(args).stdin(std::process::Stdio::null());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(cmd.output());
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("portcullis {args:?} did not finish within 60 s"))
-        .expect("running portcullis")
 }
 
 /// `SELECT count(*) FROM request_logs WHERE <cond>` on a SQLite database.
