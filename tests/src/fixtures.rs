@@ -1,36 +1,25 @@
-//! Guest-policy components for the tests, and the ways tests alter them: a private
-//! copy to overwrite, the same component with different bytes, a file replaced the
-//! way editors save it.
+//! Guest-policy components for the tests, built once by `tests/build.rs` before the
+//! tests compile (their paths are the generated constants below), and the ways tests
+//! alter them: a private copy to overwrite, the same component with different bytes,
+//! a file replaced the way editors save it.
 
 use std::path::{Path, PathBuf};
 
-/// A built test-fixture policy component (`tests/policies/*`), built on first use.
+include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+
+/// The built component of fixture package `package` (e.g. `policy-test-misbehave`).
 pub fn fixture_policy(package: &str) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let target = crate::root().join("target/test-policies");
-    let file = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(crate::root())
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                package,
-                "--target-dir",
-            ])
-            .arg(&target)
-            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-            .status()
-            .expect("running cargo");
-    assert!(status.success(), "building test policy {package} failed");
-    file
+    let (_, path) = ALL
+        .iter()
+        .find(|(p, _)| *p == package)
+        .unwrap_or_else(|| panic!("{package} is not a fixture built by tests/build.rs"));
+    let path = PathBuf::from(path);
+    assert!(
+        path.exists(),
+        "{} is gone: `cargo clean -p portcullis-tests` makes tests/build.rs build it again",
+        path.display()
+    );
+    path
 }
 
 /// Whether `s` is a lowercase hex sha256 (64 hex digits).

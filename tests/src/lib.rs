@@ -12,7 +12,7 @@
 //! [`sse`] reads answers as they stream, [`rpc`] checks JSON-RPC shapes,
 //! [`audit_lines`] reads and waits for log and audit lines, [`audit_db`] reads the
 //! audit tables, [`upstreams`] serves odd upstreams from the test process,
-//! [`fixtures`] builds and alters the guest policies, and [`otlp`], [`redis`]
+//! [`fixtures`] holds the guest policies `build.rs` built, and [`otlp`], [`redis`]
 //! and [`services`] run the collector, Redis and the KMS.
 
 pub mod audit_db;
