@@ -58,8 +58,9 @@ const ROWS: usize = CALLS + SESSIONS;
 
 /// 16 concurrent sessions (8 alice, 8 bob), one `tools/list` each, then 625 calls each
 /// cycling through: allowed echo, blocklisted tool, unknown connector, unknown tool,
-/// the other connector (allowed for alice, 403 for bob). Checks every answer.
-async fn load(gw: &Gateway, alice: &str, bob: &str) {
+/// the other connector (allowed for alice, 403 for bob). Checks every answer; returns
+/// how long it took (no request's latency can be longer).
+async fn load(gw: &Gateway, alice: &str, bob: &str) -> Duration {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..SESSIONS {
@@ -93,10 +94,9 @@ async fn load(gw: &Gateway, alice: &str, bob: &str) {
     for t in tasks {
         t.await.expect("session task");
     }
-    eprintln!(
-        "{CALLS} tools/call over {SESSIONS} sessions in {:?}",
-        started.elapsed()
-    );
+    let took = started.elapsed();
+    eprintln!("{CALLS} tools/call over {SESSIONS} sessions in {took:?}");
+    took
 }
 
 /// SIGTERM, then the exit and the writer's final counts `(written, dropped)`.
@@ -135,8 +135,9 @@ fn groups_of(rows: &[Value]) -> Vec<(String, i64, String, i64)> {
     g.into_iter().map(|((m, s, a), n)| (m, s, a, n)).collect()
 }
 
-/// Everything `audit query` must say about the rows of [`load`], whatever the sink.
-fn check_query(config: &Path) {
+/// Everything `audit query` must say about the rows of [`load`], whatever the sink;
+/// `load_took` is what [`load`] returned.
+fn check_query(config: &Path, load_took: Duration) {
     let all = audit_query(config, &["--limit", "0"]);
     assert_eq!(all.len(), ROWS, "audit query --limit 0");
     assert_eq!(groups_of(&all), expected_groups());
@@ -154,7 +155,12 @@ fn check_query(config: &Path) {
         };
         assert_eq!(r["rpc_code"], expected_code, "{r}");
         assert!(r["session_id"].is_string(), "{r}");
-        assert!(r["latency_ms"].as_f64().unwrap() >= 0.0, "{r}");
+        // Measured, and within the load that made the request.
+        let latency = r["latency_ms"].as_f64().unwrap();
+        assert!(
+            latency > 0.0 && latency < load_took.as_secs_f64() * 1000.0,
+            "latency {latency} ms not within the load's {load_took:?}: {r}"
+        );
         assert_eq!(
             r["org"],
             if r["agent"] == "alice" {
@@ -258,7 +264,7 @@ async fn sqlite_ten_thousand_concurrent_calls_are_ten_thousand_rows() {
     let mut gw = Gateway::start(&config(&up.url, &ha, &hb, ""));
     let db = gw.dir.path().join("audit.db");
     assert!(db.exists(), "audit.db created at start");
-    load(&gw, &alice, &bob).await;
+    let took = load(&gw, &alice, &bob).await;
     let (written, dropped) = stop(&mut gw);
     assert_eq!((written, dropped), (ROWS as u64, 0));
 
@@ -286,7 +292,7 @@ async fn sqlite_ten_thousand_concurrent_calls_are_ten_thousand_rows() {
     assert_eq!(mode, "wal");
     drop(conn);
 
-    check_query(&gw.config_path);
+    check_query(&gw.config_path, took);
     // Every audited request also kept its log line.
     assert_eq!(gw.audit_lines().len(), ROWS);
 }
@@ -302,7 +308,7 @@ async fn postgres_ten_thousand_concurrent_calls_are_ten_thousand_rows() {
         schema.url()
     );
     let mut gw = Gateway::start(&config(&up.url, &ha, &hb, &audit));
-    load(&gw, &alice, &bob).await;
+    let took = load(&gw, &alice, &bob).await;
     let (written, dropped) = stop(&mut gw);
     assert_eq!((written, dropped), (ROWS as u64, 0));
 
@@ -323,7 +329,7 @@ async fn postgres_ten_thousand_concurrent_calls_are_ten_thousand_rows() {
         .unwrap()
         .get(0);
     assert_eq!(hidden, (3 * CALLS / 5) as i64);
-    check_query(&gw.config_path);
+    check_query(&gw.config_path, took);
     drop(client);
     drop(schema);
 }

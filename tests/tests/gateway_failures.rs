@@ -166,9 +166,16 @@ async fn non_2xx_is_internal_error_audited_502() {
         let msg = mcp
             .call("test-upstream.http_error", json!({"status": status}))
             .await;
-        let (code, message) = error_of(&msg);
-        assert_eq!(code, -32603, "HTTP {status}: {msg}");
-        assert!(!message.is_empty());
+        assert_eq!(
+            error_of(&msg),
+            (-32603, format!("Upstream returned HTTP {status}")),
+            "{msg}"
+        );
+        assert_eq!(
+            msg["error"]["data"],
+            json!({"upstreamStatus": status}),
+            "{msg}"
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let lines = loop {
@@ -826,9 +833,13 @@ async fn upstream_refusing_the_gateway_is_internal_error_502() {
         ("wrong-cred.echo", "conn_wrong"),
     ] {
         let msg = mcp.call(name, json!({"text": "x"})).await;
-        let (code, message) = error_of(&msg);
-        assert_eq!(code, -32603, "{msg}");
-        assert!(!message.contains("a-wrong-token"), "{msg}");
+        // The upstream's status, and nothing of the credential.
+        assert_eq!(
+            error_of(&msg),
+            (-32603, "Upstream returned HTTP 401".to_string()),
+            "{msg}"
+        );
+        assert!(!msg.to_string().contains("a-wrong-token"), "{msg}");
         let line = wait_audit(&gw, Duration::from_secs(10), |l| {
             field(l, "connector").as_deref() == Some(conn)
                 && field(l, "method").as_deref() == Some("tools/call")
