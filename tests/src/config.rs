@@ -198,6 +198,15 @@ impl Connector {
         self.extra(&format!("credential = {}", toml_str(reference)))
     }
 
+    /// `credential = { secret = "<name>", kind = ..., header = ... }`: a vault secret
+    /// (`kind` bearer, oauth or header; `header` names the header for `header`).
+    pub fn vault_secret(self, secret: &str, kind: Option<&str>, header: Option<&str>) -> Connector {
+        let mut fields = vec![format!("secret = {}", toml_str(secret))];
+        fields.extend(kind.map(|k| format!("kind = {}", toml_str(k))));
+        fields.extend(header.map(|h| format!("header = {}", toml_str(h))));
+        self.extra(&format!("credential = {{ {} }}", fields.join(", ")))
+    }
+
     pub fn disabled_tools(self, tools: &[&str]) -> Connector {
         self.extra(&format!("disabled_tools = {}", toml_strs(tools)))
     }
@@ -264,6 +273,10 @@ impl Policy {
         self.extra(&format!("on_error = {}", toml_str(on_error)))
     }
 
+    pub fn memory_limit_mb(self, mb: u64) -> Policy {
+        self.extra(&format!("memory_limit_mb = {mb}"))
+    }
+
     /// `settings = <inline table>`, e.g. `{ read_only = true }`.
     pub fn settings(self, inline_table: &str) -> Policy {
         self.extra(&format!("settings = {inline_table}"))
@@ -303,6 +316,22 @@ mod tests {
         assert_eq!(v["agents"][0]["scopes"].as_array().map(Vec::len), Some(0));
         assert_eq!(v["policies"][0]["settings"]["tools"][0].as_str(), Some("x"));
         assert_eq!(v["orgs"][0]["quota"]["calls"].as_integer(), Some(1));
+        let vault = Config::new()
+            .connector(Connector::new("v", "V", "http://x/mcp").vault_secret(
+                "s",
+                None,
+                Some("X-K"),
+            ))
+            .render();
+        let v: toml::Table = vault.parse().unwrap_or_else(|e| panic!("{e}\n{vault}"));
+        assert_eq!(
+            v["connectors"][0]["credential"]["secret"].as_str(),
+            Some("s")
+        );
+        assert_eq!(
+            v["connectors"][0]["credential"]["header"].as_str(),
+            Some("X-K")
+        );
         let moved = Config::new().server("listen = \"127.0.0.1:9\"").render();
         assert_eq!(moved.matches("listen").count(), 1, "{moved}");
     }

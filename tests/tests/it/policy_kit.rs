@@ -205,7 +205,7 @@ async fn polyglot_args_guard_decides_identically_through_the_gateway() {
         let policy = Policy::file(module)
             .name("args-guard")
             .timeout_ms(5000)
-            .extra("memory_limit_mb = 128");
+            .memory_limit_mb(128);
         let started = Instant::now();
         let gw = start_gateway(
             &config(&upstream.url, &hash, vec![policy]),

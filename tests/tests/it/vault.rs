@@ -212,16 +212,22 @@ async fn bearer_and_oauth_secrets_reach_upstreams_and_never_leak() {
     let config = base_config(&hash)
         .raw(&env.local_vault(60))
         .connector(
-            Connector::new("conn_secure", "Secure", &up_bearer.url)
-                .extra("credential = { secret = \"github\", kind = \"bearer\" }"),
+            Connector::new("conn_secure", "Secure", &up_bearer.url).vault_secret(
+                "github",
+                Some("bearer"),
+                None,
+            ),
         )
         .connector(
-            Connector::new("conn_oauth", "OAuth", &up_oauth.url)
-                .extra("credential = { secret = \"oauth-token\", kind = \"oauth\" }"),
+            Connector::new("conn_oauth", "OAuth", &up_oauth.url).vault_secret(
+                "oauth-token",
+                Some("oauth"),
+                None,
+            ),
         )
         .connector(
             Connector::new("conn_missing", "Missing", &plain.url)
-                .extra("credential = { secret = \"absent\" }"),
+                .vault_secret("absent", None, None),
         )
         .connector(Connector::new("conn_plain", "Plain", &plain.url));
     env.write_config(&config);
@@ -327,8 +333,10 @@ async fn header_kind_sends_the_named_header() {
     let mut up = Upstream::fastmcp(&["--log-requests", "--json-response"]);
     let (key, hash) = new_key();
     let config = base_config(&hash).raw(&env.local_vault(60)).connector(
-        Connector::new("conn_fast", "Fast", &up.url).extra(
-            "credential = { secret = \"api-key\", kind = \"header\", header = \"X-API-Key\" }",
+        Connector::new("conn_fast", "Fast", &up.url).vault_secret(
+            "api-key",
+            Some("header"),
+            Some("X-API-Key"),
         ),
     );
     env.write_config(&config);
@@ -393,8 +401,11 @@ async fn tampered_ciphertext_fails_closed_and_others_keep_working() {
     let config = base_config(&hash)
         .raw(&env.local_vault(60))
         .connector(
-            Connector::new("conn_secure", "Secure", &up.url)
-                .extra("credential = { secret = \"github\", kind = \"bearer\" }"),
+            Connector::new("conn_secure", "Secure", &up.url).vault_secret(
+                "github",
+                Some("bearer"),
+                None,
+            ),
         )
         .connector(Connector::new("conn_plain", "Plain", &plain.url));
     env.write_config(&config);
@@ -452,8 +463,7 @@ async fn local_rotate_rm_and_loose_master_key() {
     let (key, hash) = new_key();
     // No data-key cache: every call unwraps, so rotation is exercised for real.
     let config = base_config(&hash).raw(&env.local_vault(0)).connector(
-        Connector::new("conn_secure", "Secure", &up.url)
-            .extra("credential = { secret = \"github\" }"),
+        Connector::new("conn_secure", "Secure", &up.url).vault_secret("github", None, None),
     );
     env.write_config(&config);
     env.put("github", &token);
@@ -538,8 +548,11 @@ async fn aws_kms_via_moto_rotate_and_outage() {
     let plain = Upstream::rust(&[]);
     let (key, hash) = new_key();
     let connectors = [
-        Connector::new("conn_secure", "Secure", &up.url)
-            .extra("credential = { secret = \"github\", kind = \"bearer\" }"),
+        Connector::new("conn_secure", "Secure", &up.url).vault_secret(
+            "github",
+            Some("bearer"),
+            None,
+        ),
         Connector::new("conn_plain", "Plain", &plain.url),
     ];
     let with_vault = |vault: String| {
