@@ -1,5 +1,5 @@
 //! MCP tool-annotation hints: effective values (with the MCP defaults for
-//! unannotated hints) and the "each set hint must equal the effective value" filter
+//! unannotated hints, where a read-only tool is non-destructive and idempotent) and the "each set hint must equal the effective value" filter
 //! shared by `mcpServers` rules and the annotation-hints policy.
 
 use core::fmt;
@@ -52,10 +52,24 @@ impl Hint {
         }
     }
 
-    /// The hint's effective value: the annotation, or the MCP default.
+    /// The default of an unannotated hint for a tool with these annotations. The
+    /// MCP schema says `destructiveHint` and `idempotentHint` are meaningful only
+    /// when `readOnlyHint` is false: a tool annotated `readOnlyHint: true` changes
+    /// nothing, so unannotated it counts as non-destructive and idempotent.
+    /// Otherwise the plain MCP default ([`Hint::default_value`]).
+    pub fn default_for(self, annotations: &Annotations) -> bool {
+        match self {
+            Hint::Destructive if annotations.read_only == Some(true) => false,
+            Hint::Idempotent if annotations.read_only == Some(true) => true,
+            _ => self.default_value(),
+        }
+    }
+
+    /// The hint's effective value: the annotation as written, else its default for
+    /// this tool ([`Hint::default_for`]).
     pub fn effective(self, annotations: &Annotations) -> bool {
         self.annotated(annotations)
-            .unwrap_or_else(|| self.default_value())
+            .unwrap_or_else(|| self.default_for(annotations))
     }
 }
 
@@ -64,12 +78,12 @@ pub fn effective_read_only(annotations: &Annotations) -> bool {
     Hint::ReadOnly.effective(annotations)
 }
 
-/// Effective `destructiveHint` (MCP default `true`).
+/// Effective `destructiveHint` (MCP default `true`; `false` for a read-only tool).
 pub fn effective_destructive(annotations: &Annotations) -> bool {
     Hint::Destructive.effective(annotations)
 }
 
-/// Effective `idempotentHint` (MCP default `false`).
+/// Effective `idempotentHint` (MCP default `false`; `true` for a read-only tool).
 pub fn effective_idempotent(annotations: &Annotations) -> bool {
     Hint::Idempotent.effective(annotations)
 }

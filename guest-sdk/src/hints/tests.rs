@@ -66,10 +66,15 @@ fn every_set_hint_must_pass() {
         filter,
         &annotations(Some(true), Some(false), None, None)
     ));
-    // read-only but unannotated destructive (default true) fails.
-    assert!(!hints_pass(
+    // Read-only with destructive unannotated: a read-only tool is non-destructive.
+    assert!(hints_pass(
         filter,
         &annotations(Some(true), None, None, None)
+    ));
+    // An explicit annotation is kept as written, even on a read-only tool.
+    assert!(!hints_pass(
+        filter,
+        &annotations(Some(true), Some(true), None, None)
     ));
     assert!(!hints_pass(
         filter,
@@ -129,4 +134,33 @@ fn tool_constraints_convert() {
         &c,
         &annotations(Some(true), None, Some(true), None)
     ));
+}
+
+#[test]
+fn a_read_only_tool_is_non_destructive_and_idempotent_unless_annotated_otherwise() {
+    let read_only = annotations(Some(true), None, None, None);
+    assert!(effective_read_only(&read_only));
+    assert!(!effective_destructive(&read_only));
+    assert!(effective_idempotent(&read_only));
+    assert!(
+        effective_open_world(&read_only),
+        "openWorld keeps its MCP default"
+    );
+    let explicit = annotations(Some(true), Some(true), Some(false), None);
+    assert!(effective_destructive(&explicit) && !effective_idempotent(&explicit));
+    // Not read-only (annotated false or not at all): the plain MCP defaults.
+    for a in [annotations(Some(false), None, None, None), unannotated()] {
+        assert!(effective_destructive(&a) && !effective_idempotent(&a));
+    }
+    // The seed's "Read-only Slack monitor" declaration admits a tool annotated only
+    // readOnlyHint: true.
+    let monitor = HintFilter {
+        read_only: Some(true),
+        destructive: Some(false),
+        idempotent: Some(true),
+        open_world: None,
+    };
+    assert!(hints_pass(monitor, &read_only));
+    let m = hint_mismatch(monitor, &unannotated()).unwrap();
+    assert_eq!(m.hint, Hint::ReadOnly);
 }

@@ -76,15 +76,17 @@ fn several_hints_must_all_pass() {
                 annotations(Some(false), Some(false), Some(true), None),
             ),
             tool("unannotated"),
+            tool_with("wipe", annotations(Some(true), Some(true), None, None)),
         ],
     );
     let v = run(settings, &c);
     let allowed: Vec<bool> = v.iter().map(Verdict::is_allow).collect();
-    assert_eq!(allowed, [true, false, false, false]);
+    // `get` is read-only with destructiveHint unannotated: a read-only tool counts as
+    // non-destructive. `wipe` says destructive itself, and that is kept as written.
+    assert_eq!(allowed, [true, true, false, false, false]);
     assert_eq!(
-        v[1].denial().unwrap().reason,
-        "tool get of connector conn_x: destructive is true (not annotated, MCP default) \
-         but false is required"
+        v[4].denial().unwrap().reason,
+        "tool wipe of connector conn_x: destructive is true (annotated) but false is required"
     );
     assert_eq!(
         v[2].denial().unwrap().reason,

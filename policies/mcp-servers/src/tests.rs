@@ -74,10 +74,12 @@ fn slack_tools() -> Vec<Tool> {
         tool_with("list_channels", safe_read()),
         tool_with("get_user", safe_read()),
         tool_with("read_messages", safe_read()),
+        // Only readOnlyHint: a read-only tool is non-destructive and idempotent.
+        tool_with("get_topic", annotations(Some(true), None, None, None)),
         // Within the name patterns but failing a hint.
         tool_with(
             "get_secret",
-            annotations(Some(true), None, Some(true), None),
+            annotations(Some(true), Some(true), Some(true), None),
         ),
         tool_with(
             "list_drafts",
@@ -103,11 +105,14 @@ fn slack_monitor_on_matching_connector() {
         Some(slack_monitor()),
         connector("conn_slack", SLACK, slack_tools()),
     );
-    assert_eq!(listed(&c), ["list_channels", "get_user", "read_messages"]);
+    assert_eq!(
+        listed(&c),
+        ["list_channels", "get_user", "read_messages", "get_topic"]
+    );
     assert_eq!(
         reason(&c, "get_secret"),
         "tool get_secret is outside the declared tools for connector conn_slack \
-         (mcpServers[0]: destructive is true (not annotated, MCP default) but false is required)"
+         (mcpServers[0]: destructive is true (annotated) but false is required)"
     );
     assert_eq!(
         reason(&c, "list_drafts"),

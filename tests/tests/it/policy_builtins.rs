@@ -354,10 +354,11 @@ fn all_msg_tools() -> Vec<&'static str> {
 /// "Read-only Slack monitor": required list_*/get_*/read_*, readOnly, not
 /// destructive, idempotent. With the document's URL nothing here matches; with a
 /// URL pattern matching only the 127.0.0.1 connectors, the FastMCP server is
-/// eligible (it has list_*, get_* and read_* tools) and only `list_items` passes
-/// the hints (get_item and read_config are unannotated for destructive/idempotent,
-/// so they take the defaults destructive=true, idempotent=false); the Rust
-/// upstreams lack get_*/read_* tools, and the localhost URLs do not match.
+/// eligible (it has list_*, get_* and read_* tools) and `list_items`, `get_item` and
+/// `read_config` pass the hints: the last two are annotated only readOnlyHint: true,
+/// and a read-only tool counts as non-destructive and idempotent (the MCP schema:
+/// those hints mean something only when readOnlyHint is false); the Rust upstreams
+/// lack get_*/read_* tools, and the localhost URLs do not match.
 #[tokio::test]
 async fn mcp_servers_read_only_slack_monitor() {
     let tools = r#"tools = { required = ["list_*", "get_*", "read_*"], read_only = true, destructive = false, idempotent = true }"#;
@@ -372,14 +373,20 @@ async fn mcp_servers_read_only_slack_monitor() {
 
     s.check(
         "monitor",
-        &Servers::view([&["list_items"], &[], &[], &[], &[]]),
+        &Servers::view([
+            &["list_items", "get_item", "read_config"],
+            &[],
+            &[],
+            &[],
+            &[],
+        ]),
     )
     .await;
     let mut m = s.mcp("monitor").await;
-    expect_ok(&mut m, "fast.list_items").await;
+    for name in ["fast.list_items", "fast.get_item", "fast.read_config"] {
+        expect_ok(&mut m, name).await;
+    }
     for name in [
-        "fast.get_item",
-        "fast.read_config",
         "fast.send_message",
         "fast.delete_all",
         "fast-lh.list_items",
