@@ -7,6 +7,7 @@
 mod digest;
 mod http_client;
 mod mcp;
+mod text;
 // What the operator wrote, checked.
 mod config;
 // Identity and observability.

@@ -85,6 +85,11 @@ pub(crate) struct Server {
 #[derive(Debug, Clone)]
 pub(crate) struct Admin {
     pub listen: SocketAddr,
+    /// Host header values accepted (as `Server::allowed_hosts`; default: the loopback
+    /// names when the admin listener is on loopback).
+    pub allowed_hosts: Vec<String>,
+    /// Origins accepted besides those whose host is in `allowed_hosts`.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Where a connector's upstream credential comes from.

@@ -91,6 +91,10 @@ fn default_max_sessions() -> u64 {
 #[serde(deny_unknown_fields)]
 pub(super) struct AdminRaw {
     pub listen: String,
+    /// As `server.allowed_hosts`, for the admin listener.
+    pub allowed_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

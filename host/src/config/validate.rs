@@ -22,9 +22,16 @@ const DEFAULT_MAX_SESSIONS_PER_AGENT: u64 = 10_000;
 pub(super) fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, ConfigError> {
     let server = server(raw.server)?;
     let admin = match raw.admin {
-        Some(a) => Some(Admin {
-            listen: socket_addr("admin.listen", &a.listen)?,
-        }),
+        Some(a) => {
+            let listen = socket_addr("admin.listen", &a.listen)?;
+            let (allowed_hosts, allowed_origins) =
+                host_rules("admin", listen, a.allowed_hosts, &a.allowed_origins)?;
+            Some(Admin {
+                listen,
+                allowed_hosts,
+                allowed_origins,
+            })
+        }
         None => None,
     };
 
@@ -215,23 +222,8 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
             format!("must be at most {MAX_IDLE_SPIN_US} (microseconds)"),
         ));
     }
-    let allowed_hosts = match s.allowed_hosts {
-        Some(hosts) => hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
-        // A gateway bound to loopback answers only to loopback names: this is the
-        // DNS-rebinding protection the MCP transport asks for.
-        None if listen.ip().is_loopback() => {
-            vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]
-        }
-        None => Vec::new(),
-    };
-    for (i, o) in s.allowed_origins.iter().enumerate() {
-        if !(o.starts_with("http://") || o.starts_with("https://")) {
-            return Err(ConfigError::new(
-                format!("server.allowed_origins[{i}]"),
-                "an origin looks like https://example.com[:port]",
-            ));
-        }
-    }
+    let (allowed_hosts, allowed_origins) =
+        host_rules("server", listen, s.allowed_hosts, &s.allowed_origins)?;
     Ok(Server {
         listen,
         tool_separator: s.tool_separator,
@@ -244,11 +236,7 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
         header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
         idle_spin: Duration::from_micros(s.idle_spin_us),
         allowed_hosts,
-        allowed_origins: s
-            .allowed_origins
-            .iter()
-            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
-            .collect(),
+        allowed_origins,
     })
 }
 
@@ -454,6 +442,38 @@ fn policy(p: PolicyRaw, i: usize, base_dir: &Path) -> Result<PolicySpec, ConfigE
         memory_limit_bytes: (p.memory_limit_mb as usize) << 20,
         cache_decisions: p.cache_decisions,
     })
+}
+
+/// A listener's DNS-rebinding rules (`<section>.allowed_hosts`, `.allowed_origins`):
+/// the Host names it answers to and the extra Origins it accepts, lowercased.
+fn host_rules(
+    section: &str,
+    listen: SocketAddr,
+    hosts: Option<Vec<String>>,
+    origins: &[String],
+) -> Result<(Vec<String>, Vec<String>), ConfigError> {
+    let allowed_hosts = match hosts {
+        Some(hosts) => hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+        // A listener bound to loopback answers only to loopback names: this is the
+        // DNS-rebinding protection the MCP transport asks for.
+        None if listen.ip().is_loopback() => {
+            vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]
+        }
+        None => Vec::new(),
+    };
+    for (i, o) in origins.iter().enumerate() {
+        if !(o.starts_with("http://") || o.starts_with("https://")) {
+            return Err(ConfigError::new(
+                format!("{section}.allowed_origins[{i}]"),
+                "an origin looks like https://example.com[:port]",
+            ));
+        }
+    }
+    let allowed_origins = origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
+    Ok((allowed_hosts, allowed_origins))
 }
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {

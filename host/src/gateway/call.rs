@@ -145,7 +145,8 @@ impl Gateway {
         };
         governed.audited.tool(&name);
         let Some((connector, tool)) = self.route(&session.endpoint, &name) else {
-            return Err(not_found().because(format!("no connector for tool name {name}")));
+            let shown = crate::text::bounded(&name);
+            return Err(not_found().because(format!("no connector for tool name {shown}")));
         };
         governed.audited.connector(&connector.id);
         governed.audited.tool(tool);
@@ -169,7 +170,8 @@ impl Gateway {
             }
         };
         let Some(position) = set.position(tool) else {
-            return Err(not_found().because(format!("upstream has no tool {tool}")));
+            let shown = crate::text::bounded(tool);
+            return Err(not_found().because(format!("upstream has no tool {shown}")));
         };
         Ok(Target {
             connector,

@@ -187,6 +187,8 @@ impl Gateway {
     /// relayed to it (`relay.rs`); a response to nothing the gateway asked is dropped.
     pub(crate) fn response(&self, session: &AgentSession, id: &Value, answer: jsonrpc::Answer) {
         if !session.answer_relayed(id, answer) {
+            let id = id.to_string();
+            let id = crate::text::bounded(&id);
             tracing::debug!(session = %session.id, %id, "response to no relayed request, dropped");
         }
     }

@@ -139,9 +139,9 @@ impl Audited {
     }
 
     /// The tool the request names (as the agent wrote it until it is resolved, then
-    /// the upstream's name).
+    /// the upstream's name), bounded (`text::bounded`): the agent chose it.
     pub(super) fn tool(&mut self, name: &str) {
-        self.record.tool = Some(name.to_string());
+        self.record.tool = Some(crate::text::bounded(name).into_owned());
     }
 
     /// The policy (or chain) that decided, and its digest.
@@ -166,11 +166,21 @@ impl Audited {
     ) {
         self.record.status = status;
         self.record.rpc_code = rpc_code;
-        if reason.is_some() {
-            self.record.reason = reason;
+        if let Some(reason) = reason {
+            self.record.reason = Some(bound_reason(reason));
         }
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         audit.record(self.record).await;
+    }
+}
+
+/// The most bytes of an audit reason kept (`text::bounded_to`).
+const MAX_REASON: usize = 1024;
+
+fn bound_reason(reason: String) -> String {
+    match crate::text::bounded_to(&reason, MAX_REASON) {
+        std::borrow::Cow::Borrowed(_) => reason,
+        std::borrow::Cow::Owned(shown) => shown,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::error::Category;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -131,6 +132,11 @@ pub(crate) fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
     let error = match first_byte(body) {
         Some(b'{') => match serde_json::from_slice::<Envelope>(body) {
             Ok(envelope) => return classify(envelope),
+            // Not JSON at all: invalid syntax, or text that is not UTF-8 (raw bytes or
+            // an escaped lone surrogate inside a string).
+            Err(e) if matches!(e.classify(), Category::Syntax | Category::Eof) => {
+                return Err(RpcError::new(PARSE_ERROR, format!("Parse error: {e}")));
+            }
             // Valid JSON, an object, and still no envelope: a member given twice.
             Err(e) => format!("Invalid Request: {e}"),
         },
@@ -405,6 +411,14 @@ mod tests {
         // shape is an invalid request saying why.
         assert_eq!(parse(b"[1,").unwrap_err().code, PARSE_ERROR);
         assert_eq!(parse(b"{\"a\":1} x").unwrap_err().code, PARSE_ERROR);
+        // Text that is not UTF-8 inside a string is not JSON: a parse error.
+        let bad_utf8 = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\xe9\"}";
+        assert_eq!(parse(bad_utf8).unwrap_err().code, PARSE_ERROR);
+        let lone_surrogate = br#"{"jsonrpc":"2.0","id":1,"method":"p\ud800"}"#;
+        assert_eq!(parse(lone_surrogate).unwrap_err().code, PARSE_ERROR);
+        let in_params =
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"a\":\"\xff\"}}";
+        assert_eq!(parse(in_params).unwrap_err().code, PARSE_ERROR);
         // parse reads one message; parse_body also reads batches.
         assert_eq!(parse(b"[]").unwrap_err().code, INVALID_REQUEST);
         assert_eq!(parse(b"3").unwrap_err().code, INVALID_REQUEST);

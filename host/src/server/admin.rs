@@ -26,6 +26,17 @@ use crate::telemetry::metrics;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    // The agent listener's DNS-rebinding rules: a page elsewhere can neither read
+    // `/metrics` through a rebound name nor POST a refresh cross-site.
+    if let Some(admin) = &gw.config.admin
+        && let Err(msg) = super::transport::check_host_origin(
+            &admin.allowed_hosts,
+            &admin.allowed_origins,
+            req.headers(),
+        )
+    {
+        return text(StatusCode::FORBIDDEN, format!("{msg}\n"));
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") => {

@@ -20,7 +20,6 @@ use tracing::Instrument;
 use super::body::{Body, empty, full, sse_stream};
 use super::{batch, listen};
 use crate::auth::{Authenticator, Identity};
-use crate::config::Server;
 use crate::gateway::sessions::{AgentSession, Endpoint, TooManySessions};
 use crate::gateway::{Gateway, Reply};
 use crate::mcp::jsonrpc::{self, Incoming as Message, RpcError};
@@ -43,7 +42,11 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>) -> Resp
             _ => return http_error(StatusCode::NOT_FOUND, "Not found"),
         },
     };
-    if let Err(msg) = check_host_origin(&gw.config.server, req.headers()) {
+    if let Err(msg) = check_host_origin(
+        &gw.config.server.allowed_hosts,
+        &gw.config.server.allowed_origins,
+        req.headers(),
+    ) {
         return http_error(StatusCode::FORBIDDEN, msg);
     }
     let Some(identity) = Authenticator::bearer(req.headers().get(http::header::AUTHORIZATION))
@@ -279,10 +282,12 @@ pub(super) fn session(
     identity: &Identity,
     endpoint: &Endpoint,
 ) -> Result<Arc<AgentSession>, NoSession> {
-    let id = header_str(headers, HEADER_SESSION);
-    if id.is_empty() {
-        return Err(NoSession::Missing);
-    }
+    let id = match header(headers, HEADER_SESSION) {
+        Header::Absent | Header::Text("") => return Err(NoSession::Missing),
+        // Not a session id the gateway could have given: unknown, not missing.
+        Header::Invalid => return Err(NoSession::Unknown),
+        Header::Text(id) => id,
+    };
     gw.sessions
         .get(id, identity, endpoint)
         .ok_or(NoSession::Unknown)
@@ -291,14 +296,16 @@ pub(super) fn session(
 /// An `MCP-Protocol-Version` header, when present, must name a supported revision
 /// (a missing one means 2025-03-26).
 fn check_version(headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
-    let version = header_str(headers, HEADER_VERSION);
-    if version.is_empty() || mcp::is_supported(version) {
-        return Ok(());
-    }
+    let shown = match header(headers, HEADER_VERSION) {
+        Header::Absent | Header::Text("") => return Ok(()),
+        Header::Text(v) if mcp::is_supported(v) => return Ok(()),
+        Header::Text(v) => format!("{v:?}"),
+        Header::Invalid => "(not visible ASCII)".to_string(),
+    };
     let err = RpcError::new(
         jsonrpc::INVALID_REQUEST,
         format!(
-            "Unsupported MCP-Protocol-Version {version:?}; supported: {}",
+            "Unsupported MCP-Protocol-Version {shown}; supported: {}",
             mcp::SUPPORTED_VERSIONS.join(", ")
         ),
     );
@@ -307,24 +314,36 @@ fn check_version(headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
 
 /// DNS-rebinding protection: the `Host` must be an allowed name, and an `Origin`, when
 /// present, must be an allowed origin or name one of the allowed hosts.
-fn check_host_origin(server: &Server, headers: &HeaderMap) -> Result<(), &'static str> {
-    if !server.allowed_hosts.is_empty() {
-        let host = host_name(header_str(headers, HOST.as_str()));
-        if !server.allowed_hosts.contains(&host) {
+/// A `Host` or `Origin` that is present but not visible ASCII is refused, never taken
+/// for an absent one.
+pub(super) fn check_host_origin(
+    allowed_hosts: &[String],
+    allowed_origins: &[String],
+    headers: &HeaderMap,
+) -> Result<(), &'static str> {
+    if !allowed_hosts.is_empty() {
+        let host = match header(headers, HOST.as_str()) {
+            Header::Absent => String::new(),
+            Header::Invalid => return Err("Forbidden: Host not allowed"),
+            Header::Text(h) => host_name(h),
+        };
+        if !allowed_hosts.contains(&host) {
             return Err("Forbidden: Host not allowed");
         }
     }
-    let origin = header_str(headers, ORIGIN.as_str())
-        .trim_end_matches('/')
-        .to_ascii_lowercase();
-    if origin.is_empty() || server.allowed_origins.contains(&origin) {
+    let origin = match header(headers, ORIGIN.as_str()) {
+        Header::Absent => return Ok(()),
+        Header::Invalid => return Err("Forbidden: Origin not allowed"),
+        Header::Text(o) => o.trim_end_matches('/').to_ascii_lowercase(),
+    };
+    if origin.is_empty() || allowed_origins.contains(&origin) {
         return Ok(());
     }
     let origin_host = origin
         .split_once("://")
         .map(|(_, rest)| host_name(rest))
         .unwrap_or_default();
-    if !server.allowed_hosts.is_empty() && server.allowed_hosts.contains(&origin_host) {
+    if !allowed_hosts.is_empty() && allowed_hosts.contains(&origin_host) {
         return Ok(());
     }
     Err("Forbidden: Origin not allowed")
@@ -381,6 +400,22 @@ fn metadata_url(headers: &HeaderMap) -> String {
         "http://{}/.well-known/oauth-protected-resource",
         header_str(headers, HOST.as_str())
     )
+}
+
+/// A request header as the checks read it.
+enum Header<'a> {
+    Absent,
+    /// Present, but not visible ASCII (an invalid value is invalid, not missing).
+    Invalid,
+    Text(&'a str),
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Header<'a> {
+    match headers.get(name).map(|v| v.to_str()) {
+        None => Header::Absent,
+        Some(Ok(text)) => Header::Text(text),
+        Some(Err(_)) => Header::Invalid,
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -448,6 +483,7 @@ pub(super) fn with_status(status: StatusCode, body: Body) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Server;
 
     fn server(hosts: &[&str], origins: &[&str]) -> Server {
         Server {
@@ -497,21 +533,101 @@ mod tests {
             &["localhost", "127.0.0.1", "[::1]"],
             &["https://app.example.com"],
         );
-        assert!(check_host_origin(&s, &headers("127.0.0.1:8080", None)).is_ok());
         assert!(
-            check_host_origin(&s, &headers("[::1]:8080", Some("http://localhost:3000"))).is_ok()
+            check_host_origin(
+                &s.allowed_hosts,
+                &s.allowed_origins,
+                &headers("127.0.0.1:8080", None)
+            )
+            .is_ok()
         );
-        assert!(check_host_origin(&s, &headers("evil.example:8080", None)).is_err());
         assert!(
-            check_host_origin(&s, &headers("127.0.0.1:8080", Some("http://evil.example"))).is_err()
+            check_host_origin(
+                &s.allowed_hosts,
+                &s.allowed_origins,
+                &headers("[::1]:8080", Some("http://localhost:3000"))
+            )
+            .is_ok()
         );
         assert!(
-            check_host_origin(&s, &headers("localhost", Some("https://app.example.com/"))).is_ok()
+            check_host_origin(
+                &s.allowed_hosts,
+                &s.allowed_origins,
+                &headers("evil.example:8080", None)
+            )
+            .is_err()
+        );
+        assert!(
+            check_host_origin(
+                &s.allowed_hosts,
+                &s.allowed_origins,
+                &headers("127.0.0.1:8080", Some("http://evil.example"))
+            )
+            .is_err()
+        );
+        assert!(
+            check_host_origin(
+                &s.allowed_hosts,
+                &s.allowed_origins,
+                &headers("localhost", Some("https://app.example.com/"))
+            )
+            .is_ok()
         );
         let open = server(&[], &[]);
-        assert!(check_host_origin(&open, &headers("gw.internal", None)).is_ok());
         assert!(
-            check_host_origin(&open, &headers("gw.internal", Some("http://evil.example"))).is_err()
+            check_host_origin(
+                &open.allowed_hosts,
+                &open.allowed_origins,
+                &headers("gw.internal", None)
+            )
+            .is_ok()
+        );
+        assert!(
+            check_host_origin(
+                &open.allowed_hosts,
+                &open.allowed_origins,
+                &headers("gw.internal", Some("http://evil.example"))
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_header_that_is_not_visible_ascii_is_invalid_not_absent() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(header(&h, "x"), Header::Absent));
+        h.insert(
+            "x",
+            http::HeaderValue::from_bytes(b"1999-01-01\xe9").unwrap(),
+        );
+        assert!(matches!(header(&h, "x"), Header::Invalid));
+        h.insert("x", http::HeaderValue::from_static("2025-06-18"));
+        assert!(matches!(header(&h, "x"), Header::Text("2025-06-18")));
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            HEADER_VERSION,
+            http::HeaderValue::from_bytes(b"2025-06-18\xe9").unwrap(),
+        );
+        assert!(check_version(&h).is_err());
+        let s = server(&["localhost"], &[]);
+        let mut h = headers("localhost", None);
+        h.insert(
+            ORIGIN,
+            http::HeaderValue::from_bytes(b"http://evil\xe9").unwrap(),
+        );
+        assert_eq!(
+            check_host_origin(&s.allowed_hosts, &s.allowed_origins, &h),
+            Err("Forbidden: Origin not allowed")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            HOST,
+            http::HeaderValue::from_bytes(b"localhost\xe9").unwrap(),
+        );
+        assert_eq!(
+            check_host_origin(&s.allowed_hosts, &s.allowed_origins, &h),
+            Err("Forbidden: Host not allowed")
         );
     }
 }

@@ -29,6 +29,7 @@ use super::traces::{self, TARGET};
 use crate::auth::Identity;
 use crate::config::{Connector, PolicyMode};
 use crate::mcp::params::Params;
+use crate::text::prefix as truncate;
 
 /// Longest tool name put in a span name (agents choose what they send).
 const MAX_NAME: usize = 128;
@@ -49,6 +50,7 @@ pub(crate) fn request(
         .then(|| params.field::<String>("name"))
         .flatten();
     let tool = tool.as_deref().map(|t| truncate(t, MAX_NAME));
+    let method = truncate(method, MAX_NAME);
     let name = match tool {
         Some(t) => format!("{method} {t}"),
         None => method.to_string(),
@@ -340,26 +342,9 @@ fn server_address(headers: &HeaderMap, listen: SocketAddr) -> (String, u16) {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("ééé", 3), "é");
-    }
 
     #[test]
     fn server_address_prefers_the_host_header() {

@@ -1,9 +1,10 @@
 //! One MCP session with one upstream server.
 //!
 //! The handshake (`initialize` + `notifications/initialized`) runs lazily before the
-//! first request. When the upstream says the session is gone (404, or 400 while we
-//! sent a session id, which is what some SDK servers answer), the session is
-//! re-initialised once and the request retried. The agent's own token never reaches
+//! first request. When the upstream says the session is gone (404, or a 400 whose
+//! body names the session, which is what some SDK servers answer), the session is
+//! re-initialised and the request retried, once; the abandoned session is ended
+//! upstream (DELETE). Any other 400 is the request's own answer. The agent's own token never reaches
 //! this module: requests carry only the connector's credential, which a
 //! [`CredentialProvider`] resolves for each request (a vault secret is decrypted then,
 //! so a `vault put` or `rotate` takes effect without a restart).
@@ -28,6 +29,13 @@ use crate::http_client::HttpClient;
 use crate::mcp::params::to_raw;
 use crate::mcp::{self, HEADER_SESSION, HEADER_VERSION, jsonrpc};
 use crate::vault::Vault;
+
+/// How much of an upstream's 400 body is read to tell a lost session from a bad request.
+const ERROR_BODY_LIMIT: usize = 4096;
+/// How long reading that body may take.
+const ERROR_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the DELETE of an abandoned upstream session may take.
+const ABANDON_DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The header that carries the connector's credential upstream.
 #[derive(Clone)]
@@ -202,12 +210,14 @@ impl UpstreamSession {
             let resp = self.post(&state, body.clone(), &cred).await?;
             let status = resp.status();
             crate::telemetry::spans::upstream_status(status.as_u16());
-            if session_lost(status, &state) && !retried {
-                retried = true;
-                self.reset(state.generation).await;
-                continue;
-            }
             if !status.is_success() {
+                // Retried once at most, and only when the upstream says our session
+                // is gone: any other refusal is this request's answer.
+                if !retried && session_lost(&state, resp).await {
+                    retried = true;
+                    self.abandon(state.generation, status, &cred).await;
+                    continue;
+                }
                 return Err(UpstreamError::Status(status.as_u16()));
             }
             if status == StatusCode::ACCEPTED {
@@ -286,17 +296,19 @@ impl UpstreamSession {
                 .send(req.body(Full::new(Bytes::new())).expect("valid request"))
                 .await?;
             let status = resp.status();
-            if session_lost(status, &state) && !retried {
+            if status.is_success() {
+                return Ok(Some(message_stream(resp)));
+            }
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                return Ok(None);
+            }
+            if !retried && session_lost(&state, resp).await {
                 // The upstream restarted or dropped us: a new session, then listen again.
                 retried = true;
-                self.reset(state.generation).await;
+                self.abandon(state.generation, status, &cred).await;
                 continue;
             }
-            return match status {
-                s if s.is_success() => Ok(Some(message_stream(resp))),
-                StatusCode::METHOD_NOT_ALLOWED => Ok(None),
-                s => Err(UpstreamError::Status(s.as_u16())),
-            };
+            return Err(UpstreamError::Status(status.as_u16()));
         }
     }
 
@@ -328,12 +340,32 @@ impl UpstreamSession {
         Ok(state.clone())
     }
 
-    async fn reset(&self, generation: u64) {
+    /// Gives up the session of `generation` (unless a concurrent caller already
+    /// did): the next request opens a new one. Unless the upstream said the session
+    /// does not exist (404), it is also ended upstream (DELETE, in the background and
+    /// bounded), so a session the gateway abandons is never left open there.
+    async fn abandon(&self, generation: u64, status: StatusCode, cred: &Option<Credential>) {
         let mut state = self.state.lock().await;
-        if state.generation == generation {
-            state.ready = false;
-            state.session_id = None;
+        if state.generation != generation {
+            return;
         }
+        let old = state.clone();
+        state.ready = false;
+        state.session_id = None;
+        drop(state);
+        if status == StatusCode::NOT_FOUND || old.session_id.is_none() {
+            return;
+        }
+        let Ok(req) = self
+            .builder(Method::DELETE, &old, cred)
+            .body(Full::new(Bytes::new()))
+        else {
+            return;
+        };
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(ABANDON_DELETE_TIMEOUT, client.request(req)).await;
+        });
     }
 
     async fn handshake(&self, cred: &Option<Credential>) -> Result<State, UpstreamError> {
@@ -461,9 +493,33 @@ pub(crate) fn answer_unrelayed(method: &str) -> jsonrpc::Answer {
     jsonrpc::Answer::Error(raw(err.to_value()))
 }
 
-fn session_lost(status: StatusCode, state: &State) -> bool {
-    state.session_id.is_some()
-        && (status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST)
+/// Whether a refusal of a request sent on our session says the session is gone: a
+/// 404, or a 400 whose body names the session (server-everything answers an unknown
+/// session id that way). Any other 400 is about the request itself (a Python `mcp`
+/// upstream answers 400 to a number it cannot parse) and is that request's answer.
+async fn session_lost(state: &State, resp: hyper::Response<Incoming>) -> bool {
+    if state.session_id.is_none() {
+        return false;
+    }
+    match resp.status() {
+        StatusCode::NOT_FOUND => true,
+        StatusCode::BAD_REQUEST => names_the_session(resp).await,
+        _ => false,
+    }
+}
+
+/// Whether an error body (its first [`ERROR_BODY_LIMIT`] bytes, read for at most
+/// [`ERROR_BODY_TIMEOUT`]) mentions the session.
+async fn names_the_session(resp: hyper::Response<Incoming>) -> bool {
+    use http_body_util::{BodyExt, Limited};
+    let body = Limited::new(resp.into_body(), ERROR_BODY_LIMIT).collect();
+    match tokio::time::timeout(ERROR_BODY_TIMEOUT, body).await {
+        Ok(Ok(collected)) => {
+            let text = String::from_utf8_lossy(&collected.to_bytes()).to_ascii_lowercase();
+            text.contains("session")
+        }
+        _ => false,
+    }
 }
 
 fn message_stream(resp: hyper::Response<Incoming>) -> MessageStream {

@@ -55,6 +55,19 @@ fn worker_runtimes(pid: u32) -> std::collections::BTreeMap<String, u64> {
     out
 }
 
+/// [`worker_runtimes`] once `n` workers are visible: a new thread names itself when it
+/// first runs, which on a loaded machine can be after the start-up line (bounded: 5 s).
+fn worker_runtimes_of(pid: u32, n: usize) -> std::collections::BTreeMap<String, u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let runtimes = worker_runtimes(pid);
+        if runtimes.len() >= n || std::time::Instant::now() >= deadline {
+            return runtimes;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[tokio::test]
 async fn connections_are_spread_over_the_worker_threads() {
     let up = Upstream::rust(&[]);
@@ -65,7 +78,7 @@ async fn connections_are_spread_over_the_worker_threads() {
         started.iter().any(|l| l.contains("workers=3")),
         "{started:?}"
     );
-    let before = worker_runtimes(gw.proc.pid());
+    let before = worker_runtimes_of(gw.proc.pid(), 3);
     assert_eq!(before.len(), 3, "worker threads: {before:?}");
 
     // Six agents, one connection each, calling at the same time: each worker takes two.

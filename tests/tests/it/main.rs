@@ -13,6 +13,7 @@ mod gateway_failures;
 mod gateway_http;
 mod gateway_peers;
 mod gateway_relay;
+mod hardening;
 mod observability;
 mod policy_builtins;
 mod policy_failures;

@@ -1,0 +1,235 @@
+//! Hostile input and upstream faults (issue 21): each test shows one thing the gateway
+//! now refuses or no longer amplifies. Raw sockets where a client library would
+//! normalise away what is being tested (header bytes, body bytes).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use portcullis_tests::rpc::assert_rpc_error;
+use portcullis_tests::upstreams::port_of;
+use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Proc, Upstream, new_key};
+use serde_json::{Value, json};
+
+/// Sends `head` (request line and headers, without the blank line) and `body` on a
+/// fresh connection (`Connection: close`) and returns the status and the body text.
+fn raw_http(url: &str, head: &[u8], body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port_of(url))).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = head.to_vec();
+    req.extend_from_slice(
+        format!(
+            "\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    req.extend_from_slice(body);
+    stream.write_all(&req).expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The request head of a POST to the gateway's `/mcp` with the agent's key, plus
+/// `extra` header lines given as bytes (so they may hold any byte).
+fn mcp_post_head(url: &str, key: &str, extra: &[&[u8]]) -> Vec<u8> {
+    let mut head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream",
+        port_of(url)
+    )
+    .into_bytes();
+    for line in extra {
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(line);
+    }
+    head
+}
+
+fn one_connector_gateway(upstream: &str) -> (Gateway, String) {
+    let (key, hash) = new_key();
+    let config = Config::new()
+        .admin()
+        .connector(Connector::new("conn_test", "Test Upstream", upstream))
+        .agent(Agent::new("agent", &hash));
+    (Gateway::start(&config.render()), key)
+}
+
+/// Item 6: a header value with a non-ASCII byte is an invalid value, not a missing
+/// one: an unsupported `MCP-Protocol-Version` stays unsupported (400), and a session
+/// id that cannot be one of ours is unknown (404), not "required" (400).
+#[tokio::test]
+async fn header_values_with_non_ascii_bytes_are_invalid_not_absent() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = one_connector_gateway(&up.url);
+    let url = gw.url(None);
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+    let plain = mcp_post_head(&url, &key, &[b"MCP-Protocol-Version: 1999-01-01"]);
+    assert_eq!(raw_http(&url, &plain, ping).0, 400);
+    let accented = mcp_post_head(&url, &key, &[b"MCP-Protocol-Version: 1999-01-01\xE9"]);
+    let (status, body) = raw_http(&url, &accented, ping);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Unsupported MCP-Protocol-Version"), "{body}");
+
+    let mut mcp = Mcp::new(&url, &key);
+    mcp.initialize().await;
+    let sid = mcp.session.clone().expect("a session id");
+    let mut bad_sid = b"Mcp-Session-Id: ".to_vec();
+    bad_sid.extend_from_slice(sid.as_bytes());
+    bad_sid.push(0xE9);
+    let head = mcp_post_head(&url, &key, &[&bad_sid, b"MCP-Protocol-Version: 2025-11-25"]);
+    let (status, body) = raw_http(&url, &head, ping);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("Session not found"), "{body}");
+    // The session itself is unharmed.
+    let msg = mcp.request("ping", json!({})).await;
+    assert_eq!(msg["result"], json!({}));
+}
+
+/// Item 7: a body that is not UTF-8 inside a JSON string is not JSON: -32700.
+#[tokio::test]
+async fn invalid_utf8_inside_a_json_string_is_a_parse_error() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = one_connector_gateway(&up.url);
+    let url = gw.url(None);
+    let head = mcp_post_head(&url, &key, &[]);
+    for body in [
+        &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\xE9\",\"params\":{}}"[..],
+        &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"x\":\"\xFF\"}}"[..],
+    ] {
+        let (status, text) = raw_http(&url, &head, body);
+        let msg: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(msg["error"]["code"], -32700, "{status} {text}");
+        assert_eq!(msg["id"], Value::Null);
+    }
+}
+
+/// Item 5: the admin listener applies the agent listener's Host and Origin rules: a
+/// rebound name cannot read `/metrics`, and a page elsewhere cannot POST a refresh.
+#[tokio::test]
+async fn the_admin_listener_refuses_foreign_hosts_and_origins() {
+    let up = Upstream::rust(&[]);
+    let (gw, _key) = one_connector_gateway(&up.url);
+    let admin = gw.admin.clone().expect("admin listener");
+    let port = port_of(&admin);
+    let get = |host: &str| format!("GET /metrics HTTP/1.1\r\nHost: {host}").into_bytes();
+    assert_eq!(
+        raw_http(&admin, &get(&format!("127.0.0.1:{port}")), b"").0,
+        200
+    );
+    assert_eq!(raw_http(&admin, &get("evil.example"), b"").0, 403);
+
+    let refresh = |origin: &[u8]| {
+        let mut head = format!("POST /admin/connectors/refresh HTTP/1.1\r\nHost: 127.0.0.1:{port}")
+            .into_bytes();
+        if !origin.is_empty() {
+            head.extend_from_slice(b"\r\nOrigin: ");
+            head.extend_from_slice(origin);
+        }
+        raw_http(&admin, &head, b"")
+    };
+    let (status, body) = refresh(b"http://evil.example");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Origin not allowed"), "{body}");
+    assert_eq!(refresh(b"http://localhost\xE9").0, 403);
+    assert_eq!(refresh(b"").0, 200, "no Origin: the CLI's own request");
+    assert_eq!(
+        refresh(format!("http://127.0.0.1:{port}").as_bytes()).0,
+        200
+    );
+}
+
+/// The JSON lines `--log-requests` printed.
+fn request_log(proc: &Proc) -> Vec<Value> {
+    proc.output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("headers").is_some())
+        .collect()
+}
+
+/// What the upstream received, by JSON-RPC method (`DELETE` for a DELETE request).
+fn upstream_methods(proc: &Proc) -> Vec<String> {
+    request_log(proc)
+        .iter()
+        .map(|r| match r["method"].as_str() {
+            Some("POST") => serde_json::from_str::<Value>(r["body"].as_str().unwrap_or(""))
+                .ok()
+                .and_then(|b| b["method"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "unparsable".into()),
+            other => other.unwrap_or("?").to_string(),
+        })
+        .collect()
+}
+
+/// Item 2: a real Python `mcp` upstream answers HTTP 400 to a call whose arguments hold
+/// a number it cannot parse. That is the call's answer, not a lost session: the gateway
+/// sends it once, opens no new upstream session and leaves none behind.
+#[tokio::test]
+async fn an_upstream_400_caused_by_the_request_is_not_taken_for_a_lost_session() {
+    let fast = Upstream::fastmcp(&["--log-requests"]);
+    let (key, hash) = new_key();
+    let config = Config::new()
+        .connector(Connector::new("conn_fast", "Fast MCP", &fast.url))
+        .agent(Agent::new("agent", &hash));
+    let gw = Gateway::start(&config.render());
+    let mut mcp = Mcp::new(&gw.url(Some("conn_fast")), &key);
+    mcp.initialize().await;
+    let ok = mcp.call("get_item", json!({"id": "1"})).await;
+    assert_eq!(ok["result"]["structuredContent"]["name"], "alpha", "{ok}");
+    let before = upstream_methods(&fast.proc);
+
+    let huge = "9".repeat(5000);
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"big-{i}","method":"tools/call","params":{{"name":"get_item","arguments":{{"id":{huge}}}}}}}"#
+        );
+        let msg = mcp.post(&body, &[]).await.json();
+        assert_rpc_error(&msg, -32603, "Upstream returned HTTP 400");
+    }
+    let ok = mcp.call("get_item", json!({"id": "2"})).await;
+    assert_eq!(ok["result"]["structuredContent"]["name"], "beta", "{ok}");
+
+    let after = upstream_methods(&fast.proc);
+    let new: Vec<&String> = after[before.len()..].iter().collect();
+    let count = |m: &str| new.iter().filter(|x| x.as_str() == m).count();
+    assert_eq!(count("unparsable"), 3, "each bad call sent once: {new:?}");
+    assert_eq!(count("initialize"), 0, "no new upstream session: {new:?}");
+    assert_eq!(count("DELETE"), 0, "no session abandoned: {new:?}");
+    assert_eq!(count("tools/call"), 1, "{new:?}");
+}
+
+/// Item 8: an agent-chosen 200 KB tool name is shown bounded, with a marker, in the
+/// audit log line and the audit row (it was written in full twice per request).
+#[tokio::test]
+async fn a_huge_tool_name_is_bounded_in_the_log_line_and_the_audit_row() {
+    let up = Upstream::rust(&[]);
+    let (gw, key) = one_connector_gateway(&up.url);
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    let name = format!("test-upstream.{}", "n".repeat(200_000));
+    let msg = mcp.call(&name, json!({})).await;
+    assert_rpc_error(&msg, -32601, "Tool not found");
+    let line = portcullis_tests::audit_lines::wait_audit(&gw, Duration::from_secs(10), |l| {
+        l.contains("tools/call")
+    });
+    assert!(line.len() < 4096, "an audit line of {} bytes", line.len());
+    assert!(line.contains("…[+"), "{line}");
+    let tool = portcullis_tests::audit_lines::field(&line, "tool").expect("tool field");
+    assert!(
+        tool.starts_with("nnnn") && tool.ends_with("bytes]"),
+        "{tool}"
+    );
+    assert!(tool.len() < 300, "{}", tool.len());
+}
