@@ -33,10 +33,6 @@ use crate::policy::Chain;
 use crate::telemetry;
 use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
 
-/// How old a cached tool list must be before a call to a tool missing from it
-/// triggers a re-fetch.
-const MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// What the forwarding task sends to the request handler.
 enum Event {
     /// A message for the agent before the answer: an upstream notification, or a
@@ -112,21 +108,20 @@ impl Gateway {
         target: &Target,
     ) -> Stage<Arc<Chain>> {
         let chain = self.policy.current();
-        let arguments = target
-            .members
-            .get("arguments")
-            .map(|a| a.get().to_string())
-            .unwrap_or_else(|| "{}".into());
         let owned = self.owned(&session.identity, &target.connector, &target.set);
-        let decision = decide::check_call(&chain, owned, target.position, arguments).await;
+        let tool = decide::Called::Listed(target.position);
+        let decision = decide::check_call(&chain, owned, tool, arguments(&target.members)).await;
         governed.decide(decision)?;
         Ok(chain)
     }
 
-    /// The resolve stage: the tool's connector (by prefix on `/mcp`) and its entry
-    /// in the connector's list. A tool missing from the cached list may have been
-    /// added upstream since it was fetched: the list is fetched once more (at most
-    /// once a second per connector) before the tool is called unknown.
+    /// The resolve stage: the tool's connector (by prefix on `/mcp`) and its entry in
+    /// the connector's list. A name the cached list lacks is first put to the chain
+    /// (`refuse_unlisted`): scope is decided before existence, so an agent the chain
+    /// refuses gets the same answer whether the tool exists or not, and cannot make
+    /// the gateway list the upstream again. Otherwise the list is fetched again
+    /// (`Catalog::refetch`: rate-limited, and a list that came back unchanged changes
+    /// nothing) before the tool is called unknown.
     async fn resolve_tool(
         &self,
         governed: &mut Governed,
@@ -150,25 +145,26 @@ impl Gateway {
         };
         governed.audited.connector(&connector.id);
         governed.audited.tool(tool);
-        let mut fresh = false;
-        let set = loop {
-            match self.catalog.tools(&connector.id).await {
-                Ok(set)
-                    if set.get(tool).is_none()
-                        && !fresh
-                        && set.fetched.elapsed() >= MIN_REFETCH =>
-                {
-                    fresh = true;
-                    self.catalog.invalidate(&connector.id);
-                }
-                Ok(set) => break set,
-                Err(e) => {
-                    return Err(
-                        Refusal::new(upstream_error(&e), e.audit_status()).because(e.to_string())
-                    );
-                }
-            }
-        };
+        let set = self
+            .catalog
+            .tools(&connector.id)
+            .await
+            .map_err(unavailable)?;
+        if let Some(position) = set.position(tool) {
+            return Ok(Target {
+                connector,
+                set,
+                position,
+                members,
+            });
+        }
+        self.refuse_unlisted(governed, session, &connector, &set, tool, &members)
+            .await?;
+        let set = self
+            .catalog
+            .refetch(&connector.id)
+            .await
+            .map_err(unavailable)?;
         let Some(position) = set.position(tool) else {
             let shown = crate::text::bounded(tool);
             return Err(not_found().because(format!("upstream has no tool {shown}")));
@@ -178,6 +174,29 @@ impl Gateway {
             set,
             position,
             members,
+        })
+    }
+
+    /// Puts a call to a tool the list lacks to the chain, with a stand-in for the
+    /// tool (`{"name": ...}`): a denial (scope, a blocklist pattern, ...) is the
+    /// answer, exactly as it would be for a listed tool; its audit reason says the
+    /// tool does not exist too.
+    async fn refuse_unlisted(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        connector: &Arc<Connector>,
+        set: &Arc<ToolSet>,
+        tool: &str,
+        members: &Members,
+    ) -> Stage<()> {
+        let chain = self.policy.current();
+        let owned = self.owned(&session.identity, connector, set);
+        let stand_in = decide::Called::Unlisted(json!({ "name": tool }));
+        let decision = decide::check_call(&chain, owned, stand_in, arguments(members)).await;
+        governed.decide(decision).map(drop).map_err(|refusal| {
+            let shown = crate::text::bounded(tool);
+            refusal.also(format!("upstream has no tool {shown}"))
         })
     }
 
@@ -395,6 +414,19 @@ async fn answer(
 /// A tool the agent cannot call because it does not exist (or is hidden).
 fn not_found() -> Refusal {
     Refusal::new(RpcError::tool_not_found(), 404)
+}
+
+/// A connector whose list cannot be had.
+fn unavailable(e: UpstreamError) -> Refusal {
+    Refusal::new(upstream_error(&e), e.audit_status()).because(e.to_string())
+}
+
+/// The call's arguments as the agent wrote them (`{}` when absent).
+fn arguments(members: &Members) -> String {
+    members
+        .get("arguments")
+        .map(|a| a.get().to_string())
+        .unwrap_or_else(|| "{}".into())
 }
 
 /// A call's forwarding future: polled in place while the request handler waits for

@@ -31,6 +31,10 @@ const MAX_PAGES: usize = 1000;
 /// How long a failed fetch of a connector's list is answered from memory.
 pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(5);
 
+/// The least time between two re-fetches of a connector's list asked for by calls
+/// to tools missing from it ([`Catalog::refetch`]).
+pub(crate) const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One connector's cached tool list.
 #[derive(Debug)]
 pub(crate) struct ToolSet {
@@ -39,8 +43,6 @@ pub(crate) struct ToolSet {
     index: HashMap<String, usize>,
     /// Increases with every fetch, for cursors and policy caches.
     pub version: u64,
-    /// When the list was fetched.
-    pub fetched: std::time::Instant,
     /// Each tool's JSON text as received, and renamed `<slug><sep><name>` for `/mcp`:
     /// serialized once per list version, so `tools/list` only concatenates text.
     plain: OnceLock<Vec<Box<str>>>,
@@ -58,7 +60,6 @@ impl ToolSet {
             tools,
             index,
             version,
-            fetched: std::time::Instant::now(),
             plain: OnceLock::new(),
             prefixed: OnceLock::new(),
         }
@@ -89,10 +90,6 @@ impl ToolSet {
         texts
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
-        self.position(name).map(|i| &self.tools[i])
-    }
-
     /// Where the tool called `name` is in `tools` (calls carry this, not a copy).
     pub(crate) fn position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
@@ -108,6 +105,8 @@ struct Entry {
     session: Arc<UpstreamSession>,
     tools: ArcSwapOption<ToolSet>,
     fetch_lock: Mutex<()>,
+    /// When a call last made the list be fetched again ([`Catalog::refetch`]).
+    last_refetch: std::sync::Mutex<Option<Instant>>,
     /// The last fetch's error and when it ended, while no list is cached.
     failure: std::sync::Mutex<Option<(Instant, UpstreamError)>>,
 }
@@ -147,6 +146,7 @@ impl Catalog {
                     session,
                     tools: ArcSwapOption::empty(),
                     fetch_lock: Mutex::new(()),
+                    last_refetch: std::sync::Mutex::new(None),
                     failure: std::sync::Mutex::new(None),
                 };
                 (connector.id.clone(), entry)
@@ -199,6 +199,47 @@ impl Catalog {
         ));
         entry.set_failure(None);
         entry.tools.store(Some(set.clone()));
+        Ok(set)
+    }
+
+    /// Fetches a connector's list again because a call named a tool missing from it,
+    /// at most once per [`REFETCH_INTERVAL`] (otherwise the cached list is the
+    /// answer). A list that comes back unchanged changes nothing: the cached set, its
+    /// version (so cursors and cached decisions) stay and nobody is told. A changed
+    /// one replaces it and subscribers are told (`list_changed` to agents). A failed
+    /// re-fetch keeps the cached list.
+    pub(crate) async fn refetch(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
+        let entry = self.entry(connector_id)?;
+        let guard = entry.fetch_lock.lock().await;
+        let Some(current) = entry.tools.load_full() else {
+            drop(guard);
+            return self.tools(connector_id).await;
+        };
+        {
+            let mut last = entry.last_refetch.lock().expect("catalog refetch lock");
+            if last.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+                return Ok(current);
+            }
+            *last = Some(Instant::now());
+        }
+        let fetched = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout));
+        let tools = match fetched {
+            Ok(tools) if tools == current.tools => return Ok(current),
+            Ok(tools) => tools,
+            Err(e) => {
+                crate::telemetry::metrics::upstream_error(connector_id, e.kind());
+                return Ok(current);
+            }
+        };
+        let set = Arc::new(ToolSet::new(
+            tools,
+            self.versions.fetch_add(1, Ordering::Relaxed) + 1,
+        ));
+        entry.tools.store(Some(set.clone()));
+        let _ = self.changed.send(connector_id.to_string());
+        tracing::info!(connector = connector_id, "tool list changed upstream");
         Ok(set)
     }
 

@@ -39,6 +39,23 @@ impl Owned {
     fn tool(&self, position: usize) -> &Value {
         &self.tools.tools[position]
     }
+
+    /// The tool a call names: listed, or a stand-in for a name the list lacks.
+    fn called<'a>(&'a self, tool: &'a Called) -> &'a Value {
+        match tool {
+            Called::Listed(position) => self.tool(*position),
+            Called::Unlisted(stand_in) => stand_in,
+        }
+    }
+}
+
+/// The tool a call is checked for.
+pub(super) enum Called {
+    /// At this position in the connector's list.
+    Listed(usize),
+    /// Not in the list: a stand-in `{"name": ...}`, so the chain decides what it
+    /// decides by name and connector (scope) before anyone learns the tool is missing.
+    Unlisted(Value),
 }
 
 impl Gateway {
@@ -73,21 +90,22 @@ pub(super) async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> 
         })
 }
 
-/// Whether a call of the tool at `tool` (its position in `owned`'s list) may proceed.
+/// Whether a call of `tool` may proceed.
 pub(super) async fn check_call(
     chain: &Arc<Chain>,
     owned: Owned,
-    tool: usize,
+    tool: Called,
     arguments: String,
 ) -> Decision {
-    if let Some(decision) = chain.check_call_cached(&owned.subject(), owned.tool(tool), &arguments)
+    if let Some(decision) =
+        chain.check_call_cached(&owned.subject(), owned.called(&tool), &arguments)
     {
         return decision;
     }
     let run = chain.clone();
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run.check_call(&owned.subject(), owned.tool(tool), &arguments))
+        span.in_scope(|| run.check_call(&owned.subject(), owned.called(&tool), &arguments))
     })
     .await;
     joined.unwrap_or_else(|e| panicked(chain, &e))

@@ -64,6 +64,15 @@ impl Refusal {
         self
     }
 
+    /// The same refusal, its audit reason prefixed with another fact (`fact; reason`).
+    pub(super) fn also(mut self, fact: String) -> Refusal {
+        self.0.reason = Some(match self.0.reason.take() {
+            Some(reason) => format!("{fact}; {reason}"),
+            None => fact,
+        });
+        self
+    }
+
     /// A request on a session that ended (DELETE, expiry) while it was on its way.
     pub(super) fn session_ended() -> Refusal {
         let error = RpcError::new(

@@ -233,3 +233,122 @@ async fn a_huge_tool_name_is_bounded_in_the_log_line_and_the_audit_row() {
     );
     assert!(tool.len() < 300, "{}", tool.len());
 }
+
+/// Item 4: scope is decided before existence. An agent out of a connector's scope
+/// gets the scope answer whether the tool exists (even a blocklisted one) or not; an
+/// agent in scope gets "Tool not found" for a hidden tool and a missing one alike. The
+/// audit row still says which was which.
+#[tokio::test]
+async fn a_tool_the_agent_may_not_see_is_answered_like_a_missing_one() {
+    let up = Upstream::rust(&[]);
+    let other = Upstream::rust(&[]);
+    let (k_out, h_out) = new_key();
+    let (k_in, h_in) = new_key();
+    let config = Config::new()
+        .connector(Connector::new("conn_test", "Test Upstream", &up.url).disabled_tools(&["echo"]))
+        .connector(Connector::new("conn_other", "Other", &other.url))
+        .agent(Agent::new("outsider", &h_out).scopes(&["mcp:call:conn_other"]))
+        .agent(Agent::new("member", &h_in).scopes(&["mcp:call"]))
+        .policy(portcullis_tests::Policy::new("builtin:slug-scope"))
+        .policy(portcullis_tests::Policy::new("builtin:blocklist"));
+    let gw = Gateway::start(&config.render());
+
+    let mut outsider = Mcp::new(&gw.url(None), &k_out);
+    outsider.initialize().await;
+    for name in ["test-upstream.echo", "test-upstream.no_such_tool"] {
+        let msg = outsider.call(name, json!({})).await;
+        assert_rpc_error(&msg, -32003, "Insufficient scope");
+    }
+    let mut member = Mcp::new(&gw.url(None), &k_in);
+    member.initialize().await;
+    for name in ["test-upstream.echo", "test-upstream.no_such_tool"] {
+        let msg = member.call(name, json!({})).await;
+        assert_rpc_error(&msg, -32601, "Tool not found");
+    }
+    // The audit keeps the truth: the missing tool's rows say it does not exist.
+    let missing = portcullis_tests::audit_lines::wait_audit(&gw, Duration::from_secs(10), |l| {
+        l.contains("agent=outsider") && l.contains("no_such_tool")
+    });
+    assert!(
+        missing.contains("upstream has no tool no_such_tool"),
+        "{missing}"
+    );
+    assert!(missing.contains("status=403"), "{missing}");
+    let hidden = portcullis_tests::audit_lines::wait_audit(&gw, Duration::from_secs(10), |l| {
+        l.contains("agent=member") && l.contains("tool=\"echo\"")
+    });
+    assert!(!hidden.contains("upstream has no tool"), "{hidden}");
+}
+
+/// The `tools/list` requests a `--log-requests` upstream has received.
+fn lists_received(proc: &Proc) -> usize {
+    upstream_methods(proc)
+        .iter()
+        .filter(|m| *m == "tools/list")
+        .count()
+}
+
+/// Item 3: calls to unknown tools cannot make the gateway churn a connector's list.
+/// An agent out of the connector's scope causes no re-fetch at all; an agent in scope
+/// causes at most one per interval, and a list that comes back unchanged changes
+/// nothing: no `list_changed` to anyone, and every agent's cursor stays valid.
+#[tokio::test]
+async fn unknown_tool_calls_do_not_churn_the_tool_list() {
+    let fast = Upstream::fastmcp(&["--log-requests"]);
+    let other = Upstream::rust(&[]);
+    let (k_out, h_out) = new_key();
+    let (k_in, h_in) = new_key();
+    let config = Config::new()
+        .server("list_page_size = 2")
+        .connector(Connector::new("conn_fast", "Fast MCP", &fast.url))
+        .connector(Connector::new("conn_other", "Other", &other.url))
+        .agent(Agent::new("outsider", &h_out).scopes(&["mcp:call:conn_other"]))
+        .agent(Agent::new("member", &h_in).scopes(&["mcp:call:conn_fast"]))
+        .policy(portcullis_tests::Policy::new("builtin:slug-scope"));
+    let gw = Gateway::start(&config.render());
+
+    let mut member = Mcp::new(&gw.url(Some("conn_fast")), &k_in);
+    member.initialize().await;
+    let mut stream = member.open_stream().await.into_body();
+    let first = member.request("tools/list", json!({})).await;
+    let cursor = first["result"]["nextCursor"].clone();
+    assert!(cursor.is_string(), "{first}");
+    let lists = lists_received(&fast.proc);
+
+    let mut outsider = Mcp::new(&gw.url(None), &k_out);
+    outsider.initialize().await;
+    for _ in 0..3 {
+        let msg = outsider.call("fast-mcp.no_such_tool", json!({})).await;
+        assert_rpc_error(&msg, -32003, "Insufficient scope");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(
+        lists_received(&fast.proc),
+        lists,
+        "the outsider made the upstream list"
+    );
+
+    // In scope: two calls in quick succession re-fetch once (rate limit); a third,
+    // after the interval, once more. The list is unchanged each time.
+    for pause in [0, 1100, 0] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let msg = member.call("no_such_tool", json!({})).await;
+        assert_rpc_error(&msg, -32601, "Tool not found");
+    }
+    assert_eq!(lists_received(&fast.proc), lists + 2);
+
+    let next = member
+        .request("tools/list", json!({ "cursor": cursor }))
+        .await;
+    assert!(next["result"]["tools"].is_array(), "cursor broken: {next}");
+    let changed = portcullis_tests::client::wait_stream_message(
+        &mut stream,
+        Duration::from_millis(1500),
+        |m| m["method"] == "notifications/tools/list_changed",
+    )
+    .await;
+    assert!(
+        changed.is_none(),
+        "an unchanged list was announced: {changed:?}"
+    );
+}
