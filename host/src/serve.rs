@@ -79,6 +79,7 @@ async fn serve(
             refresher.catalog.invalidate_all();
         }
     }));
+    let connections = server::Connections::for_limit(server::descriptor_limit());
     if let Some(admin) = admin {
         let l = TcpListener::bind(admin.listen).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", admin.listen)
@@ -90,18 +91,20 @@ async fn serve(
             gw,
             server::admin::handle,
             None,
+            connections.clone(),
             std::future::pending(),
         )));
     }
 
     println!("listening on http://{addr}/mcp");
-    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), workers = workers.count(), idle_spin_us = gw.config.server.idle_spin.as_micros() as u64, "portcullis started");
+    tracing::info!(%addr, connectors = gw.config.connectors.len(), agents = gw.config.agents.len(), workers = workers.count(), idle_spin_us = gw.config.server.idle_spin.as_micros() as u64, connection_budget = connections.budget(), "portcullis started");
 
     server::serve(
         listener,
         gw.clone(),
         server::mcp,
         Some(workers),
+        connections,
         shutdown_signal(),
     )
     .await;

@@ -240,6 +240,20 @@ impl Gateway {
         gw
     }
 
+    /// Like [`Gateway::start`], with the process's descriptor limit (soft and hard)
+    /// set to `nofile` (`prlimit`, util-linux).
+    pub fn start_with_descriptor_limit(config: &(impl Display + ?Sized), nofile: u32) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config.to_string()).expect("write config");
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(crate::bin("portcullis"));
+        let mut gw = Gateway::launch_command(cmd, &path, &[], dir);
+        gw.wait_ready(Duration::from_secs(60));
+        gw
+    }
+
     /// Starts the gateway and expects it to refuse to start (exit 2); returns its
     /// output (ANSI colours removed) once the error message has been read, which may
     /// be a moment after the process exited.
@@ -264,7 +278,17 @@ impl Gateway {
     }
 
     fn launch(path: &Path, env: &[(&str, &str)], dir: tempfile::TempDir) -> Gateway {
-        let mut cmd = Command::new(crate::bin("portcullis"));
+        Gateway::launch_command(Command::new(crate::bin("portcullis")), path, env, dir)
+    }
+
+    /// `cmd` (the binary, or a wrapper with the binary as its last argument so far)
+    /// with `serve --config PATH` and `env`.
+    fn launch_command(
+        mut cmd: Command,
+        path: &Path,
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+    ) -> Gateway {
         cmd.arg("serve")
             .arg("--config")
             .arg(path)

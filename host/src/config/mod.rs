@@ -73,6 +73,14 @@ pub(crate) struct Server {
     /// from the connection or from its previous response: slow or idle connections
     /// are closed (`server.header_read_timeout_secs`).
     pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive in full (`server.body_read_timeout_secs`;
+    /// slower: 408 and the connection is closed).
+    pub body_read_timeout: Duration,
+    /// Per-agent limits (`server.max_{connections,requests,streams}_per_agent`):
+    /// beyond them, 429 (`gateway::limits`).
+    pub max_connections_per_agent: usize,
+    pub max_requests_per_agent: usize,
+    pub max_streams_per_agent: usize,
     /// How long a worker out of work polls for events before it sleeps
     /// (`server.idle_spin_us`; zero: it sleeps at once).
     pub idle_spin: Duration,

@@ -48,6 +48,18 @@ pub(super) struct ServerRaw {
     /// after its previous response) before it is closed.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full (else 408).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Connections one agent's requests may hold open at once.
+    #[serde(default = "default_max_connections_per_agent")]
+    pub max_connections_per_agent: u64,
+    /// Requests of one agent in flight at once (calls that outlive a disconnect count).
+    #[serde(default = "default_max_requests_per_agent")]
+    pub max_requests_per_agent: u64,
+    /// GET streams one agent may hold open at once.
+    #[serde(default = "default_max_streams_per_agent")]
+    pub max_streams_per_agent: u64,
     /// Microseconds a worker out of work polls before it sleeps.
     #[serde(default = "default_idle_spin")]
     pub idle_spin_us: u64,
@@ -67,6 +79,18 @@ fn default_listen() -> String {
 }
 fn default_header_read_timeout() -> u64 {
     30
+}
+fn default_body_read_timeout() -> u64 {
+    30
+}
+fn default_max_connections_per_agent() -> u64 {
+    1024
+}
+fn default_max_requests_per_agent() -> u64 {
+    256
+}
+fn default_max_streams_per_agent() -> u64 {
+    64
 }
 fn default_idle_spin() -> u64 {
     50

@@ -216,6 +216,24 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
             "must be between 1 and 3600",
         ));
     }
+    if !(1..=3600).contains(&s.body_read_timeout_secs) {
+        return Err(ConfigError::new(
+            "server.body_read_timeout_secs",
+            "must be between 1 and 3600 (seconds)",
+        ));
+    }
+    for (key, value) in [
+        (
+            "server.max_connections_per_agent",
+            s.max_connections_per_agent,
+        ),
+        ("server.max_requests_per_agent", s.max_requests_per_agent),
+        ("server.max_streams_per_agent", s.max_streams_per_agent),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::new(key, "must be at least 1"));
+        }
+    }
     if s.idle_spin_us > MAX_IDLE_SPIN_US {
         return Err(ConfigError::new(
             "server.idle_spin_us",
@@ -234,6 +252,10 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
         max_sessions_per_agent: max_sessions_per_agent as usize,
         workers,
         header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(s.body_read_timeout_secs),
+        max_connections_per_agent: s.max_connections_per_agent as usize,
+        max_requests_per_agent: s.max_requests_per_agent as usize,
+        max_streams_per_agent: s.max_streams_per_agent as usize,
         idle_spin: Duration::from_micros(s.idle_spin_us),
         allowed_hosts,
         allowed_origins,

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::catalog::ToolSet;
+use super::limits::Permit;
 use super::pipeline::{End, Governed, Refusal, Stage};
 use super::relay::Relayer;
 use super::sessions::{AgentSession, Endpoint, InFlight};
@@ -51,6 +52,15 @@ struct Target {
     members: Members,
 }
 
+/// An admitted call, ready to forward.
+struct Call {
+    target: Target,
+    chain: Arc<Chain>,
+    upstream: Arc<UpstreamSession>,
+    /// The agent's request permit, held until the call ends.
+    permit: Option<Permit>,
+}
+
 impl Target {
     /// The tool's upstream name.
     fn tool(&self) -> &str {
@@ -67,6 +77,7 @@ impl Gateway {
         id: Value,
         params: Params,
         accepts_sse: bool,
+        permit: Option<Permit>,
     ) -> Reply {
         let mut governed = Governed::start(session, "tools/call", id);
         let admitted = self.admit_call(&mut governed, session, &params).await;
@@ -74,8 +85,13 @@ impl Gateway {
             Ok(admitted) => admitted,
             Err(refusal) => return governed.reply(&self.audit, End::Refused(refusal)).await,
         };
-        self.forward(governed, session, target, chain, upstream, accepts_sse)
-            .await
+        let call = Call {
+            target,
+            chain,
+            upstream,
+            permit,
+        };
+        self.forward(governed, session, call, accepts_sse).await
     }
 
     /// The stages before anything leaves the gateway: resolve the tool, let the
@@ -210,11 +226,15 @@ impl Gateway {
         self: &Arc<Self>,
         mut governed: Governed,
         session: &Arc<AgentSession>,
-        mut target: Target,
-        chain: Arc<Chain>,
-        upstream: Arc<UpstreamSession>,
+        call: Call,
         accepts_sse: bool,
     ) -> Reply {
+        let Call {
+            mut target,
+            chain,
+            upstream,
+            permit,
+        } = call;
         let id = governed.id().clone();
         let upstream_id = upstream.next_request_id();
         let name = params::to_raw(target.tool());
@@ -228,6 +248,9 @@ impl Gateway {
         let gateway = self.clone();
         let session = session.clone();
         let exchange = async move {
+            // The agent's request counts as in flight until the call ends, even when
+            // the agent has gone (`gateway::limits`).
+            let _permit = permit;
             let relay = tx.clone();
             let catalog = gateway.catalog.clone();
             let connector = &target.connector;

@@ -12,6 +12,7 @@ mod call;
 pub(crate) mod catalog;
 mod decide;
 mod eligibility;
+pub(crate) mod limits;
 mod list;
 pub(crate) mod names;
 mod pipeline;
@@ -54,6 +55,8 @@ pub(crate) struct Gateway {
     pub policy: Arc<PolicyEngine>,
     pub audit: AuditLog,
     pub quota: Quota,
+    /// What each agent holds open at once (connections, requests, GET streams).
+    pub limits: limits::AgentLimits,
     /// The vault, when some connector takes its credential from it.
     pub vault: Option<Arc<Vault>>,
     client: HttpClient,
@@ -94,6 +97,11 @@ impl Gateway {
             policy,
             audit,
             quota: Quota::new(&config.quota),
+            limits: limits::AgentLimits::new(
+                config.server.max_connections_per_agent,
+                config.server.max_requests_per_agent,
+                config.server.max_streams_per_agent,
+            ),
             vault,
             client,
             by_id: connectors
@@ -164,11 +172,15 @@ impl Gateway {
         method: &str,
         params: Params,
         accepts_sse: bool,
+        permit: Option<limits::Permit>,
     ) -> Reply {
         match method {
             "ping" => Reply::Json(jsonrpc::result(&id, &json!({}))),
             "tools/list" => self.tools_list(session, &id, &params).await,
-            "tools/call" => self.tools_call(session, id, params, accepts_sse).await,
+            "tools/call" => {
+                self.tools_call(session, id, params, accepts_sse, permit)
+                    .await
+            }
             "initialize" => Reply::Json(jsonrpc::error(
                 Some(&id),
                 &RpcError::new(jsonrpc::INVALID_REQUEST, "Session already initialized"),
@@ -208,6 +220,20 @@ impl Gateway {
                 let _ = flight.cancel.send(());
             }
         }
+    }
+
+    /// Audits a request refused before it reached a session (a per-agent limit): the
+    /// agent, what it asked for (`what`: an HTTP method and path) and why.
+    pub(crate) async fn audit_refused(
+        &self,
+        identity: &Identity,
+        what: &str,
+        status: u16,
+        reason: String,
+    ) {
+        pipeline::Audited::for_agent(identity, what)
+            .close(&self.audit, status, None, Some(reason))
+            .await;
     }
 
     /// Ends a session and the upstream sessions it opened.

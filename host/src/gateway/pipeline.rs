@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::sessions::AgentSession;
 use super::{Gateway, Reply};
 use crate::audit::{AuditLog, Record, now_ms};
+use crate::auth::Identity;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::policy::{Chain, Decision, Denial};
 use crate::quota::Verdict;
@@ -120,12 +121,19 @@ pub(super) struct Audited {
 
 impl Audited {
     pub(super) fn new(session: &AgentSession, method: &str) -> Audited {
+        let mut audited = Audited::for_agent(&session.identity, method);
+        audited.record.session_id = Some(session.id.clone());
+        audited
+    }
+
+    /// A row for a request of `identity` that has no session (yet).
+    pub(super) fn for_agent(identity: &Identity, method: &str) -> Audited {
         let record = Record {
             time_ms: now_ms(),
             request_id: super::new_request_id(),
-            session_id: Some(session.id.clone()),
-            org: session.identity.org.clone(),
-            agent: session.identity.agent.clone(),
+            session_id: None,
+            org: identity.org.clone(),
+            agent: identity.agent.clone(),
             connector: None,
             tool: None,
             method: method.to_string(),

@@ -125,7 +125,7 @@ async fn answer(
         }
         _ => tracing::Span::none(),
     };
-    transport::answer(gw, session, message, accepts_sse)
+    transport::answer(gw, session, message, accepts_sse, None)
         .instrument(span)
         .await
 }

@@ -13,15 +13,19 @@ use tokio::sync::{broadcast, mpsc};
 use super::body::{Body, sse_stream};
 use super::transport::{http_error, sse_response};
 use crate::gateway::Gateway;
+use crate::gateway::limits::Permit;
 use crate::gateway::sessions::{AgentSession, Endpoint};
 use crate::mcp::jsonrpc;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
+/// Opens the stream; `permit` (one of the agent's GET streams) is held as long as it
+/// is open.
 pub(super) fn open(
     gw: &Arc<Gateway>,
     session: Arc<AgentSession>,
     headers: &HeaderMap,
+    permit: Permit,
 ) -> Response<Body> {
     let accept = headers
         .get(ACCEPT)
@@ -40,6 +44,7 @@ pub(super) fn open(
     let stream = session.next_stream();
     drop(session);
     tokio::spawn(async move {
+        let _permit = permit;
         let note = jsonrpc::notification("notifications/tools/list_changed", None);
         loop {
             let relevant = tokio::select! {

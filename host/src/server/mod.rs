@@ -8,6 +8,7 @@ pub(crate) mod admin;
 mod batch;
 mod body;
 mod listen;
+mod shed;
 mod spin;
 mod transport;
 mod workers;
@@ -23,6 +24,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 
 pub(crate) use body::Body;
+pub(crate) use shed::{Connections, descriptor_limit};
 pub(crate) use workers::Workers;
 
 use crate::gateway::Gateway;
@@ -37,6 +39,7 @@ pub(crate) async fn serve<F, Fut>(
     gw: Arc<Gateway>,
     handler: F,
     workers: Option<Arc<Workers>>,
+    connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Fn(Arc<Gateway>, hyper::Request<hyper::body::Incoming>) -> Fut
@@ -63,6 +66,7 @@ pub(crate) async fn serve<F, Fut>(
                     gw: gw.clone(),
                     handler: handler.clone(),
                     watcher: graceful.watcher(),
+                    tracked: Arc::new(connections.accepted()),
                 };
                 match &workers {
                     None => {
@@ -93,11 +97,21 @@ pub(crate) async fn serve<F, Fut>(
     }
 }
 
+/// What a connection's requests know of it (in their extensions): its place in the
+/// descriptor budget (`shed`), and the per-agent connection permit it holds from its
+/// first authenticated request until it closes (`transport::attribute_connection`).
+#[derive(Clone)]
+struct ConnectionSlot {
+    tracked: Arc<shed::Tracked>,
+    permit: Arc<std::sync::Mutex<Option<crate::gateway::limits::Permit>>>,
+}
+
 /// One accepted connection and what serving it needs.
 struct Connection<F> {
     gw: Arc<Gateway>,
     handler: F,
     watcher: Watcher,
+    tracked: Arc<shed::Tracked>,
 }
 
 impl<F, Fut> Connection<F>
@@ -114,6 +128,7 @@ where
             gw,
             handler,
             watcher,
+            tracked,
         } = self;
         let header_timeout = gw.config.server.header_read_timeout;
         // A client that connects and sends nothing is closed after the same time (hyper's
@@ -123,7 +138,12 @@ where
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
-        let svc = service_fn(move |req| {
+        let slot = ConnectionSlot {
+            tracked: tracked.clone(),
+            permit: Arc::default(),
+        };
+        let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(slot.clone());
             let fut = handler(gw.clone(), req);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
@@ -144,8 +164,15 @@ where
             .keep_alive_interval(header_timeout)
             .keep_alive_timeout(header_timeout);
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        tokio::select! {
+            served = watcher.watch(conn) => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            // Over the descriptor budget and this is the heaviest agent's newest:
+            // dropping the connection closes it.
+            () = tracked.shed() => {}
         }
     }
 }

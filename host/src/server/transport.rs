@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
+use http::header::{
+    ACCEPT, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -18,8 +20,9 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::body::{Body, empty, full, sse_stream};
-use super::{batch, listen};
+use super::{ConnectionSlot, batch, listen};
 use crate::auth::{Authenticator, Identity};
+use crate::gateway::limits::{AtLimit, Held, Permit};
 use crate::gateway::sessions::{AgentSession, Endpoint, TooManySessions};
 use crate::gateway::{Gateway, Reply};
 use crate::mcp::jsonrpc::{self, Incoming as Message, RpcError};
@@ -69,10 +72,22 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>) -> Resp
     {
         return *resp;
     }
+    if let Err(resp) = attribute_connection(&gw, &identity, &req).await {
+        return resp;
+    }
     match *req.method() {
-        Method::POST => post(gw, identity, endpoint, req).await,
+        Method::POST => {
+            let permit = match gw.limits.acquire(&identity.agent, Held::Request) {
+                Ok(p) => p,
+                Err(at) => return at_limit(&gw, &identity, "POST", at).await,
+            };
+            post(gw, identity, endpoint, req, permit).await
+        }
         Method::GET => match session(&gw, req.headers(), &identity, &endpoint) {
-            Ok(s) => listen::open(&gw, s, req.headers()),
+            Ok(s) => match gw.limits.acquire(&identity.agent, Held::Stream) {
+                Ok(permit) => listen::open(&gw, s, req.headers(), permit),
+                Err(at) => at_limit(&gw, &identity, "GET", at).await,
+            },
             Err(e) => e.response(),
         },
         Method::DELETE => match session(&gw, req.headers(), &identity, &endpoint) {
@@ -96,6 +111,7 @@ async fn post(
     identity: Arc<Identity>,
     endpoint: Endpoint,
     req: Request<Incoming>,
+    permit: Permit,
 ) -> Response<Body> {
     let headers = req.headers().clone();
     let ct = header_str(&headers, CONTENT_TYPE.as_str());
@@ -128,7 +144,18 @@ async fn post(
     if declared.is_some_and(|n| n > limit) {
         return too_large(limit);
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    let read = Limited::new(req.into_body(), limit).collect();
+    let Ok(read) = tokio::time::timeout(gw.config.server.body_read_timeout, read).await else {
+        // A body that stops coming holds a connection for nothing: close it.
+        let mut resp = http_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request Timeout: the body did not arrive in time",
+        );
+        resp.headers_mut()
+            .insert(CONNECTION, "close".parse().expect("valid header"));
+        return resp;
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -164,21 +191,43 @@ async fn post(
         ),
         _ => tracing::Span::none(),
     };
-    dispatch(gw, identity, endpoint, headers, message, accepts_sse, &span)
+    let caller = Caller {
+        identity,
+        endpoint,
+        headers,
+        accepts_sse,
+        permit,
+    };
+    dispatch(gw, caller, message, &span)
         .instrument(span.clone())
         .await
+}
+
+/// Who sent a POST's message and how it may be answered.
+struct Caller {
+    identity: Arc<Identity>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    accepts_sse: bool,
+    /// One of the agent's requests in flight, held until the request is answered (a
+    /// call's, until the call ends).
+    permit: Permit,
 }
 
 /// Hands a valid message to the gateway: initialize, or a message of an open session.
 async fn dispatch(
     gw: Arc<Gateway>,
-    identity: Arc<Identity>,
-    endpoint: Endpoint,
-    headers: HeaderMap,
+    caller: Caller,
     message: Message,
-    accepts_sse: bool,
     span: &tracing::Span,
 ) -> Response<Body> {
+    let Caller {
+        identity,
+        endpoint,
+        headers,
+        accepts_sse,
+        permit,
+    } = caller;
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
@@ -222,7 +271,7 @@ async fn dispatch(
         }
     };
     telemetry::spans::session(span, &session.id, &session.protocol_version);
-    match answer(&gw, &session, message, accepts_sse).await {
+    match answer(&gw, &session, message, accepts_sse, Some(permit)).await {
         Some(Reply::Json(text)) => json_response(text),
         Some(Reply::Stream(rx)) => sse_response(sse_stream(rx, None, session.next_stream())),
         None => with_status(StatusCode::ACCEPTED, empty()),
@@ -236,11 +285,13 @@ pub(super) async fn answer(
     session: &Arc<AgentSession>,
     message: Message,
     accepts_sse: bool,
+    permit: Option<Permit>,
 ) -> Option<Reply> {
     match message {
-        Message::Request { id, method, params } => {
-            Some(gw.request(session, id, &method, params, accepts_sse).await)
-        }
+        Message::Request { id, method, params } => Some(
+            gw.request(session, id, &method, params, accepts_sse, permit)
+                .await,
+        ),
         Message::Notification { method, params } => {
             gw.notification(session, &method, &params).await;
             None
@@ -273,6 +324,65 @@ impl NoSession {
             ),
         }
     }
+}
+
+/// Counts the request's connection against its agent, once: the first agent whose
+/// request a connection carries holds it until it closes (`ConnectionSlot`). Beyond
+/// the agent's limit: 429, and the connection is closed.
+async fn attribute_connection(
+    gw: &Gateway,
+    identity: &Identity,
+    req: &Request<Incoming>,
+) -> Result<(), Response<Body>> {
+    let Some(slot) = req.extensions().get::<ConnectionSlot>() else {
+        return Ok(());
+    };
+    let taken = {
+        let mut held = slot.permit.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return Ok(());
+        }
+        gw.limits
+            .acquire(&identity.agent, Held::Connection)
+            .map(|permit| *held = Some(permit))
+    };
+    if taken.is_ok() {
+        slot.tracked.attribute(&identity.agent);
+    }
+    match taken {
+        Ok(()) => Ok(()),
+        Err(at) => Err(at_limit(gw, identity, req.method().as_str(), at).await),
+    }
+}
+
+/// An agent at one of its limits: 429 (the connection closed when it is the
+/// connection limit) and an audit row.
+async fn at_limit(gw: &Gateway, identity: &Identity, method: &str, at: AtLimit) -> Response<Body> {
+    let what = match at.held {
+        Held::Connection => "connections",
+        Held::Request => "requests in flight",
+        Held::Stream => "GET streams",
+    };
+    let reason = format!(
+        "agent {} holds {} {what} ({})",
+        identity.agent,
+        at.limit,
+        at.held.key()
+    );
+    gw.audit_refused(identity, &format!("HTTP {method}"), 429, reason)
+        .await;
+    let mut resp = http_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "Too Many Requests: this agent already holds {} {what}",
+            at.limit
+        ),
+    );
+    if at.held == Held::Connection {
+        resp.headers_mut()
+            .insert(CONNECTION, "close".parse().expect("valid header"));
+    }
+    resp
 }
 
 /// The caller's session from `MCP-Session-Id`.
@@ -496,6 +606,10 @@ mod tests {
             max_sessions_per_agent: 1,
             workers: 1,
             header_read_timeout: std::time::Duration::from_secs(30),
+            body_read_timeout: std::time::Duration::from_secs(30),
+            max_connections_per_agent: 1024,
+            max_requests_per_agent: 256,
+            max_streams_per_agent: 64,
             idle_spin: std::time::Duration::ZERO,
             allowed_hosts: hosts.iter().map(|s| s.to_string()).collect(),
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),

@@ -352,3 +352,134 @@ async fn unknown_tool_calls_do_not_churn_the_tool_list() {
         "an unchanged list was announced: {changed:?}"
     );
 }
+
+/// Opens a connection and sends `head` and `body` without finishing the request (or
+/// a GET whose response streams): the socket is returned open.
+fn hold(url: &str, head: &str, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port_of(url))).expect("connect");
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(body).expect("write body");
+    stream
+}
+
+/// The status of the response on `stream`, if one starts within `wait`.
+fn status_within(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Item 1: one agent cannot exhaust the gateway's descriptors and lock the others out.
+/// Under `ulimit -n 256`, an agent opens GET streams and stalled POST bodies (a
+/// `Content-Length` of 100 and one byte sent) far beyond its limits: those beyond get
+/// 429 (audited) and their connections are closed, the gateway sheds the agent's
+/// newest connections at its descriptor budget, and another agent is served at once.
+#[tokio::test]
+async fn one_agent_cannot_exhaust_the_descriptors_and_lock_others_out() {
+    let up = Upstream::rust(&[]);
+    let (k_hog, h_hog) = new_key();
+    let (k_victim, h_victim) = new_key();
+    let config = Config::new()
+        .server("max_connections_per_agent = 60\nmax_streams_per_agent = 10\nbody_read_timeout_secs = 120")
+        .connector(Connector::new("conn_test", "Test Upstream", &up.url))
+        .agent(Agent::new("hog", &h_hog))
+        .agent(Agent::new("victim", &h_victim));
+    let gw = Gateway::start_with_descriptor_limit(&config.render(), 256);
+    let url = gw.url(None);
+    let port = port_of(&url);
+
+    let mut hog = Mcp::new(&url, &k_hog);
+    hog.initialize().await;
+    let sid = hog.session.clone().expect("session");
+    let stream_head = format!(
+        "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {k_hog}\r\n\
+         Accept: text/event-stream\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
+    );
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let mut s = hold(&url, &stream_head, b"");
+        statuses.push(status_within(&mut s, Duration::from_secs(5)));
+        held.push(s);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(200)).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(429)).count(),
+        5,
+        "{statuses:?}"
+    );
+
+    let stalled_head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {k_hog}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 100\r\n\r\n"
+    );
+    for _ in 0..260 {
+        held.push(hold(&url, &stalled_head, b"{"));
+    }
+
+    // The other agent is served, promptly, while all of that is held open.
+    let victim = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut victim = Mcp::new(&url, &k_victim);
+        victim.initialize().await;
+        victim.tool_names().await
+    })
+    .await
+    .expect("the other agent is served within 10 s");
+    assert!(
+        victim.contains(&"test-upstream.echo".to_string()),
+        "{victim:?}"
+    );
+    assert!(
+        !gw.proc.output().contains("Too many open files"),
+        "the gateway ran out of descriptors"
+    );
+    let refused = portcullis_tests::audit_lines::wait_audit(&gw, Duration::from_secs(10), |l| {
+        l.contains("agent=hog") && l.contains("status=429")
+    });
+    assert!(refused.contains("max_"), "{refused}");
+    drop(held);
+}
+
+/// Item 1: a body that stops coming is answered 408 after `body_read_timeout_secs`
+/// and its connection closed (it was held open indefinitely).
+#[tokio::test]
+async fn a_stalled_body_times_out() {
+    let up = Upstream::rust(&[]);
+    let (key, hash) = new_key();
+    let config = Config::new()
+        .server("body_read_timeout_secs = 1")
+        .connector(Connector::new("conn_test", "Test Upstream", &up.url))
+        .agent(Agent::new("agent", &hash));
+    let gw = Gateway::start(&config.render());
+    let url = gw.url(None);
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 100\r\n\r\n",
+        port_of(&url)
+    );
+    let mut stalled = hold(&url, &head, b"{");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        status_within(&mut stalled, Duration::from_secs(10)),
+        Some(408)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Closed: the next read ends.
+    let mut rest = Vec::new();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stalled.read_to_end(&mut rest);
+}
