@@ -244,6 +244,11 @@ impl Gateway {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         session.start_request(&id, InFlight { cancel: cancel_tx });
 
+        let redactor = chain.redacts_messages().then(|| Redactor {
+            chain: chain.clone(),
+            owned: self.owned(&session.identity, &target.connector, &target.set),
+            tool: target.position,
+        });
         let (tx, mut rx) = mpsc::channel::<Event>(64);
         let gateway = self.clone();
         let session = session.clone();
@@ -318,7 +323,7 @@ impl Gateway {
             }
             None => rx.recv().await,
         };
-        answer(first, rx, &id, accepts_sse).await
+        answer(first, rx, &id, accepts_sse, redactor).await
     }
 
     /// Resolves a tool name on an endpoint to its connector and upstream name.
@@ -365,6 +370,20 @@ async fn check(
                 None => End::Result(Box::<str>::from(raw).into()),
             }
         }
+        Ok(Outcome::Error(error)) if chain.redacts_messages() => {
+            let decision = decide::check_message(chain, owned, tool, error.to_string()).await;
+            if let Some(denial) = decision.denial {
+                governed.audited.decided(&decision.policy, &decision.digest);
+                return End::Refused(denial.into());
+            }
+            match decision
+                .replacement
+                .map(|r| serde_json::from_str::<Value>(&r))
+            {
+                Some(Ok(masked)) => End::Relayed(masked),
+                _ => End::Relayed(error),
+            }
+        }
         Ok(Outcome::Error(error)) => End::Relayed(error),
         Err(UpstreamError::Cancelled) => End::Cancelled,
         Err(e) => {
@@ -404,20 +423,25 @@ async fn answer(
     mut rx: mpsc::Receiver<Event>,
     id: &Value,
     accepts_sse: bool,
+    redactor: Option<Redactor>,
 ) -> Reply {
     match first {
         Some(Event::Final(text)) => Reply::Json(text),
         Some(Event::Message(first)) if accepts_sse => {
             let (out_tx, out_rx) = mpsc::channel(64);
             tokio::spawn(async move {
-                if out_tx.send(first).await.is_err() {
-                    return;
-                }
-                while let Some(ev) = rx.recv().await {
-                    let (Event::Message(t) | Event::Final(t)) = ev;
-                    if out_tx.send(t).await.is_err() {
+                let mut next = Some(Event::Message(first));
+                while let Some(ev) = next {
+                    let text = match (ev, &redactor) {
+                        (Event::Message(t), Some(r)) => r.message(t).await,
+                        (Event::Message(t) | Event::Final(t), _) => Some(t),
+                    };
+                    if let Some(text) = text
+                        && out_tx.send(text).await.is_err()
+                    {
                         return;
                     }
+                    next = rx.recv().await;
                 }
             });
             Reply::Stream(out_rx)
@@ -431,6 +455,44 @@ async fn answer(
             }
         },
         None => cancelled(id, accepts_sse),
+    }
+}
+
+/// `builtin:redact-secrets` over the messages an upstream sends the agent during a
+/// call (notifications, relayed requests): their `params` go through the built-in's
+/// masking (`Chain::check_message`); a message it denies is withheld.
+struct Redactor {
+    chain: Arc<Chain>,
+    owned: decide::Owned,
+    tool: usize,
+}
+
+impl Redactor {
+    /// The message as the agent may see it (`None`: withheld).
+    async fn message(&self, text: String) -> Option<String> {
+        let Ok(mut message) = serde_json::from_str::<Value>(&text) else {
+            return Some(text);
+        };
+        let Some(params) = message.get("params").filter(|p| p.is_object()) else {
+            return Some(text);
+        };
+        let params = params.to_string();
+        let decision =
+            decide::check_message(&self.chain, self.owned.clone(), self.tool, params).await;
+        if let Some(d) = decision.denial {
+            tracing::info!(policy = %decision.policy, reason = %d.reason, "message to the agent withheld");
+            return None;
+        }
+        match decision
+            .replacement
+            .map(|r| serde_json::from_str::<Value>(&r))
+        {
+            Some(Ok(masked)) => {
+                message["params"] = masked;
+                Some(message.to_string())
+            }
+            _ => Some(text),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::mcp::jsonrpc;
 use crate::policy::{Chain, Decision, Denial, Subject};
 
 /// Everything a chain evaluation reads, owned so it can move to another thread.
+#[derive(Clone)]
 pub(super) struct Owned {
     identity: Arc<Identity>,
     declaration: Option<Arc<Vec<ServerRule>>>,
@@ -122,6 +123,24 @@ pub(super) async fn check_result(
     let span = tracing::Span::current();
     let joined = tokio::task::spawn_blocking(move || {
         span.in_scope(|| run.check_result(&owned.subject(), owned.tool(tool), &result))
+    })
+    .await;
+    joined.unwrap_or_else(|e| panicked(chain, &e))
+}
+
+/// The built-in redaction over what the upstream sends besides the result (an error
+/// object, a notification's params) during a call of the tool at `tool`
+/// (`Chain::check_message`).
+pub(super) async fn check_message(
+    chain: &Arc<Chain>,
+    owned: Owned,
+    tool: usize,
+    message: String,
+) -> Decision {
+    let run = chain.clone();
+    let span = tracing::Span::current();
+    let joined = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| run.check_message(&owned.subject(), owned.tool(tool), &message))
     })
     .await;
     joined.unwrap_or_else(|e| panicked(chain, &e))

@@ -16,7 +16,7 @@ use super::bindings::{self, Context, Manifest, ResultVerdict, Verdict};
 use super::cache::{CallInputs, CallKey, DecisionCache, ListKey, count_hits};
 use super::runtime::{EvalError, Limits, Module, Runtime};
 use crate::auth::Identity;
-use crate::config::{Connector, OnError, PolicyMode, PolicySpec, ServerRule};
+use crate::config::{Connector, ModuleRef, OnError, PolicyMode, PolicySpec, ServerRule};
 use crate::mcp::jsonrpc;
 use crate::telemetry::PolicySpan;
 
@@ -27,6 +27,11 @@ pub(crate) struct Loaded {
     pub module: Module,
     /// What the policy implements and reads (its `describe`).
     pub manifest: Manifest,
+}
+
+/// The built-in whose masking also applies to errors and notifications.
+fn redacts_messages(p: &Loaded) -> bool {
+    p.manifest.check_result && p.spec.module == ModuleRef::Builtin("redact-secrets".into())
 }
 
 impl Loaded {
@@ -324,11 +329,38 @@ impl Chain {
 
     /// The post-call hook over a result (JSON text).
     pub(crate) fn check_result(&self, subject: &Subject, tool: &Value, result: &str) -> Decision {
+        self.check_result_by(subject, tool, result, |_| true)
+    }
+
+    /// Whether the chain holds `builtin:redact-secrets`, which also masks what else an
+    /// upstream sends the agent during a call ([`Chain::check_message`]).
+    pub(crate) fn redacts_messages(&self) -> bool {
+        self.policies.iter().any(redacts_messages)
+    }
+
+    /// The host-side path of `builtin:redact-secrets` for what an upstream sends the
+    /// agent besides a result: a JSON-RPC error object, or the params of a
+    /// notification or relayed request during a call (JSON text, an object). Only
+    /// that built-in sees them, through its own `check-result`, which masks every
+    /// string of any JSON; other policies' `check-result` keeps its contract (a
+    /// `tools/call` result). A replacement or a denial applies as for a result.
+    pub(crate) fn check_message(&self, subject: &Subject, tool: &Value, message: &str) -> Decision {
+        self.check_result_by(subject, tool, message, redacts_messages)
+    }
+
+    /// `check-result` of the policies `which` selects, in chain order.
+    fn check_result_by(
+        &self,
+        subject: &Subject,
+        tool: &Value,
+        result: &str,
+        which: fn(&Loaded) -> bool,
+    ) -> Decision {
         let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
         let wit_tool = bindings::tool(tool);
         let mut current: Option<String> = None;
         for p in &self.policies {
-            if !p.manifest.check_result {
+            if !p.manifest.check_result || !which(p) {
                 continue;
             }
             let reads_tools = p.manifest.reads_connector_tools;

@@ -17,6 +17,11 @@
 //! secret is withheld instead: the agent gets `-32001 Result withheld: contains a
 //! secret` (e-mails are still only masked).
 //!
+//! The gateway also routes through this hook, for this built-in only, the
+//! upstream's JSON-RPC error object and the `params` of every notification or
+//! relayed request during the call (its host-side path, `Chain::check_message`):
+//! masking works on any JSON, so those are masked too.
+//!
 //! Settings: `{"emails"?: bool (true), "secrets"?: bool (true),
 //! "on_secret"?: "redact"|"deny" ("redact"), "tools"?: [glob] (every tool)}`.
 //! Listing and calling are not affected.

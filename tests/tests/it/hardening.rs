@@ -483,3 +483,66 @@ async fn a_stalled_body_times_out() {
         .unwrap();
     let _ = stalled.read_to_end(&mut rest);
 }
+
+/// Item 9: `builtin:redact-secrets` keeps secrets out of what an upstream sends the
+/// agent besides a result: a JSON-RPC error's message and data, and the messages of
+/// notifications relayed during the call (progress here). Before, both reached the
+/// agent unmasked.
+#[tokio::test]
+async fn redaction_covers_upstream_errors_and_notifications() {
+    let up = Upstream::rust(&["--response", "sse"]);
+    let (key, hash) = new_key();
+    let config = Config::new()
+        .connector(Connector::new("conn_test", "Test Upstream", &up.url))
+        .agent(Agent::new("agent", &hash))
+        .policy(portcullis_tests::Policy::new("builtin:redact-secrets"));
+    let gw = Gateway::start(&config.render());
+    let mut mcp = Mcp::new(&gw.url(None), &key);
+    mcp.initialize().await;
+    let secret = "sk-abcdefghijklmnopqrstuvwx";
+    let message = format!("failed for ops@example.com with {secret}");
+    let msg = mcp
+        .call(
+            "test-upstream.rpc_error",
+            json!({"code": -32050, "message": message}),
+        )
+        .await;
+    assert_eq!(msg["error"]["code"], -32050, "{msg}");
+    let shown = msg["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !shown.contains(secret) && !shown.contains("ops@example.com"),
+        "{msg}"
+    );
+    assert!(
+        shown.contains("[redacted secret]") && shown.contains("[redacted email]"),
+        "{msg}"
+    );
+
+    let body = json!({"jsonrpc": "2.0", "id": "p-1", "method": "tools/call", "params": {
+        "name": "test-upstream.progress",
+        "arguments": {"steps": 2, "message": format!("key {secret} step")},
+        "_meta": {"progressToken": "tok"}}})
+    .to_string();
+    let resp = portcullis_tests::sse::post_streaming(&mcp, &body).await;
+    let mut reader = portcullis_tests::sse::SseReader::new(resp.into_body());
+    let mut notes = Vec::new();
+    let last = loop {
+        let m = reader
+            .next(Duration::from_secs(10))
+            .await
+            .expect("the stream ended before the result");
+        if m["method"] == "notifications/progress" {
+            notes.push(m);
+        } else {
+            break m;
+        }
+    };
+    assert_eq!(last["id"], "p-1", "{last}");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    for n in &notes {
+        let text = n["params"]["message"].as_str().unwrap_or_default();
+        assert!(!text.contains(secret), "{n}");
+        assert!(text.starts_with("key [redacted secret] step"), "{n}");
+        assert_eq!(n["params"]["progressToken"], "tok", "{n}");
+    }
+}

@@ -67,8 +67,8 @@ fn builtin() -> Vec<Value> {
         }),
         json!({
             "name": "progress",
-            "description": "Sends `steps` progress notifications (if given a progressToken), 20 ms apart.",
-            "inputSchema": obj(json!({ "steps": int("number of notifications") }), &["steps"]),
+            "description": "Sends `steps` progress notifications (if given a progressToken), 20 ms apart, each with the message `<message> <i>` (default `step`).",
+            "inputSchema": obj(json!({ "steps": int("number of notifications"), "message": { "type": "string" } }), &["steps"]),
         }),
         json!({
             "name": "whoami",
@@ -403,13 +403,17 @@ async fn run(
                 return Err(tool_error(format!("`steps` is limited to {MAX_STEPS}")));
             }
             let stream = call.progress_token().zip(events);
+            let label = args
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("step");
             for i in 1..=steps {
                 if let Some((token, events)) = stream {
                     let note = json!({
                         "jsonrpc": "2.0",
                         "method": "notifications/progress",
                         "params": { "progressToken": token, "progress": i, "total": steps,
-                                    "message": format!("step {i}") },
+                                    "message": format!("{label} {i}") },
                     });
                     if events
                         .send(sse::event(note.to_string().as_bytes()))
