@@ -211,3 +211,13 @@ pub async fn first_initialize_hangs_upstream() -> String {
     })
     .await
 }
+
+/// The requests a `--log-requests` upstream (`tests/peers/fastmcp_server.py`) has
+/// logged so far, one JSON object each (`method`, `path`, `headers`, `body`).
+pub fn logged_requests(proc: &crate::Proc) -> Vec<serde_json::Value> {
+    proc.output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("headers").is_some())
+        .collect()
+}

@@ -103,13 +103,10 @@ pub(super) async fn check_call(
     {
         return decision;
     }
-    let run = chain.clone();
-    let span = tracing::Span::current();
-    let joined = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run.check_call(&owned.subject(), owned.called(&tool), &arguments))
+    on_blocking_pool(chain, move |c| {
+        c.check_call(&owned.subject(), owned.called(&tool), &arguments)
     })
-    .await;
-    joined.unwrap_or_else(|e| panicked(chain, &e))
+    .await
 }
 
 /// The post-call hook over a result of the tool at `tool` (as for `check_call`).
@@ -119,13 +116,10 @@ pub(super) async fn check_result(
     tool: usize,
     result: String,
 ) -> Decision {
-    let run = chain.clone();
-    let span = tracing::Span::current();
-    let joined = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run.check_result(&owned.subject(), owned.tool(tool), &result))
+    on_blocking_pool(chain, move |c| {
+        c.check_result(&owned.subject(), owned.tool(tool), &result)
     })
-    .await;
-    joined.unwrap_or_else(|e| panicked(chain, &e))
+    .await
 }
 
 /// The built-in redaction over what the upstream sends besides the result (an error
@@ -137,12 +131,21 @@ pub(super) async fn check_message(
     tool: usize,
     message: String,
 ) -> Decision {
+    on_blocking_pool(chain, move |c| {
+        c.check_message(&owned.subject(), owned.tool(tool), &message)
+    })
+    .await
+}
+
+/// Runs one chain evaluation on the blocking pool, in the current span; a panic
+/// fails closed.
+async fn on_blocking_pool(
+    chain: &Arc<Chain>,
+    evaluate: impl FnOnce(&Chain) -> Decision + Send + 'static,
+) -> Decision {
     let run = chain.clone();
     let span = tracing::Span::current();
-    let joined = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| run.check_message(&owned.subject(), owned.tool(tool), &message))
-    })
-    .await;
+    let joined = tokio::task::spawn_blocking(move || span.in_scope(|| evaluate(&run))).await;
     joined.unwrap_or_else(|e| panicked(chain, &e))
 }
 

@@ -4,7 +4,6 @@
 //! `__` as the separator. Also: which credential travels upstream.
 
 use portcullis_tests::config::toml_str;
-use portcullis_tests::procs::Proc;
 use portcullis_tests::procs::{inspector, py_client};
 use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Upstream, new_key};
 use serde_json::{Value, json};
@@ -363,7 +362,7 @@ fn every_upstream_request_carries_only_the_connector_credential() {
     );
     assert_eq!(r["structuredContent"]["posted"], true, "{r}");
 
-    let requests = request_log(&fast.proc);
+    let requests = portcullis_tests::upstreams::logged_requests(&fast.proc);
     let methods: Vec<String> = requests
         .iter()
         .map(|r| {
@@ -394,15 +393,6 @@ fn every_upstream_request_carries_only_the_connector_credential() {
             "agent key sent upstream: {r}"
         );
     }
-}
-
-/// The JSON lines `--log-requests` printed.
-fn request_log(proc: &Proc) -> Vec<Value> {
-    proc.output()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("headers").is_some())
-        .collect()
 }
 
 /// server-everything's progress notifications reach the agent on the POST's SSE

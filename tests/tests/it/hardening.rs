@@ -150,18 +150,9 @@ async fn the_admin_listener_refuses_foreign_hosts_and_origins() {
     );
 }
 
-/// The JSON lines `--log-requests` printed.
-fn request_log(proc: &Proc) -> Vec<Value> {
-    proc.output()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("headers").is_some())
-        .collect()
-}
-
 /// What the upstream received, by JSON-RPC method (`DELETE` for a DELETE request).
 fn upstream_methods(proc: &Proc) -> Vec<String> {
-    request_log(proc)
+    portcullis_tests::upstreams::logged_requests(proc)
         .iter()
         .map(|r| match r["method"].as_str() {
             Some("POST") => serde_json::from_str::<Value>(r["body"].as_str().unwrap_or(""))
