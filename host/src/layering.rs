@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("logging", &["config", "telemetry"]),
     ("audit", &["config", "telemetry"]),
     ("quota", &["config", "telemetry"]),
-    ("vault", &["config", "telemetry"]),
+    ("vault", &["config", "telemetry", "digest"]),
     (
         "upstream",
         &["config", "mcp", "telemetry", "vault", "http_client"],

@@ -221,3 +221,110 @@ pub fn logged_requests(proc: &crate::Proc) -> Vec<serde_json::Value> {
         .filter(|v| v.get("headers").is_some())
         .collect()
 }
+
+/// What [`session_losing_upstream`] has seen.
+#[derive(Default)]
+pub struct SessionLog {
+    /// Session ids it gave out, in order (one per `initialize`).
+    pub opened: Vec<String>,
+    /// Session ids it was asked to end (DELETE), in order.
+    pub deleted: Vec<String>,
+}
+
+/// An MCP upstream with sessions (`s-1`, `s-2`, ...) that answers the first
+/// `tools/call` it gets with the 400 some SDK servers send for a session they no
+/// longer know (`Bad Request: No valid session ID provided`) although the session is
+/// alive, and every later call with a result. One tool, `flaky`. Returns its URL and
+/// what it has seen.
+pub async fn session_losing_upstream() -> (String, std::sync::Arc<std::sync::Mutex<SessionLog>>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let log = Arc::new(Mutex::new(SessionLog::default()));
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let shared = log.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (log, failed_once) = (shared.clone(), failed_once.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (log, failed_once) = (log.clone(), failed_once.clone());
+                    async move {
+                        let sid = req
+                            .headers()
+                            .get("mcp-session-id")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        let reply = |status: u16, body: String, sid: Option<String>| {
+                            let mut resp =
+                                hyper::Response::new(Full::new(bytes::Bytes::from(body)));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            resp.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            if let Some(s) = sid {
+                                resp.headers_mut()
+                                    .insert("mcp-session-id", s.parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        };
+                        match *req.method() {
+                            hyper::Method::DELETE => {
+                                log.lock().unwrap().deleted.extend(sid);
+                                return reply(200, String::new(), None);
+                            }
+                            hyper::Method::POST => {}
+                            _ => return reply(405, String::new(), None),
+                        }
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let msg: serde_json::Value = body
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or_default();
+                        let Some(id) = msg.get("id") else {
+                            return reply(202, String::new(), None);
+                        };
+                        let answer = |result: &str| {
+                            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
+                        };
+                        match msg["method"].as_str().unwrap_or("") {
+                            "initialize" => {
+                                let mut log = log.lock().unwrap();
+                                let new = format!("s-{}", log.opened.len() + 1);
+                                log.opened.push(new.clone());
+                                reply(200, answer(INITIALIZE_RESULT), Some(new))
+                            }
+                            "tools/list" => reply(
+                                200,
+                                answer(r#"{"tools":[{"name":"flaky","inputSchema":{"type":"object"}}]}"#),
+                                None,
+                            ),
+                            "tools/call" if !failed_once.swap(true, Ordering::SeqCst) => reply(
+                                400,
+                                r#"{"jsonrpc":"2.0","id":"server-error","error":{"code":-32600,"message":"Bad Request: No valid session ID provided"}}"#.into(),
+                                None,
+                            ),
+                            "tools/call" => reply(
+                                200,
+                                answer(r#"{"content":[{"type":"text","text":"ok"}]}"#),
+                                None,
+                            ),
+                            _ => reply(200, answer("{}"), None),
+                        }
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/mcp"), log)
+}

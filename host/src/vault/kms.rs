@@ -16,7 +16,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use zeroize::Zeroize;
 
@@ -100,10 +99,8 @@ impl Kms {
 
 /// `local:` and the first 16 hex digits of a domain-separated sha256 of the key.
 pub(crate) fn fingerprint(master: &[u8; KEY_LEN]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"portcullis-vault-master-key-id\0");
-    h.update(master);
-    format!("local:{}", &hex::encode(h.finalize())[..16])
+    let digest = crate::digest::sha256_parts(&[b"portcullis-vault-master-key-id\0", master]);
+    format!("local:{}", &hex::encode(digest)[..16])
 }
 
 fn local_wrap(master: &[u8; KEY_LEN], key: &[u8; KEY_LEN]) -> Vec<u8> {

@@ -537,3 +537,34 @@ async fn redaction_covers_upstream_errors_and_notifications() {
         assert_eq!(n["params"]["progressToken"], "tok", "{n}");
     }
 }
+
+/// Item 2: when the upstream does say the session is gone (a 400 naming the session,
+/// as some SDK servers answer), the call is retried once on a new session and the
+/// abandoned session is ended upstream (DELETE), never left open there.
+#[tokio::test]
+async fn a_session_the_gateway_abandons_is_deleted_upstream() {
+    let (url, log) = portcullis_tests::upstreams::session_losing_upstream().await;
+    let (gw, key) = one_connector_gateway(&url);
+    let mut mcp = Mcp::new(&gw.url(Some("conn_test")), &key);
+    mcp.initialize().await;
+    let msg = mcp.call("flaky", json!({})).await;
+    assert_eq!(msg["result"]["content"][0]["text"], "ok", "{msg}");
+    // The catalog's session, the agent's first, then its second after the 400.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (opened, deleted) = {
+            let log = log.lock().unwrap();
+            (log.opened.clone(), log.deleted.clone())
+        };
+        if !deleted.is_empty() || std::time::Instant::now() > deadline {
+            assert_eq!(opened.len(), 3, "{opened:?}");
+            assert_eq!(
+                deleted,
+                [opened[1].clone()],
+                "the abandoned session is deleted"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
