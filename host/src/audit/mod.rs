@@ -1,4 +1,5 @@
 //! The audit trail: one [`Record`] per `tools/list` and `tools/call`, allowed or not,
+//! per relayed server-to-client request and per request refused at a per-agent limit,
 //! answering "who called what, and which policy allowed it".
 //!
 //! Records never carry secrets or call arguments. Each is written twice:
@@ -69,8 +70,8 @@ pub(crate) struct Record {
     pub connector: Option<String>,
     pub tool: Option<String>,
     pub method: String,
-    /// HTTP-like outcome: 200, 401, 403 scope, 404 hidden/unknown, 429 quota,
-    /// 500 policy error, 502 upstream, 504 timeout.
+    /// HTTP-like outcome: 200, 401, 403 scope, 404 hidden/unknown, 429 quota or a
+    /// per-agent limit, 500 policy error, 502 upstream, 504 timeout.
     pub status: u16,
     /// JSON-RPC error code sent to the agent, if any.
     pub rpc_code: Option<i64>,
