@@ -80,16 +80,12 @@ impl Gateway {
         permit: Option<Permit>,
     ) -> Reply {
         let mut governed = Governed::start(session, "tools/call", id);
-        let admitted = self.admit_call(&mut governed, session, &params).await;
-        let (target, chain, upstream) = match admitted {
-            Ok(admitted) => admitted,
+        let call = match self
+            .admit_call(&mut governed, session, &params, permit)
+            .await
+        {
+            Ok(call) => call,
             Err(refusal) => return governed.reply(&self.audit, End::Refused(refusal)).await,
-        };
-        let call = Call {
-            target,
-            chain,
-            upstream,
-            permit,
         };
         self.forward(governed, session, call, accepts_sse).await
     }
@@ -102,7 +98,8 @@ impl Gateway {
         governed: &mut Governed,
         session: &AgentSession,
         params: &Params,
-    ) -> Stage<(Target, Arc<Chain>, Arc<UpstreamSession>)> {
+        permit: Option<Permit>,
+    ) -> Stage<Call> {
         let target = self.resolve_tool(governed, session, params).await?;
         let chain = self.decide_call(governed, session, &target).await?;
         self.admit(session).await?;
@@ -111,7 +108,12 @@ impl Gateway {
         let upstream = self
             .upstream(session, &target.connector)
             .ok_or_else(Refusal::session_ended)?;
-        Ok((target, chain, upstream))
+        Ok(Call {
+            target,
+            chain,
+            upstream,
+            permit,
+        })
     }
 
     /// The decide stage: the chain's `check-call` over the tool and the agent's
