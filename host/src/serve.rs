@@ -58,10 +58,12 @@ async fn serve(
     let addr = listener.local_addr()?;
 
     let mut tasks = gw.catalog.spawn_watchers();
+    let live = gw.clone();
     tasks.push(reload::spawn(
         engine,
         config_path.to_path_buf(),
         crate::telemetry::metrics::policy_reload,
+        move |config| live.apply_rules(config),
     )?);
     let reaper = gw.clone();
     tasks.push(tokio::spawn(async move {

@@ -333,9 +333,9 @@ impl Gateway {
         match endpoint {
             Endpoint::All => {
                 let (slug, tool) = names::split(name, &self.config.server.tool_separator)?;
-                Some((self.by_slug.get(slug)?.clone(), tool))
+                Some((self.connectors.load().by_slug.get(slug)?.clone(), tool))
             }
-            Endpoint::One(id) => Some((self.by_id.get(id)?.clone(), name)),
+            Endpoint::One(id) => Some((self.connector(id)?, name)),
         }
     }
 }

@@ -243,6 +243,12 @@ impl Catalog {
         Ok(set)
     }
 
+    /// Tells subscribers that what agents see of a connector may have changed (its
+    /// rules were reloaded), without dropping its list.
+    pub(crate) fn announce(&self, connector_id: &str) {
+        let _ = self.changed.send(connector_id.to_string());
+    }
+
     /// Drops a connector's cached list (and a remembered failure) and tells
     /// subscribers.
     pub(crate) fn invalidate(&self, connector_id: &str) {

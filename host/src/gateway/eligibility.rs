@@ -30,7 +30,7 @@ impl Gateway {
             chain.names,
             &chain.digest[..12]
         )?;
-        for c in &self.connectors {
+        for c in &self.all_connectors() {
             let set = match self.catalog.tools(&c.id).await {
                 Ok(set) => set,
                 Err(e) => {

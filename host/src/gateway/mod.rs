@@ -17,6 +17,7 @@ mod list;
 pub(crate) mod names;
 mod pipeline;
 mod relay;
+mod rules;
 pub(crate) mod sessions;
 
 use std::collections::HashMap;
@@ -60,9 +61,8 @@ pub(crate) struct Gateway {
     /// The vault, when some connector takes its credential from it.
     pub vault: Option<Arc<Vault>>,
     client: HttpClient,
-    connectors: Vec<Arc<Connector>>,
-    by_id: HashMap<String, Arc<Connector>>,
-    by_slug: HashMap<String, Arc<Connector>>,
+    /// The configured connectors; their rules are swapped on a reload (`rules.rs`).
+    connectors: arc_swap::ArcSwap<rules::ConnectorSet>,
     credentials: HashMap<String, CredentialProvider>,
     declarations: HashMap<String, Option<Arc<Vec<ServerRule>>>>,
 }
@@ -104,27 +104,25 @@ impl Gateway {
             ),
             vault,
             client,
-            by_id: connectors
-                .iter()
-                .map(|c| (c.id.clone(), c.clone()))
-                .collect(),
-            by_slug: connectors
-                .iter()
-                .map(|c| (c.slug.clone(), c.clone()))
-                .collect(),
             declarations: config
                 .agents
                 .iter()
                 .map(|a| (a.id.clone(), a.mcp_servers.clone().map(Arc::new)))
                 .collect(),
-            connectors,
+            connectors: arc_swap::ArcSwap::from_pointee(rules::ConnectorSet::new(connectors)),
             credentials,
             config: Arc::new(config),
         }))
     }
 
-    pub(crate) fn connector(&self, id: &str) -> Option<&Arc<Connector>> {
-        self.by_id.get(id)
+    /// The connector `id` as currently configured.
+    pub(crate) fn connector(&self, id: &str) -> Option<Arc<Connector>> {
+        self.connectors.load().by_id.get(id).cloned()
+    }
+
+    /// Every configured connector, as currently configured.
+    pub(crate) fn all_connectors(&self) -> Vec<Arc<Connector>> {
+        self.connectors.load().list.clone()
     }
 
     /// Handles `initialize`: negotiates the version and opens a session.
@@ -279,8 +277,8 @@ impl Gateway {
     /// Connectors reachable from a session's endpoint.
     fn endpoint_connectors(&self, endpoint: &Endpoint) -> Vec<Arc<Connector>> {
         match endpoint {
-            Endpoint::All => self.connectors.clone(),
-            Endpoint::One(id) => self.by_id.get(id).cloned().into_iter().collect(),
+            Endpoint::All => self.all_connectors(),
+            Endpoint::One(id) => self.connector(id).into_iter().collect(),
         }
     }
 }

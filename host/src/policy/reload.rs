@@ -5,8 +5,8 @@
 //! seen), and SIGHUP. Changes are debounced, then the config is re-read and the new
 //! chain is built and validated off the request path and swapped in atomically.
 //! In-flight requests finish on the chain they started with. A failed reload keeps
-//! the last good chain and logs why. Only `[[policies]]` is reloaded; other sections
-//! need a restart (a warning says so when they changed).
+//! the last good chain and logs why. A valid config is then handed to `on_config`
+//! (the gateway applies the other rules it can change live, `gateway::rules`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,23 +29,30 @@ pub(crate) enum Reloaded {
     Unchanged,
 }
 
-/// Re-reads the config and swaps in its policy chain.
-pub(crate) fn reload_once(engine: &PolicyEngine, config_path: &Path) -> anyhow::Result<Reloaded> {
+/// Re-reads the config and swaps in its policy chain; the config, when valid and
+/// its chain built.
+pub(crate) fn reload_once(
+    engine: &PolicyEngine,
+    config_path: &Path,
+) -> anyhow::Result<(Reloaded, Config)> {
     let config = Config::load(config_path)?;
     let (old, new) = engine.reload(&config.policies)?;
-    Ok(if old == new {
+    let reloaded = if old == new {
         Reloaded::Unchanged
     } else {
         Reloaded::Swapped { old, new }
-    })
+    };
+    Ok((reloaded, config))
 }
 
 /// Watches files and SIGHUP for as long as the task runs. `on_reload` is told about
-/// every attempt (`true` = success), for metrics.
+/// every attempt (`true` = success), for metrics; `on_config` gets each valid
+/// reloaded config.
 pub(crate) fn spawn(
     engine: Arc<PolicyEngine>,
     config_path: PathBuf,
     on_reload: impl Fn(bool) + Send + Sync + 'static,
+    on_config: impl Fn(&Config) + Send + Sync + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let interesting = Arc::new(std::sync::RwLock::new(watched_files(&engine, &config_path)));
@@ -95,12 +102,14 @@ pub(crate) fn spawn(
             // Read, compile (or fetch by digest), validate, describe and swap.
             let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
             match result {
-                Ok(Ok(Reloaded::Swapped { old, new })) => {
+                Ok(Ok((Reloaded::Swapped { old, new }, config))) => {
                     tracing::info!(target: "portcullis::policy", old_digest = %old, new_digest = %new, chain = %engine.current().names, took_ms, "policy chain reloaded");
+                    on_config(&config);
                     on_reload(true);
                 }
-                Ok(Ok(Reloaded::Unchanged)) => {
+                Ok(Ok((Reloaded::Unchanged, config))) => {
                     tracing::info!(target: "portcullis::policy", digest = %engine.current().digest, "policy chain unchanged");
+                    on_config(&config);
                     on_reload(true);
                 }
                 Ok(Err(e)) => {

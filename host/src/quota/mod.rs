@@ -43,12 +43,19 @@ enum Backend {
 }
 
 pub(crate) struct Quota {
-    limits: HashMap<String, Limit>,
+    /// Each org's limit; swapped whole when the config is reloaded.
+    limits: arc_swap::ArcSwap<HashMap<String, Limit>>,
     backend: Backend,
     on_unavailable: OnUnavailable,
 }
 
 impl Quota {
+    /// New org limits (a reloaded config), from the next check on. Counts already
+    /// made in the current window stay.
+    pub(crate) fn set_limits(&self, limits: HashMap<String, Limit>) {
+        self.limits.store(std::sync::Arc::new(limits));
+    }
+
     pub(crate) fn new(settings: &QuotaSettings) -> Quota {
         let backend = match &settings.redis_url {
             None => Backend::Memory(memory::Memory::default()),
@@ -59,7 +66,7 @@ impl Quota {
             ))),
         };
         Quota {
-            limits: settings.limits.clone(),
+            limits: arc_swap::ArcSwap::from_pointee(settings.limits.clone()),
             backend,
             on_unavailable: settings.on_unavailable,
         }
@@ -82,14 +89,15 @@ impl Quota {
     }
 
     async fn count(&self, org: &str) -> Verdict {
-        let Some(limit) = self.limits.get(org) else {
+        let limit = self.limits.load().get(org).copied();
+        let Some(limit) = limit else {
             return Verdict::Unlimited;
         };
         let now = window::now_secs();
         let (window_id, ttl) = limit.per.current(now);
         let counted = match &self.backend {
             Backend::Memory(m) => Ok(m.incr(org, window_id)),
-            Backend::Redis(r) => r.incr(org, *limit, window_id, ttl).await,
+            Backend::Redis(r) => r.incr(org, limit, window_id, ttl).await,
         };
         match counted {
             Ok(used) if used <= limit.calls => Verdict::Allowed { used },

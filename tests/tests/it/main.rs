@@ -14,6 +14,7 @@ mod gateway_http;
 mod gateway_peers;
 mod gateway_relay;
 mod hardening;
+mod live_rules;
 mod observability;
 mod policy_builtins;
 mod policy_failures;
