@@ -148,16 +148,9 @@ pub async fn wait_call_audit(
 pub async fn wait_lines(proc: &Proc, needle: &str, n: usize, timeout: Duration) -> Vec<String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let lines = proc.lines_with(needle);
-        if lines.len() >= n {
-            return lines.iter().map(|l| strip_ansi(l)).collect();
+        if let Some(lines) = enough_lines(proc, needle, n, deadline, timeout) {
+            return lines;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: fewer than {n} lines with {needle:?} after {timeout:?}; output:\n{}",
-            proc.name,
-            strip_ansi(&proc.output())
-        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -166,16 +159,31 @@ pub async fn wait_lines(proc: &Proc, needle: &str, n: usize, timeout: Duration) 
 pub fn wait_lines_blocking(proc: &Proc, needle: &str, n: usize, timeout: Duration) -> Vec<String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let lines = proc.lines_with(needle);
-        if lines.len() >= n {
-            return lines.iter().map(|l| strip_ansi(l)).collect();
+        if let Some(lines) = enough_lines(proc, needle, n, deadline, timeout) {
+            return lines;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: fewer than {n} lines with {needle:?} after {timeout:?}; output:\n{}",
-            proc.name,
-            strip_ansi(&proc.output())
-        );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// One look for [`wait_lines`]: the lines (ANSI stripped) once there are `n`;
+/// past `deadline`, a panic naming what was missing.
+fn enough_lines(
+    proc: &Proc,
+    needle: &str,
+    n: usize,
+    deadline: Instant,
+    timeout: Duration,
+) -> Option<Vec<String>> {
+    let lines = proc.lines_with(needle);
+    if lines.len() >= n {
+        return Some(lines.iter().map(|l| strip_ansi(l)).collect());
+    }
+    assert!(
+        Instant::now() < deadline,
+        "{}: fewer than {n} lines with {needle:?} after {timeout:?}; output:\n{}",
+        proc.name,
+        strip_ansi(&proc.output())
+    );
+    None
 }
