@@ -2,12 +2,13 @@
 //! sha256. A presented key is hashed and compared against every configured hash in
 //! constant time, so neither the key nor which agent it belongs to leaks through timing.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::config::Agent;
+use crate::config::{Agent, ServerRule};
 use crate::digest::sha256;
 
 /// The caller of a request, resolved from its API key.
@@ -16,6 +17,46 @@ pub(crate) struct Identity {
     pub agent: String,
     pub org: String,
     pub scopes: Vec<String>,
+    /// The agent's `mcp_servers` declaration, if any.
+    pub declaration: Option<Arc<Vec<ServerRule>>>,
+    /// A digest of everything above: reused policy decisions are keyed by it, so a
+    /// reloaded agent (new org, scopes or declaration) never gets an old one.
+    pub stamp: u64,
+    /// Which load of the agents this identity comes from (a reload makes a newer
+    /// one): a session only ever takes a newer identity than it has.
+    pub revision: u64,
+}
+
+impl Identity {
+    /// The identity of a configured agent.
+    pub(crate) fn of(agent: &Agent) -> Identity {
+        Identity::new(
+            &agent.id,
+            &agent.org,
+            agent.scopes.clone(),
+            agent.mcp_servers.clone(),
+        )
+    }
+
+    pub(crate) fn new(
+        agent: &str,
+        org: &str,
+        scopes: Vec<String>,
+        declaration: Option<Vec<ServerRule>>,
+    ) -> Identity {
+        let mut h = std::hash::DefaultHasher::new();
+        (agent, org, &scopes).hash(&mut h);
+        // ServerRule has no Hash; its Debug text names every field.
+        format!("{declaration:?}").hash(&mut h);
+        Identity {
+            agent: agent.to_string(),
+            org: org.to_string(),
+            scopes,
+            declaration: declaration.map(Arc::new),
+            stamp: h.finish(),
+            revision: 0,
+        }
+    }
 }
 
 /// Looks up agents by API key.
@@ -25,18 +66,38 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(agents: &[Agent]) -> Self {
+        Authenticator::at_revision(agents, 0)
+    }
+
+    /// The agents of one load of the config, numbered `revision` (increasing).
+    pub(crate) fn at_revision(agents: &[Agent], revision: u64) -> Self {
         let agents = agents
             .iter()
             .map(|a| {
-                let id = Identity {
-                    agent: a.id.clone(),
-                    org: a.org.clone(),
-                    scopes: a.scopes.clone(),
+                let identity = Identity {
+                    revision,
+                    ..Identity::of(a)
                 };
-                (Arc::new(id), a.key_sha256)
+                (Arc::new(identity), a.key_sha256)
             })
             .collect();
         Authenticator { agents }
+    }
+
+    /// The identity of agent `id`, if configured.
+    pub(crate) fn identity(&self, id: &str) -> Option<&Arc<Identity>> {
+        self.agents
+            .iter()
+            .find(|(i, _)| i.agent == id)
+            .map(|(i, _)| i)
+    }
+
+    /// The key hash of agent `id`, if configured.
+    pub(crate) fn key_hash(&self, id: &str) -> Option<&[u8; 32]> {
+        self.agents
+            .iter()
+            .find(|(i, _)| i.agent == id)
+            .map(|(_, h)| h)
     }
 
     /// The identity whose key is `key`, if any.

@@ -1,4 +1,4 @@
-//! The `portcullis` command line (clap): `serve`, `keys`, `connectors`, `agents`,
+//! The `portcullis` command line (clap): `serve`, `reload`, `keys`, `connectors`, `agents`,
 //! `config check`, `audit query`, `vault`. Each subcommand is a small function here; the work
 //! lives in the library modules.
 
@@ -37,10 +37,20 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Connector operations on a running gateway.
+    /// Connector operations on a running gateway: refresh lists, review and decide
+    /// tools held by pinning.
     Connectors {
         #[command(subcommand)]
         command: ConnectorsCommand,
+    },
+    /// Make a running gateway reload its config file now (through its admin
+    /// listener); prints what changed, or why the reload failed and the last good
+    /// config stays.
+    Reload {
+        /// The gateway's config (its `[admin] listen` address is used; the gateway
+        /// re-reads the file it was started with).
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
     },
     /// Agent operations.
     Agents {
@@ -84,6 +94,32 @@ enum ConnectorsCommand {
         config: PathBuf,
         /// Only this connector id.
         id: Option<String>,
+    },
+    /// Tools held by tool pinning (new or changed upstream since approval) and pins
+    /// of tools gone upstream, with diffs.
+    Pending {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// Only this connector id.
+        id: Option<String>,
+        /// Print the gateway's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin the current definitions of held tools (all of the connector's, or the
+    /// named ones; naming a gone tool forgets its pin). Takes effect at once.
+    Approve {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        id: String,
+        tools: Vec<String>,
+    },
+    /// Keep held tools withheld and stop reporting them until they change again.
+    Reject {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        id: String,
+        tools: Vec<String>,
     },
 }
 
@@ -186,9 +222,8 @@ pub fn run() -> ExitCode {
             eprintln!("Give the key to the agent; put only key_sha256 in the config.");
             Ok(())
         }
-        Command::Connectors {
-            command: ConnectorsCommand::Refresh { config, id },
-        } => refresh(&config, id),
+        Command::Connectors { command } => connectors(command),
+        Command::Reload { config } => reload(&config),
         Command::Agents {
             command: AgentsCommand::Eligible { config, agent },
         } => {
@@ -234,24 +269,125 @@ fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn refresh(path: &Path, id: Option<String>) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    let admin = config.admin.ok_or_else(|| {
-        anyhow::anyhow!("the config has no [admin] listen address to reach the gateway at")
-    })?;
-    let query = id.map(|i| format!("?id={i}")).unwrap_or_default();
+fn connectors(command: ConnectorsCommand) -> anyhow::Result<()> {
+    match command {
+        ConnectorsCommand::Refresh { config, id } => {
+            let query = id
+                .map(|i| format!("?id={}", encode(&i)))
+                .unwrap_or_default();
+            let body = admin_call(
+                &config,
+                "POST",
+                &format!("/admin/connectors/refresh{query}"),
+            )?;
+            println!("{body}");
+        }
+        ConnectorsCommand::Pending { config, id, json } => {
+            let query = id
+                .map(|i| format!("?id={}", encode(&i)))
+                .unwrap_or_default();
+            let body = admin_call(&config, "GET", &format!("/admin/connectors/pending{query}"))?;
+            if json {
+                println!("{body}");
+            } else {
+                print!("{}", pending_text(&body)?);
+            }
+        }
+        ConnectorsCommand::Approve { config, id, tools } => {
+            decide(&config, "approve", &id, &tools)?
+        }
+        ConnectorsCommand::Reject { config, id, tools } => decide(&config, "reject", &id, &tools)?,
+    }
+    Ok(())
+}
+
+fn decide(config: &Path, verb: &str, id: &str, tools: &[String]) -> anyhow::Result<()> {
+    let mut query = format!("?id={}", encode(id));
+    for t in tools {
+        query.push_str(&format!("&tool={}", encode(t)));
+    }
+    let body = admin_call(config, "POST", &format!("/admin/connectors/{verb}{query}"))?;
+    println!("{body}");
+    Ok(())
+}
+
+/// `pending`'s JSON as text: one heading per held tool, then its diff.
+fn pending_text(body: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_str(body)?;
+    let items = v["pending"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return Ok("nothing pending\n".into());
+    }
+    let mut out = String::new();
+    for i in items {
+        let field = |k: &str| i[k].as_str().unwrap_or("").to_string();
+        out.push_str(&format!(
+            "{}\t{}\t{}\tsha256:{}\n{}\n",
+            field("connector"),
+            field("tool"),
+            field("status"),
+            field("sha256"),
+            field("diff")
+        ));
+    }
+    Ok(out)
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn reload(path: &Path) -> anyhow::Result<()> {
+    let body = admin_call(path, "POST", "/admin/reload")?;
+    println!("{body}");
+    Ok(())
+}
+
+/// Calls the admin listener of the gateway `path` configures; the answer's body, or
+/// an error with it when the status is not 200.
+fn admin_call(path: &Path, method: &str, what: &str) -> anyhow::Result<String> {
+    let listen = admin_listen(path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let url = format!("http://{}/admin/connectors/refresh{query}", admin.listen);
-        let (status, body) = crate::util::http_post(&url).await?;
+        let url = format!("http://{listen}{what}");
+        let (status, body) = crate::util::http_call(method, &url).await?;
         if status != 200 {
-            anyhow::bail!("gateway answered {status}: {}", body.trim());
+            // The admin listener's JSON errors carry the reason as text.
+            let reason = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| body.trim().to_string());
+            anyhow::bail!("gateway answered {status}: {reason}");
         }
-        println!("{}", body.trim());
-        Ok(())
+        Ok(body.trim().to_string())
     })
+}
+
+/// The `[admin] listen` address of a config file, read from its TOML alone: a file
+/// the gateway would refuse (the reason to reload it) still names its admin listener.
+fn admin_listen(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: not TOML: {e}", path.display()))?;
+    doc.get("admin")
+        .and_then(|a| a.get("listen"))
+        .and_then(|l| l.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            anyhow::anyhow!("the config has no [admin] listen address to reach the gateway at")
+        })
 }
 
 fn eligible(path: &Path, agent: &str) -> anyhow::Result<()> {
@@ -264,7 +400,7 @@ fn eligible(path: &Path, agent: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let gw = crate::gateway::Gateway::new(config, engine, crate::audit::AuditLog::new())?;
+        let gw = crate::gateway::Gateway::for_inspection(config, engine)?;
         let report = gw.eligibility(agent).await?;
         print!("{report}");
         Ok(())

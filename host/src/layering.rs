@@ -23,6 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("audit", &["config", "telemetry"]),
     ("quota", &["config", "telemetry"]),
     ("vault", &["config", "telemetry", "digest"]),
+    ("state", &["config"]),
     (
         "upstream",
         &["config", "mcp", "telemetry", "vault", "http_client"],
@@ -41,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "audit",
             "quota",
             "vault",
+            "state",
             "upstream",
             "policy",
         ],

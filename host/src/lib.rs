@@ -18,6 +18,7 @@ mod audit;
 mod logging;
 mod policy;
 mod quota;
+mod state;
 mod upstream;
 mod vault;
 // The gateway and its front doors.

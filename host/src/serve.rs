@@ -1,6 +1,6 @@
 //! `portcullis serve`: load the config and policies (refusing to start on any
 //! error), bind the listeners, start the background tasks (catalog watchers, session
-//! expiry, policy hot reload, SIGUSR1 catalog refresh, the audit writer), serve until
+//! expiry, config hot reload, SIGUSR1 catalog refresh, the audit writer), serve until
 //! SIGINT/SIGTERM, then drain connections and flush the audit log.
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::audit::{AuditLog, SHUTDOWN_FLUSH};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::policy::{PolicyEngine, reload};
+use crate::policy::{PolicyEngine, watch};
 use crate::server;
 
 pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -57,13 +57,16 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
     let addr = listener.local_addr()?;
 
-    let mut tasks = gw.catalog.spawn_watchers();
+    gw.catalog.spawn_watchers();
+    let mut tasks = vec![gw.spawn_pin_sync()];
+    gw.set_config_path(config_path);
     let live = gw.clone();
-    tasks.push(reload::spawn(
+    tasks.push(watch::spawn(
         engine,
         config_path.to_path_buf(),
-        crate::telemetry::metrics::policy_reload,
-        move |config| live.apply_rules(config),
+        move || {
+            let _ = live.reload_config();
+        },
     )?);
     let reaper = gw.clone();
     tasks.push(tokio::spawn(async move {
@@ -114,6 +117,7 @@ async fn serve(
     gw.close_sessions().await;
     // Every row queued so far reaches the sink before the process exits.
     gw.audit.shutdown(SHUTDOWN_FLUSH).await;
+    gw.catalog.stop_watchers();
     for t in tasks {
         t.abort();
     }

@@ -3,10 +3,13 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-/// POSTs an empty body and returns the status and body text.
-pub(crate) async fn http_post(url: &str) -> anyhow::Result<(u16, String)> {
+/// Sends `method` with an empty body; the status and body text.
+pub(crate) async fn http_call(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
     let client = crate::http_client::new_client();
-    let req = hyper::Request::post(url).body(Full::new(Bytes::new()))?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::new()))?;
     let resp = client
         .request(req)
         .await

@@ -18,6 +18,8 @@
 #                annotation-hints), decisions reused (the default), SQLite audit
 #   builtins-cold  the same with `cache_decisions = false`: every decision evaluated
 #   production   the four built-ins + Redis quota + SQLite audit (the production shape)
+#   nopin        empty chain with `tool_pinning = "off"` on every connector (the
+#                other targets pin, the default): what pinning costs a tools/list
 #   nginx        nginx as a plain reverse proxy (keep-alive upstream, no buffering,
 #                no parsing): what one proxy hop costs on this machine, the floor
 #                for any gateway; installed from Debian if missing (BENCH_NGINX=0
@@ -34,8 +36,9 @@
 #                10 connectors x 100 tools (1,000 tools); direct: one upstream's 100
 #   list-sat     the same with $SAT sessions
 #   sessions-1k  1,000 concurrent sessions opened, held idle, then tools/call echo
-#   reload-load  (production) call-sat while the policy chain is hot-reloaded every
-#                0.5 s, alternating between the four built-ins and the four plus
+#   reload-load  (production) call-sat while the config is hot-reloaded every 0.5 s
+#                (the whole config: agents, connectors, quotas and the chain),
+#                alternating between the four built-ins and the four plus
 #                redact-secrets (which is then compiled afresh each time)
 # Not every target runs every scenario (see `run_targets` below); quick mode
 # shortens every row.
@@ -189,13 +192,14 @@ redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG || { echo "bench.sh: 
 
 BUILTINS="slug-scope blocklist mcp-servers annotation-hints"
 
-# config FILE [--audit-none] [--quota] [--exact] [--cold] [POLICY...]: ten connectors named
-# c0..c9 on the same upstream, then the given built-in policies.
+# config FILE [--audit-none] [--quota] [--exact] [--cold] [--nopin] [POLICY...]: ten
+# connectors named c0..c9 on the same upstream, then the given built-in policies.
 config() {
   local file="$1"; shift
-  local audit_none=0 quota=0 exact=0 cold=0 upstream="$UP_URL"
+  local audit_none=0 quota=0 exact=0 cold=0 nopin=0 upstream="$UP_URL"
   while [ $# -gt 0 ]; do
     case "$1" in
+      --nopin) nopin=1 ;;
       --upstream) upstream="$2"; shift ;;
       --audit-none) audit_none=1 ;;
       --quota) quota=1 ;;
@@ -223,7 +227,9 @@ config() {
     fi
     local i
     for i in $(seq 0 $((CONNECTORS - 1))); do
-      printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntarget_url = "%s"\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n\n' "$i" "$i" "$upstream"
+      printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntarget_url = "%s"\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n' "$i" "$i" "$upstream"
+      if [ "$nopin" = 1 ]; then printf 'tool_pinning = "off"\n'; fi
+      printf '\n'
     done
     printf '[[agents]]\nid = "bench"\norg = "bench"\nkey_sha256 = "%s"\nscopes = ["mcp:call"]\nmcp_servers = [{ url = "*" }]\n\n' "$HASH"
     local p
@@ -237,6 +243,7 @@ config() {
 # shellcheck disable=SC2086
 {
   config "$CFG/empty.toml"
+  config "$CFG/nopin.toml" --nopin
   config "$CFG/bare.toml" --audit-none
   config "$CFG/quota-audit.toml" --quota
   config "$CFG/quota-exact.toml" --quota --exact
@@ -610,6 +617,7 @@ gateway bare "$CFG/bare.toml" call-sat call-c1
 gateway quota-audit "$CFG/quota-audit.toml" call-sat call-c1
 gateway quota-exact "$CFG/quota-exact.toml" call-sat
 gateway tracing "$CFG/tracing.toml" call-sat call-c1
+gateway nopin "$CFG/nopin.toml" --no-memory list-c1 list-sat
 gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat
 gateway builtins-cold "$CFG/builtins-cold.toml" call-sat call-c1 list-c1
 gateway production "$CFG/production.toml" --sessions --reload "$CFG/production-plus.toml"
@@ -624,8 +632,9 @@ for round in 2 3; do
   gateway bare "$CFG/bare.toml" --no-memory call-sat
   gateway quota-audit "$CFG/quota-audit.toml" --no-memory call-sat
   gateway quota-exact "$CFG/quota-exact.toml" --no-memory call-sat
-  gateway empty "$CFG/empty.toml" --no-memory call-c1
+  gateway empty "$CFG/empty.toml" --no-memory call-c1 list-c1
   gateway builtins "$CFG/builtins.toml" --no-memory call-c1
+  gateway nopin "$CFG/nopin.toml" --no-memory list-c1
 done
 peer
 

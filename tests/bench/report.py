@@ -13,12 +13,13 @@ import argparse
 import json
 import sys
 
-TARGETS = ["direct", "nginx", "empty", "bare", "quota-audit", "quota-exact", "tracing", "builtins", "builtins-cold",
-           "production", "peer"]
+TARGETS = ["direct", "nginx", "empty", "nopin", "bare", "quota-audit", "quota-exact", "tracing", "builtins",
+           "builtins-cold", "production", "peer"]
 TARGET_LABEL = {
     "direct": "direct to upstream",
     "nginx": "nginx reverse proxy (reference: one plain proxy hop)",
     "empty": "gateway, empty chain",
+    "nopin": "gateway, empty chain, tool_pinning = \"off\"",
     "bare": "gateway, empty chain, no quota, audit sink none",
     "quota-audit": "gateway, empty chain, Redis quota + SQLite audit",
     "quota-exact": "gateway, empty chain, Redis quota without blocks (reserve = 0) + SQLite audit",
@@ -35,7 +36,7 @@ SCENARIOS = [
     ("list-c1", "tools/list 10x100 tools, 1 session"),
     ("list-sat", "tools/list 10x100 tools, saturation"),
     ("sessions-1k", "tools/call echo, 1,000 sessions"),
-    ("reload-load", "tools/call echo, saturation, chain hot-reloaded every 0.5 s"),
+    ("reload-load", "tools/call echo, saturation, config hot-reloaded every 0.5 s"),
     ("call-delay", "tools/call echo, upstream answering in 5 ms, 64 sessions"),
 ]
 # Direct lists one upstream (100 tools), the gateway merges ten: no ratio to direct.
@@ -162,9 +163,15 @@ def main():
     took = (reloads.get("production") or {}).get("reload_took_ms") or []
     if took:
         st = sorted(took)
-        add(f"Policy chain reload time, median of {len(st)} (4 or 5 built-ins; redact-secrets compiled afresh "
+        add(f"Config reload time, median of {len(st)} (4 or 5 built-ins; redact-secrets compiled afresh "
             "every other time)", st[len(st) // 2], "(measured)", "ms")
-        add("Policy chain reload time, slowest", st[-1], "(measured)", "ms")
+        add("Config reload time, slowest", st[-1], "(measured)", "ms")
+    # Issue 22: what tool pinning costs a tools/list (screening happens once per
+    # catalog version, so the served list should cost the same).
+    v = get("nopin", "list-c1", "added_p50_us_vs_empty")
+    n = get("nopin", "list-c1", "runs") or 1
+    add(f"Tool pinning on vs off, 1,000-tool tools/list: p50 (on - off; median over {n} alternating rounds)",
+        None if v is None else -v, "not measurable", "us")
     # Issue 4: Redis quota + SQLite audit against both off.
     v = get("quota-audit", "call-sat", "rps_pct_of_bare")
     n = get("quota-audit", "call-sat", "runs") or 1
@@ -188,10 +195,10 @@ def main():
         None if peer99 is None else f"{p99} / {peer99}", "lower than the peer", "",
         None if peer99 is None or p99 is None else p99 < peer99)
     v = get("production", "reload-load", "errors")
-    add("Hot reloads under load: failed requests", v, "0", "", met(v, lambda x: x == 0))
+    add("Config reloads every 0.5 s under load: failed requests", v, "0", "", met(v, lambda x: x == 0))
     v = get("production", "reload-load", "p99_us")
     w = get("production", "reload-load", "p99_us_without_reloads")
-    add("Hot reloads under load: p99 (us, with reloads / without)", None if v is None else f"{v} / {w}", "(measured)", "")
+    add("Config reloads every 0.5 s under load: p99 (us, with reloads / without)", None if v is None else f"{v} / {w}", "(measured)", "")
     v = get("tracing", "call-sat", "rps_pct_of_empty")
     add("Tracing on (OTLP/HTTP export) vs off: throughput at saturation (% of empty chain)", v, "(measured)", "%", None)
     v = get("tracing", "call-c1", "added_p50_us_vs_empty")

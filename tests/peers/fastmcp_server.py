@@ -13,8 +13,10 @@ the socket accepts connections; `--port 0` picks a free port and prints it.
   --json-response     answer POSTs with application/json instead of SSE (default: SSE)
   --stateless         no Mcp-Session-Id (SDK stateless mode)
   --log-requests      one JSON line per HTTP request on stderr: {"method","path","headers","body"}
-  --test-tools        also register `slow_echo` {text, seconds}, `fail_tool` {} (isError result) and
-                      `rpc_error` {code?, message?} (JSON-RPC error), all read-only
+  --test-tools        also register `slow_echo` {text, seconds}, `fail_tool` {} (isError result),
+                      `rpc_error` {code?, message?} (JSON-RPC error), all read-only, and
+                      `register_tool` {name} (registers a new tool `name` at run time; it
+                      answers {"called": name})
 """
 
 import argparse
@@ -98,6 +100,14 @@ def build_server(test_tools: bool) -> MCPServer:
         def fail_tool() -> dict[str, Any]:
             """Always raises: the SDK answers with a result whose isError is true."""
             raise RuntimeError("fail_tool always fails")
+
+        @srv.tool()
+        def register_tool(name: str) -> dict[str, Any]:
+            """Register a new tool called `name` (a server whose tools change at run time)."""
+            def added() -> dict[str, Any]:
+                return {"called": name}
+            srv.add_tool(added, name=name, description=f"Registered at run time as {name}.")
+            return {"registered": name}
 
         @srv.tool(annotations=ann(ro=True, de=False, idem=True, ow=False))
         def rpc_error(code: int = -32000, message: str = "upstream says no") -> dict[str, Any]:

@@ -254,6 +254,23 @@ impl Gateway {
         gw
     }
 
+    /// Stops the gateway (SIGTERM, at most 30 s) and starts it again on the same
+    /// config file and directory (its `state.db` and `audit.db` kept).
+    pub fn restart(self) -> Gateway {
+        let Gateway {
+            mut proc,
+            config_path,
+            dir,
+            ..
+        } = self;
+        proc.signal("TERM");
+        proc.wait_exit(Duration::from_secs(30));
+        drop(proc);
+        let mut gw = Gateway::launch(&config_path, &[], dir);
+        gw.wait_ready(Duration::from_secs(60));
+        gw
+    }
+
     /// Starts the gateway and expects it to refuse to start (exit 2); returns its
     /// output (ANSI colours removed) once the error message has been read, which may
     /// be a moment after the process exited.

@@ -9,6 +9,7 @@ mod error;
 mod quota;
 mod raw;
 mod slug;
+mod state;
 mod telemetry;
 mod trust;
 mod validate;
@@ -23,6 +24,7 @@ pub(crate) use error::ConfigError;
 pub(crate) use quota::{Limit, OnUnavailable, QuotaSettings, Window};
 pub(crate) use raw::ServerRuleRaw as ServerRule;
 pub(crate) use slug::slugify;
+pub(crate) use state::StateSettings;
 pub(crate) use telemetry::{Protocol, TelemetrySettings, check_url};
 pub(crate) use trust::{TrustSettings, hex32, parse_public_key};
 pub(crate) use vault::{
@@ -52,6 +54,8 @@ pub(crate) struct Config {
     pub telemetry: TelemetrySettings,
     /// `[policy_trust]`: required signatures, trusted keys, lock file.
     pub policy_trust: TrustSettings,
+    /// `[state]`: where tool pins and approvals are kept.
+    pub state: StateSettings,
     /// Directory relative paths in the file are resolved against.
     pub base_dir: PathBuf,
 }
@@ -133,6 +137,19 @@ pub(crate) struct Connector {
     pub timeout: Duration,
     /// Which server-to-client requests are relayed to agents (`relay_requests`).
     pub relay: Relay,
+    /// Whether the connector's tools are pinned at approval (`tool_pinning`).
+    pub pinning: ToolPinning,
+}
+
+/// `tool_pinning`: what the gateway serves of a connector's tool list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum ToolPinning {
+    /// The first successful listing approves the connector and pins every tool
+    /// (name and sha256 of its definition); new or changed tools are held.
+    #[default]
+    FirstUse,
+    /// The upstream's list as it is now.
+    Off,
 }
 
 /// The server-to-client requests a connector may send to agents through the gateway,

@@ -22,6 +22,7 @@ pub(super) struct ConfigRaw {
     pub audit: Option<super::audit::AuditRaw>,
     pub telemetry: Option<super::telemetry::TelemetryRaw>,
     pub policy_trust: Option<super::trust::PolicyTrustRaw>,
+    pub state: Option<super::state::StateRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +137,9 @@ pub(super) struct ConnectorRaw {
     /// "sampling" and/or "elicitation".
     #[serde(default)]
     pub relay_requests: Vec<String>,
+    /// "first-use" (default: tools are pinned at the first listing, later changes are
+    /// held for approval) or "off" (the upstream's list is served as it is).
+    pub tool_pinning: Option<String>,
 }
 
 /// `credential = "env:VAR"` or `credential = { secret = "name", kind = "bearer" }`.

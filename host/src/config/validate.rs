@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::raw::{ConfigRaw, ConnectorRaw, CredentialRaw, PolicyRaw, ServerRaw};
 use super::{
     Admin, Agent, Config, ConfigError, Connector, CredentialKind, CredentialSource, ModuleRef,
-    OnError, PolicyMode, PolicySpec, Relay, Server, slugify,
+    OnError, PolicyMode, PolicySpec, Relay, Server, ToolPinning, slugify,
 };
 
 /// The longest `server.idle_spin_us`: a millisecond of polling per sleep already costs
@@ -136,6 +136,7 @@ pub(super) fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, Config
     let audit = super::audit::validate(raw.audit, base_dir)?;
     let telemetry = super::telemetry::validate(raw.telemetry)?;
     let policy_trust = super::trust::validate(raw.policy_trust, base_dir)?;
+    let state = super::state::validate(raw.state, base_dir)?;
     Ok(Config {
         server,
         admin,
@@ -147,6 +148,7 @@ pub(super) fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, Config
         audit,
         telemetry,
         policy_trust,
+        state,
         base_dir: base_dir.to_path_buf(),
     })
 }
@@ -376,6 +378,16 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
             ));
         }
     }
+    let pinning = match c.tool_pinning.as_deref().unwrap_or("first-use") {
+        "first-use" => ToolPinning::FirstUse,
+        "off" => ToolPinning::Off,
+        other => {
+            return Err(ConfigError::new(
+                key("tool_pinning"),
+                format!("{other:?} is not one of \"first-use\", \"off\""),
+            ));
+        }
+    };
     Ok(Connector {
         id: c.id,
         slug,
@@ -384,6 +396,7 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
         disabled_tools: c.disabled_tools,
         timeout: Duration::from_millis(c.timeout_ms),
         relay,
+        pinning,
     })
 }
 

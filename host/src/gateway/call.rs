@@ -104,10 +104,8 @@ impl Gateway {
         let chain = self.decide_call(governed, session, &target).await?;
         self.admit(session).await?;
         // The session ended during the quota check (`upstream` makes no upstream
-        // session for an ended one).
-        let upstream = self
-            .upstream(session, &target.connector)
-            .ok_or_else(Refusal::session_ended)?;
+        // session for an ended one), or a reload removed the connector.
+        let upstream = self.upstream(session, &target.connector)?;
         Ok(Call {
             target,
             chain,
@@ -126,7 +124,7 @@ impl Gateway {
         target: &Target,
     ) -> Stage<Arc<Chain>> {
         let chain = self.policy.current();
-        let owned = self.owned(&session.identity, &target.connector, &target.set);
+        let owned = self.owned(&session.identity(), &target.connector, &target.set);
         let tool = decide::Called::Listed(target.position);
         let decision = decide::check_call(&chain, owned, tool, arguments(&target.members)).await;
         governed.decide(decision)?;
@@ -209,7 +207,7 @@ impl Gateway {
         members: &Members,
     ) -> Stage<()> {
         let chain = self.policy.current();
-        let owned = self.owned(&session.identity, connector, set);
+        let owned = self.owned(&session.identity(), connector, set);
         let stand_in = decide::Called::Unlisted(json!({ "name": tool }));
         let decision = decide::check_call(&chain, owned, stand_in, arguments(members)).await;
         governed.decide(decision).map(drop).map_err(|refusal| {
@@ -248,7 +246,7 @@ impl Gateway {
 
         let redactor = chain.redacts_messages().then(|| Redactor {
             chain: chain.clone(),
-            owned: self.owned(&session.identity, &target.connector, &target.set),
+            owned: self.owned(&session.identity(), &target.connector, &target.set),
             tool: target.position,
         });
         let (tx, mut rx) = mpsc::channel::<Event>(64);
@@ -298,7 +296,7 @@ impl Gateway {
             let end = crate::upstream::span_end(&outcome);
             telemetry::spans::upstream_done(&up_span, &connector.id, end, sent.elapsed());
             tell_cancelled(&upstream, upstream_id, connector, &outcome);
-            let owned = gateway.owned(&session.identity, connector, &target.set);
+            let owned = gateway.owned(&session.identity(), connector, &target.set);
             let end = check(
                 &mut governed,
                 &connector.id,

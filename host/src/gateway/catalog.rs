@@ -1,6 +1,8 @@
 //! The tool catalog: each connector's `tools/list`, fetched through all its pages over
 //! the gateway's own upstream session and cached until the upstream announces
-//! `notifications/tools/list_changed` or an operator asks for a refresh.
+//! `notifications/tools/list_changed` or an operator asks for a refresh. A reload
+//! adds, removes or replaces connectors (`insert`, `remove`): readers see one set
+//! or the other, never a mix.
 //!
 //! Tools are kept as the JSON the upstream sent, so fields the gateway does not know
 //! reach agents unchanged.
@@ -15,13 +17,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, broadcast};
 
+use super::pinning::Pinning;
 use crate::config::Connector;
 use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
 
@@ -43,6 +46,9 @@ pub(crate) struct ToolSet {
     index: HashMap<String, usize>,
     /// Increases with every fetch, for cursors and policy caches.
     pub version: u64,
+    /// The sha256 of the list as the upstream sent it (before pinning withheld
+    /// anything): a re-fetch that finds it unchanged changes nothing.
+    fetched: [u8; 32],
     /// Each tool's JSON text as received, and renamed `<slug><sep><name>` for `/mcp`:
     /// serialized once per list version, so `tools/list` only concatenates text.
     plain: OnceLock<Vec<Box<str>>>,
@@ -50,7 +56,7 @@ pub(crate) struct ToolSet {
 }
 
 impl ToolSet {
-    fn new(tools: Vec<Value>, version: u64) -> Self {
+    fn new(tools: Vec<Value>, version: u64, fetched: [u8; 32]) -> Self {
         let index = tools
             .iter()
             .enumerate()
@@ -60,6 +66,7 @@ impl ToolSet {
             tools,
             index,
             version,
+            fetched,
             plain: OnceLock::new(),
             prefixed: OnceLock::new(),
         }
@@ -101,7 +108,8 @@ impl ToolSet {
 }
 
 struct Entry {
-    connector: Arc<Connector>,
+    /// The connector as currently configured (its `timeout_ms` bounds fetches).
+    connector: ArcSwap<Connector>,
     session: Arc<UpstreamSession>,
     tools: ArcSwapOption<ToolSet>,
     fetch_lock: Mutex<()>,
@@ -109,9 +117,31 @@ struct Entry {
     last_refetch: std::sync::Mutex<Option<Instant>>,
     /// The last fetch's error and when it ended, while no list is cached.
     failure: std::sync::Mutex<Option<(Instant, UpstreamError)>>,
+    /// The task watching the upstream's `list_changed`, while one runs.
+    watcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Entry {
+    fn new(connector: Arc<Connector>, session: Arc<UpstreamSession>) -> Entry {
+        Entry {
+            connector: ArcSwap::new(connector),
+            session,
+            tools: ArcSwapOption::empty(),
+            fetch_lock: Mutex::new(()),
+            last_refetch: std::sync::Mutex::new(None),
+            failure: std::sync::Mutex::new(None),
+            watcher: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn id(&self) -> String {
+        self.connector.load().id.clone()
+    }
+
+    fn timeout(&self) -> Duration {
+        self.connector.load().timeout
+    }
+
     /// The last fetch's error, if it ended less than [`FAILURE_TTL`] ago.
     fn recent_failure(&self) -> Option<UpstreamError> {
         let failure = self.failure.lock().expect("catalog failure lock");
@@ -124,44 +154,108 @@ impl Entry {
     fn set_failure(&self, failure: Option<UpstreamError>) {
         *self.failure.lock().expect("catalog failure lock") = failure.map(|e| (Instant::now(), e));
     }
+
+    /// Stops the watcher and ends the gateway's upstream session (in the background,
+    /// bounded): the connector was removed or now reaches another upstream.
+    fn retire(&self) {
+        if let Some(watcher) = self.watcher.lock().expect("watcher lock").take() {
+            watcher.abort();
+        }
+        let session = self.session.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(super::sessions::CLOSE_TIMEOUT, session.close()).await;
+        });
+    }
+}
+
+/// What agents see may have changed; GET streams pass it on as `list_changed` to the
+/// sessions it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Changed {
+    /// A connector's list or rules (every session of `/mcp` and of its own endpoint).
+    Connector(String),
+    /// An agent's rules (its sessions).
+    Agent(String),
 }
 
 /// The catalog of every connector.
 pub(crate) struct Catalog {
-    entries: HashMap<String, Entry>,
+    /// Swapped whole when a reload adds, removes or re-targets a connector.
+    entries: ArcSwap<HashMap<String, Arc<Entry>>>,
+    /// Serializes edits of `entries` (reloads); readers never wait for it.
+    edit: std::sync::Mutex<()>,
     versions: AtomicU64,
-    changed: broadcast::Sender<String>,
+    changed: broadcast::Sender<Changed>,
+    /// Whether connectors get a `list_changed` watcher (set by [`Catalog::spawn_watchers`]).
+    watching: AtomicBool,
+    /// Screens each fetched list (`pinning.rs`).
+    pinning: Arc<Pinning>,
 }
 
 impl Catalog {
-    /// `sessions` gives the gateway-owned upstream session of each connector.
-    pub(crate) fn new(
-        connectors: impl IntoIterator<Item = (Arc<Connector>, Arc<UpstreamSession>)>,
-    ) -> Self {
-        let entries = connectors
-            .into_iter()
-            .map(|(connector, session)| {
-                let entry = Entry {
-                    connector: connector.clone(),
-                    session,
-                    tools: ArcSwapOption::empty(),
-                    fetch_lock: Mutex::new(()),
-                    last_refetch: std::sync::Mutex::new(None),
-                    failure: std::sync::Mutex::new(None),
-                };
-                (connector.id.clone(), entry)
-            })
-            .collect();
+    /// An empty catalog whose lists `pinning` screens; connectors join by `insert`.
+    pub(crate) fn new(pinning: Arc<Pinning>) -> Self {
         Catalog {
-            entries,
+            entries: ArcSwap::from_pointee(HashMap::new()),
+            pinning,
+            edit: std::sync::Mutex::new(()),
             versions: AtomicU64::new(0),
             changed: broadcast::channel(64).0,
+            watching: AtomicBool::new(false),
         }
     }
 
-    /// Connector ids whose list changed, as they change.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
+    /// What changed, as it changes.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Changed> {
         self.changed.subscribe()
+    }
+
+    /// Adds a connector (or replaces one with the same id, whose upstream session and
+    /// watcher end) and tells subscribers. Its list is fetched on first use.
+    pub(crate) fn insert(
+        self: &Arc<Self>,
+        connector: Arc<Connector>,
+        session: Arc<UpstreamSession>,
+    ) {
+        let id = connector.id.clone();
+        let entry = Arc::new(Entry::new(connector, session));
+        let replaced = {
+            let _edit = self.edit.lock().expect("catalog edit lock");
+            let mut entries = HashMap::clone(&self.entries.load());
+            let replaced = entries.insert(id.clone(), entry.clone());
+            self.entries.store(Arc::new(entries));
+            replaced
+        };
+        if let Some(old) = replaced {
+            old.retire();
+        }
+        if self.watching.load(Ordering::Acquire) {
+            self.start_watcher(&entry);
+        }
+        self.announce(&id);
+    }
+
+    /// Removes a connector: its watcher and upstream session end, its list is gone,
+    /// and subscribers are told.
+    pub(crate) fn remove(&self, id: &str) {
+        let removed = {
+            let _edit = self.edit.lock().expect("catalog edit lock");
+            let mut entries = HashMap::clone(&self.entries.load());
+            let removed = entries.remove(id);
+            self.entries.store(Arc::new(entries));
+            removed
+        };
+        if let Some(old) = removed {
+            old.retire();
+            self.announce(id);
+        }
+    }
+
+    /// Takes a connector's reloaded rules (its timeout bounds the next fetch).
+    pub(crate) fn update(&self, connector: &Arc<Connector>) {
+        if let Ok(entry) = self.entry(&connector.id) {
+            entry.connector.store(connector.clone());
+        }
     }
 
     /// The cached tools of a connector, fetched first if not cached; a recent failed
@@ -182,21 +276,13 @@ impl Catalog {
         if let Some(e) = entry.recent_failure() {
             return Err(e);
         }
-        let fetched = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout));
-        let tools = match fetched {
-            Ok(tools) => tools,
+        let set = match self.fetch(&entry).await {
+            Ok(set) => set,
             Err(e) => {
-                crate::telemetry::metrics::upstream_error(connector_id, e.kind());
                 entry.set_failure(Some(e.clone()));
                 return Err(e);
             }
         };
-        let set = Arc::new(ToolSet::new(
-            tools,
-            self.versions.fetch_add(1, Ordering::Relaxed) + 1,
-        ));
         entry.set_failure(None);
         entry.tools.store(Some(set.clone()));
         Ok(set)
@@ -222,73 +308,108 @@ impl Catalog {
             }
             *last = Some(Instant::now());
         }
-        let fetched = tokio::time::timeout(entry.connector.timeout, fetch_all(&entry.session))
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout));
-        let tools = match fetched {
-            Ok(tools) if tools == current.tools => return Ok(current),
-            Ok(tools) => tools,
-            Err(e) => {
-                crate::telemetry::metrics::upstream_error(connector_id, e.kind());
-                return Ok(current);
-            }
+        let set = match self.fetch(&entry).await {
+            Ok(set) if set.fetched == current.fetched => return Ok(current),
+            Ok(set) => set,
+            Err(_) => return Ok(current),
         };
-        let set = Arc::new(ToolSet::new(
-            tools,
-            self.versions.fetch_add(1, Ordering::Relaxed) + 1,
-        ));
         entry.tools.store(Some(set.clone()));
-        let _ = self.changed.send(connector_id.to_string());
+        self.announce(connector_id);
         tracing::info!(connector = connector_id, "tool list changed upstream");
         Ok(set)
+    }
+
+    /// Fetches a connector's whole list (bounded by its timeout) and screens it
+    /// (`pinning.rs`): a new tool set with the next version.
+    async fn fetch(&self, entry: &Entry) -> Result<Arc<ToolSet>, UpstreamError> {
+        let connector = entry.connector.load_full();
+        let fetched = tokio::time::timeout(connector.timeout, fetch_all(&entry.session))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout));
+        let tools = fetched.inspect_err(|e| {
+            crate::telemetry::metrics::upstream_error(&connector.id, e.kind());
+        })?;
+        let digest = crate::digest::sha256(Value::Array(tools.clone()).to_string().as_bytes());
+        let served = self.pinning.screen(&connector, tools).await?;
+        let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Arc::new(ToolSet::new(served, version, digest)))
     }
 
     /// Tells subscribers that what agents see of a connector may have changed (its
     /// rules were reloaded), without dropping its list.
     pub(crate) fn announce(&self, connector_id: &str) {
-        let _ = self.changed.send(connector_id.to_string());
+        let _ = self
+            .changed
+            .send(Changed::Connector(connector_id.to_string()));
+    }
+
+    /// Tells subscribers that what an agent sees may have changed (its rules were
+    /// reloaded).
+    pub(crate) fn announce_agent(&self, agent: &str) {
+        let _ = self.changed.send(Changed::Agent(agent.to_string()));
     }
 
     /// Drops a connector's cached list (and a remembered failure) and tells
     /// subscribers.
     pub(crate) fn invalidate(&self, connector_id: &str) {
-        if let Some(entry) = self.entries.get(connector_id) {
+        if let Ok(entry) = self.entry(connector_id) {
             entry.set_failure(None);
             entry.tools.store(None);
-            let _ = self.changed.send(connector_id.to_string());
+            self.announce(connector_id);
             tracing::info!(connector = connector_id, "tool list invalidated");
         }
     }
 
     /// Drops every cached list (operator refresh).
     pub(crate) fn invalidate_all(&self) {
-        for id in self.entries.keys() {
-            self.invalidate(id);
+        let ids: Vec<String> = self.entries.load().keys().cloned().collect();
+        for id in ids {
+            self.invalidate(&id);
         }
     }
 
-    /// Watches each connector's server-to-client stream for `list_changed`, for as
-    /// long as the returned tasks run. Reconnects with a bounded backoff.
-    pub(crate) fn spawn_watchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        self.entries
-            .keys()
-            .map(|id| {
-                let catalog = self.clone();
-                let id = id.clone();
-                tokio::spawn(async move { catalog.watch(&id).await })
-            })
-            .collect()
+    /// Watches each connector's server-to-client stream for `list_changed` (and each
+    /// connector added later), until [`Catalog::stop_watchers`]. Reconnects with a
+    /// bounded backoff.
+    pub(crate) fn spawn_watchers(self: &Arc<Self>) {
+        self.watching.store(true, Ordering::Release);
+        for entry in self.entries.load().values() {
+            self.start_watcher(entry);
+        }
     }
 
-    async fn watch(&self, id: &str) {
-        let Ok(entry) = self.entry(id) else { return };
+    /// Stops every watcher (shutdown).
+    pub(crate) fn stop_watchers(&self) {
+        self.watching.store(false, Ordering::Release);
+        for entry in self.entries.load().values() {
+            if let Some(w) = entry.watcher.lock().expect("watcher lock").take() {
+                w.abort();
+            }
+        }
+    }
+
+    fn start_watcher(self: &Arc<Self>, entry: &Arc<Entry>) {
+        let catalog = self.clone();
+        let watched = entry.clone();
+        let task = tokio::spawn(async move { catalog.watch(&watched).await });
+        let old = entry
+            .watcher
+            .lock()
+            .expect("watcher lock")
+            .replace(task.abort_handle());
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
+    async fn watch(&self, entry: &Entry) {
         let mut backoff = Duration::from_secs(1);
         loop {
             match self.watch_once(entry).await {
                 Ok(false) => return, // the upstream offers no list_changed or no stream
                 Ok(true) => backoff = Duration::from_secs(1),
                 Err(e) => {
-                    tracing::debug!(connector = id, error = %e, "list_changed stream unavailable")
+                    tracing::debug!(connector = %entry.id(), error = %e, "list_changed stream unavailable")
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -303,7 +424,7 @@ impl Catalog {
     /// never answered it would otherwise keep the connector's list and calls waiting
     /// for good, even after it recovered.
     async fn watch_once(&self, entry: &Entry) -> Result<bool, UpstreamError> {
-        let limit = entry.connector.timeout;
+        let limit = entry.timeout();
         let caps = tokio::time::timeout(limit, entry.session.capabilities())
             .await
             .unwrap_or(Err(UpstreamError::Timeout))?;
@@ -318,7 +439,7 @@ impl Catalog {
         };
         while let Some(msg) = stream.next().await? {
             if is_list_changed(&msg) {
-                self.invalidate(&entry.connector.id);
+                self.invalidate(&entry.id());
             } else if let Message::Request { id, method, .. } = msg {
                 // No agent is behind this session: answer, so the upstream never waits.
                 let session = entry.session.clone();
@@ -331,9 +452,11 @@ impl Catalog {
         Ok(true)
     }
 
-    fn entry(&self, id: &str) -> Result<&Entry, UpstreamError> {
+    fn entry(&self, id: &str) -> Result<Arc<Entry>, UpstreamError> {
         self.entries
+            .load()
             .get(id)
+            .cloned()
             .ok_or_else(|| UpstreamError::Protocol(format!("unknown connector {id}")))
     }
 }

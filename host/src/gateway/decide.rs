@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Gateway;
 use super::catalog::ToolSet;
 use crate::auth::Identity;
-use crate::config::{Connector, ServerRule};
+use crate::config::Connector;
 use crate::mcp::jsonrpc;
 use crate::policy::{Chain, Decision, Denial, Subject};
 
@@ -20,7 +20,6 @@ use crate::policy::{Chain, Decision, Denial, Subject};
 #[derive(Clone)]
 pub(super) struct Owned {
     identity: Arc<Identity>,
-    declaration: Option<Arc<Vec<ServerRule>>>,
     connector: Arc<Connector>,
     tools: Arc<ToolSet>,
 }
@@ -29,7 +28,7 @@ impl Owned {
     fn subject(&self) -> Subject<'_> {
         Subject {
             identity: &self.identity,
-            declaration: self.declaration.as_deref().map(Vec::as_slice),
+            declaration: self.identity.declaration.as_deref().map(Vec::as_slice),
             connector: &self.connector,
             tools: &self.tools.tools,
             tools_version: self.tools.version,
@@ -68,7 +67,6 @@ impl Gateway {
     ) -> Owned {
         Owned {
             identity: identity.clone(),
-            declaration: self.declarations.get(&identity.agent).cloned().flatten(),
             connector: connector.clone(),
             tools: tools.clone(),
         }

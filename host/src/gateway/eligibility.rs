@@ -9,17 +9,13 @@ use super::catalog::ToolSet;
 
 impl Gateway {
     pub(crate) async fn eligibility(&self, agent: &str) -> anyhow::Result<String> {
-        let cfg = self
-            .config
+        let identity = self
             .agents
-            .iter()
-            .find(|a| a.id == agent)
+            .load()
+            .auth
+            .identity(agent)
+            .cloned()
             .ok_or_else(|| anyhow::anyhow!("no agent {agent:?} in the config"))?;
-        let identity = std::sync::Arc::new(crate::auth::Identity {
-            agent: cfg.id.clone(),
-            org: cfg.org.clone(),
-            scopes: cfg.scopes.clone(),
-        });
         let chain = self.policy.current();
         let mut out = String::new();
         writeln!(

@@ -59,7 +59,7 @@ impl Gateway {
         governed.decided_by_chain(&chain);
         let mut listed = Vec::with_capacity(sets.len());
         for (connector, set) in sets {
-            let owned = self.owned(&session.identity, &connector, &set);
+            let owned = self.owned(&session.identity(), &connector, &set);
             let visible = decide::filter_tools(&chain, owned).await;
             let prefix = match session.endpoint {
                 Endpoint::All => Some(names::prefixed(

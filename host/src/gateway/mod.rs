@@ -8,6 +8,7 @@
 //! and forwards one call. Every governance decision goes through the policy chain;
 //! every governed request ends in exactly one audit row.
 
+mod approvals;
 mod call;
 pub(crate) mod catalog;
 mod decide;
@@ -15,20 +16,22 @@ mod eligibility;
 pub(crate) mod limits;
 mod list;
 pub(crate) mod names;
+pub(crate) mod pinning;
 mod pipeline;
 mod relay;
+pub(crate) mod reload;
 mod rules;
 pub(crate) mod sessions;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::audit::AuditLog;
-use crate::auth::{Authenticator, Identity};
-use crate::config::{Config, Connector, CredentialSource, ServerRule};
+use crate::auth::Identity;
+use crate::config::{Config, Connector, CredentialSource};
 use crate::http_client::HttpClient;
 use crate::mcp::params::Params;
 use crate::mcp::{self, jsonrpc, jsonrpc::RpcError};
@@ -49,46 +52,61 @@ pub(crate) enum Reply {
 }
 
 pub(crate) struct Gateway {
+    /// The config as read at start-up: the sections a running process cannot change
+    /// (listeners, workers, the audit sink, ...) are read here. Agents, connectors,
+    /// quota limits and policies are the live sets below (`rules.rs`).
     pub config: Arc<Config>,
-    pub auth: Authenticator,
     pub catalog: Arc<Catalog>,
     pub sessions: SessionStore,
     pub policy: Arc<PolicyEngine>,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub quota: Quota,
+    /// Tool pinning and its state store (`pinning.rs`).
+    pub(crate) pinning: Arc<pinning::Pinning>,
     /// What each agent holds open at once (connections, requests, GET streams).
     pub limits: limits::AgentLimits,
-    /// The vault, when some connector takes its credential from it.
-    pub vault: Option<Arc<Vault>>,
+    /// The vault, once some connector takes its credential from it.
+    vault: std::sync::OnceLock<Arc<Vault>>,
     client: HttpClient,
-    /// The configured connectors; their rules are swapped on a reload (`rules.rs`).
-    connectors: arc_swap::ArcSwap<rules::ConnectorSet>,
-    credentials: HashMap<String, CredentialProvider>,
-    declarations: HashMap<String, Option<Arc<Vec<ServerRule>>>>,
+    /// The configured agents, swapped on a reload (`rules.rs`).
+    agents: ArcSwap<rules::AgentSet>,
+    /// The configured connectors, swapped on a reload (`rules.rs`).
+    connectors: ArcSwap<rules::ConnectorSet>,
+    /// Reload bookkeeping: one at a time, the last failure (`reload.rs`).
+    pub(crate) reloads: reload::Reloads,
 }
 
 impl Gateway {
+    /// The gateway `serve` runs.
     pub(crate) fn new(
         config: Config,
         policy: Arc<PolicyEngine>,
         audit: AuditLog,
     ) -> anyhow::Result<Arc<Gateway>> {
-        let client = crate::http_client::new_client();
-        let connectors: Vec<Arc<Connector>> =
-            config.connectors.iter().cloned().map(Arc::new).collect();
-        let vault = open_vault(&config);
-        let mut credentials = HashMap::new();
-        for c in &connectors {
-            credentials.insert(c.id.clone(), credential(c, vault.as_ref())?);
-        }
-        let catalog = Catalog::new(connectors.iter().map(|c| {
-            let session = UpstreamSession::new(client.clone(), uri(c), credentials[&c.id].clone())
-                .declaring(relay::declared(c.relay, None));
-            (c.clone(), Arc::new(session))
-        }));
-        Ok(Arc::new(Gateway {
-            auth: Authenticator::new(&config.agents),
-            catalog: Arc::new(catalog),
+        Gateway::build(config, policy, audit, true)
+    }
+
+    /// A gateway for a command that only looks (`agents eligible`): it lists as
+    /// `serve` would, but approves, holds and audits nothing.
+    pub(crate) fn for_inspection(
+        config: Config,
+        policy: Arc<PolicyEngine>,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        Gateway::build(config, policy, AuditLog::new(), false)
+    }
+
+    fn build(
+        config: Config,
+        policy: Arc<PolicyEngine>,
+        audit: AuditLog,
+        record: bool,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        let audit = Arc::new(audit);
+        let store = crate::state::StateStore::open(&config.state)?;
+        let pinning = Arc::new(pinning::Pinning::new(store, audit.clone(), record));
+        let gw = Gateway {
+            catalog: Arc::new(Catalog::new(pinning.clone())),
+            pinning,
             sessions: SessionStore::new(
                 config.server.session_idle,
                 config.server.max_sessions,
@@ -102,17 +120,16 @@ impl Gateway {
                 config.server.max_requests_per_agent,
                 config.server.max_streams_per_agent,
             ),
-            vault,
-            client,
-            declarations: config
-                .agents
-                .iter()
-                .map(|a| (a.id.clone(), a.mcp_servers.clone().map(Arc::new)))
-                .collect(),
-            connectors: arc_swap::ArcSwap::from_pointee(rules::ConnectorSet::new(connectors)),
-            credentials,
+            vault: std::sync::OnceLock::new(),
+            client: crate::http_client::new_client(),
+            agents: ArcSwap::from_pointee(rules::AgentSet::empty()),
+            connectors: ArcSwap::from_pointee(rules::ConnectorSet::empty()),
+            reloads: reload::Reloads::default(),
             config: Arc::new(config),
-        }))
+        };
+        let plan = gw.prepare(&gw.config)?;
+        gw.install(plan);
+        Ok(Arc::new(gw))
     }
 
     /// The connector `id` as currently configured.
@@ -123,6 +140,11 @@ impl Gateway {
     /// Every configured connector, as currently configured.
     pub(crate) fn all_connectors(&self) -> Vec<Arc<Connector>> {
         self.connectors.load().list.clone()
+    }
+
+    /// The vault, if some connector uses it.
+    pub(crate) fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.get()
     }
 
     /// Handles `initialize`: negotiates the version and opens a session.
@@ -158,7 +180,7 @@ impl Gateway {
             "serverInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
             "instructions": instructions,
         });
-        tracing::debug!(session = %session.id, agent = %session.identity.agent, version, "session opened");
+        tracing::debug!(session = %session.id, agent = %session.agent, version, "session opened");
         Ok((session.clone(), jsonrpc::result(id, &result)))
     }
 
@@ -254,24 +276,30 @@ impl Gateway {
         close_all(self.sessions.drain()).await;
     }
 
-    /// The upstream session `session` uses for `connector`.
-    /// The session's upstream session for a connector (`None`: the session has ended).
+    /// The session's upstream session for a connector, opened on first use with the
+    /// connector's current upstream and credential (a reload may have re-targeted it
+    /// since the request began: the pair always comes from one config).
     fn upstream(
         &self,
         session: &AgentSession,
         connector: &Connector,
-    ) -> Option<Arc<UpstreamSession>> {
-        session.upstream(&connector.id, || {
-            UpstreamSession::new(
-                self.client.clone(),
-                uri(connector),
-                self.credentials[&connector.id].clone(),
-            )
-            .declaring(relay::declared(
-                connector.relay,
-                Some(&session.client_capabilities),
-            ))
-        })
+    ) -> Result<Arc<UpstreamSession>, pipeline::Refusal> {
+        let set = self.connectors.load();
+        let (Some(current), Some(credential)) = (
+            set.by_id.get(&connector.id),
+            set.credentials.get(&connector.id),
+        ) else {
+            return Err(pipeline::Refusal::connector_removed(&connector.id));
+        };
+        session
+            .upstream(current, || {
+                UpstreamSession::new(self.client.clone(), uri(current), credential.clone())
+                    .declaring(relay::declared(
+                        current.relay,
+                        Some(&session.client_capabilities),
+                    ))
+            })
+            .ok_or_else(pipeline::Refusal::session_ended)
     }
 
     /// Connectors reachable from a session's endpoint.
@@ -287,38 +315,7 @@ fn uri(c: &Connector) -> http::Uri {
     c.target_url.parse().expect("validated at config load")
 }
 
-/// The vault, opened only when some connector takes its credential from it. Missing
-/// secrets are reported now (a warning: they may be added with `vault put` while the
-/// gateway runs; until then calls to that connector fail with a clear log line).
-fn open_vault(config: &Config) -> Option<Arc<Vault>> {
-    let names: Vec<(&str, &str)> = config
-        .connectors
-        .iter()
-        .filter_map(|c| match &c.credential {
-            Some(CredentialSource::Vault { secret, .. }) => Some((c.id.as_str(), secret.as_str())),
-            _ => None,
-        })
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    let vault = Arc::new(Vault::open(&config.vault));
-    vault.spawn_sweeper();
-    for (connector, secret) in names {
-        match vault.contains(secret) {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                connector,
-                secret,
-                vault = %vault.path().display(),
-                "vault secret not found; calls to this connector fail until `portcullis vault put` adds it"
-            ),
-            Err(e) => tracing::warn!(connector, secret, error = %e, "vault unreadable"),
-        }
-    }
-    Some(vault)
-}
-
+/// How connector `c` presents its credential (`vault`: opened when `c` uses it).
 fn credential(c: &Connector, vault: Option<&Arc<Vault>>) -> anyhow::Result<CredentialProvider> {
     let Some(source) = &c.credential else {
         return Ok(CredentialProvider::None);

@@ -82,6 +82,12 @@ impl Refusal {
         );
         Refusal::new(error, 404).because("session ended")
     }
+
+    /// A call whose connector a reload removed while it was on its way.
+    pub(super) fn connector_removed(connector: &str) -> Refusal {
+        Refusal::new(RpcError::tool_not_found(), 404)
+            .because(format!("connector {connector} was removed by a reload"))
+    }
 }
 
 impl From<Denial> for Refusal {
@@ -121,7 +127,7 @@ pub(super) struct Audited {
 
 impl Audited {
     pub(super) fn new(session: &AgentSession, method: &str) -> Audited {
-        let mut audited = Audited::for_agent(&session.identity, method);
+        let mut audited = Audited::for_agent(&session.identity(), method);
         audited.record.session_id = Some(session.id.clone());
         audited
     }
@@ -283,7 +289,8 @@ impl Gateway {
         if session.has_ended() {
             return Err(Refusal::session_ended());
         }
-        let org = &session.identity.org;
+        let identity = session.identity();
+        let org = &identity.org;
         match self.quota.check(org).await {
             Verdict::Allowed { .. } | Verdict::Unlimited | Verdict::UnavailableAllowed(_) => Ok(()),
             Verdict::Exceeded { limit } => {

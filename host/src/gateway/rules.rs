@@ -1,93 +1,272 @@
-//! What a config reload changes in a running gateway (besides the policy chain,
-//! which `policy::reload` swaps): the rules of the configured connectors
-//! (`disabled_tools`, `timeout_ms`, `relay_requests`) and the orgs' quota limits.
-//! Each is swapped whole, atomically; a request uses the set it loaded.
+//! The rules a running gateway can change: the agents (keys, org, scopes,
+//! `mcp_servers`), the connectors (added, removed, upstream, credential,
+//! `disabled_tools`, `timeout_ms`, `relay_requests`, `tool_pinning`) and the orgs'
+//! quota limits.
 //!
-//! Not yet live (named in one warning, kept until a restart): connectors added,
-//! removed or changed in `name`, `target_url` or `credential`, agents, and the
-//! sections a process cannot change (listeners, workers, the audit sink).
+//! A reload is two steps. [`Gateway::prepare`] builds everything the new config needs
+//! (credential providers, the vault when a connector newly uses it) and fails without
+//! changing anything. [`Gateway::commit`] then swaps each set whole, atomically, and
+//! settles what is open: sessions of removed agents (or agents whose key changed) are
+//! closed, sessions whose agent changed take the new identity and get `list_changed`,
+//! removed or re-targeted connectors' upstream sessions (the catalog's and every
+//! agent session's) are closed and reopened lazily. A request uses the sets it
+//! loaded, so it finishes on the config it started with.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Gateway;
-use crate::config::{Config, Connector};
+use crate::auth::{Authenticator, Identity};
+use crate::config::{Config, Connector, CredentialSource};
+use crate::upstream::{CredentialProvider, UpstreamSession};
+use crate::vault::Vault;
 
-/// The configured connectors, by id and by slug.
+/// The configured connectors, by id and by slug, with their credentials.
 pub(crate) struct ConnectorSet {
     pub(crate) list: Vec<Arc<Connector>>,
     pub(crate) by_id: HashMap<String, Arc<Connector>>,
     pub(crate) by_slug: HashMap<String, Arc<Connector>>,
+    pub(crate) credentials: HashMap<String, CredentialProvider>,
 }
 
 impl ConnectorSet {
-    pub(crate) fn new(list: Vec<Arc<Connector>>) -> ConnectorSet {
+    pub(super) fn empty() -> ConnectorSet {
+        ConnectorSet::new(Vec::new(), HashMap::new())
+    }
+
+    fn new(
+        list: Vec<Arc<Connector>>,
+        credentials: HashMap<String, CredentialProvider>,
+    ) -> ConnectorSet {
         let by_id = list.iter().map(|c| (c.id.clone(), c.clone())).collect();
         let by_slug = list.iter().map(|c| (c.slug.clone(), c.clone())).collect();
         ConnectorSet {
             list,
             by_id,
             by_slug,
+            credentials,
         }
     }
 }
 
-/// Whether `new` is the same connector as `old` for everything a running gateway
-/// cannot change yet (its upstream and how it is reached and named).
-fn same_upstream(old: &Connector, new: &Connector) -> bool {
-    old.slug == new.slug && old.target_url == new.target_url && old.credential == new.credential
+/// The configured agents: who a key belongs to.
+pub(crate) struct AgentSet {
+    pub(crate) auth: Authenticator,
+    /// Which load of the config this is (each reload's is higher).
+    revision: u64,
 }
 
-/// Whether a connector's reloadable rules differ.
+impl AgentSet {
+    pub(super) fn empty() -> AgentSet {
+        AgentSet {
+            auth: Authenticator::new(&[]),
+            revision: 0,
+        }
+    }
+}
+
+/// A validated config turned into the sets it swaps in, and what changes.
+pub(crate) struct Plan {
+    agents: AgentSet,
+    connectors: ConnectorSet,
+    quota: HashMap<String, crate::config::Limit>,
+}
+
+/// Whether `new` reaches the same upstream as `old` the same way (else its open
+/// upstream sessions are closed).
+pub(crate) fn same_upstream(old: &Connector, new: &Connector) -> bool {
+    old.target_url == new.target_url && old.credential == new.credential
+}
+
+/// Whether what agents see of a connector may differ.
 fn rules_differ(old: &Connector, new: &Connector) -> bool {
-    old.disabled_tools != new.disabled_tools || old.timeout != new.timeout || old.relay != new.relay
+    old.slug != new.slug
+        || old.disabled_tools != new.disabled_tools
+        || old.timeout != new.timeout
+        || old.relay != new.relay
+        || old.pinning != new.pinning
 }
 
 impl Gateway {
-    /// Applies a reloaded, valid config: new connector rules and quota limits from
-    /// the next request on; agents whose lists may have changed are told
-    /// (`list_changed`). Connector changes that need a restart keep the running
-    /// values and are named in one warning.
-    pub(crate) fn apply_rules(&self, config: &Config) {
+    /// The sets a config describes, built without changing anything (start-up and
+    /// reloads): an error names the connector and leaves the running config alone.
+    pub(crate) fn prepare(&self, config: &Config) -> anyhow::Result<Plan> {
         let current = self.connectors.load();
-        let mut list = Vec::with_capacity(current.list.len());
-        let mut changed = Vec::new();
-        let mut need_restart = Vec::new();
-        for old in &current.list {
-            match config.connectors.iter().find(|c| c.id == old.id) {
-                Some(new) if same_upstream(old, new) => {
-                    if rules_differ(old, new) {
-                        changed.push(old.id.clone());
-                        list.push(Arc::new(new.clone()));
+        let mut list = Vec::with_capacity(config.connectors.len());
+        let mut credentials = HashMap::new();
+        for new in &config.connectors {
+            let (connector, credential) = match current.by_id.get(&new.id) {
+                Some(old) if same_upstream(old, new) => {
+                    let kept = if rules_differ(old, new) {
+                        Arc::new(new.clone())
                     } else {
-                        list.push(old.clone());
+                        old.clone()
+                    };
+                    (kept, current.credentials[&old.id].clone())
+                }
+                _ => (Arc::new(new.clone()), self.credential(new)?),
+            };
+            credentials.insert(connector.id.clone(), credential);
+            list.push(connector);
+        }
+        let revision = self.agents.load().revision + 1;
+        Ok(Plan {
+            agents: AgentSet {
+                auth: Authenticator::at_revision(&config.agents, revision),
+                revision,
+            },
+            connectors: ConnectorSet::new(list, credentials),
+            quota: config.quota.limits.clone(),
+        })
+    }
+
+    /// Swaps in a prepared config and settles what is open (module doc).
+    pub(crate) fn commit(&self, plan: Plan) {
+        let old_connectors = self.connectors.swap(Arc::new(plan.connectors));
+        let old_agents = self.agents.swap(Arc::new(plan.agents));
+        self.quota.set_limits(plan.quota);
+        self.settle_connectors(&old_connectors);
+        self.settle_agents(&old_agents);
+    }
+
+    /// Added connectors join the catalog; removed ones leave it; re-targeted ones get a
+    /// new catalog session; every agent session drops its upstream session of a
+    /// removed or re-targeted connector. Connectors whose rules changed are announced.
+    fn settle_connectors(&self, old: &ConnectorSet) {
+        let new = self.connectors.load();
+        let mut closed = Vec::new();
+        for c in &old.list {
+            match new.by_id.get(&c.id) {
+                None => {
+                    tracing::info!(connector = %c.id, "connector removed");
+                    self.catalog.remove(&c.id);
+                    closed.push(c.id.clone());
+                }
+                Some(n) if !same_upstream(c, n) => {
+                    tracing::info!(connector = %c.id, target_url = %n.target_url, "connector re-targeted; its upstream sessions reopen");
+                    self.catalog
+                        .insert(n.clone(), Arc::new(self.catalog_session(&new, n)));
+                    closed.push(c.id.clone());
+                }
+                Some(n) if !Arc::ptr_eq(c, n) => {
+                    tracing::info!(connector = %c.id, "connector rules reloaded");
+                    self.catalog.update(n);
+                    if c.pinning != n.pinning {
+                        // Screened (or not) again from the upstream's list.
+                        self.catalog.invalidate(&c.id);
+                    } else {
+                        self.catalog.announce(&c.id);
                     }
                 }
-                Some(_) => {
-                    need_restart.push(format!("{} (changed upstream)", old.id));
-                    list.push(old.clone());
+                Some(_) => {}
+            }
+        }
+        for n in &new.list {
+            if !old.by_id.contains_key(&n.id) {
+                tracing::info!(connector = %n.id, "connector added");
+                self.catalog
+                    .insert(n.clone(), Arc::new(self.catalog_session(&new, n)));
+            }
+        }
+        if !closed.is_empty() {
+            let sessions = self.sessions.all();
+            tokio::spawn(async move {
+                for s in sessions {
+                    for id in &closed {
+                        s.drop_upstream(id).await;
+                    }
                 }
-                None => {
-                    need_restart.push(format!("{} (removed)", old.id));
-                    list.push(old.clone());
-                }
+            });
+        }
+    }
+
+    /// Sessions of removed agents, or of agents whose key changed, end (their next
+    /// request gets 401); the others take their agent's reloaded identity, and those
+    /// whose identity changed are told to list again.
+    fn settle_agents(&self, old: &AgentSet) {
+        let new = self.agents.load();
+        let revoked = |agent: &str| match (old.auth.key_hash(agent), new.auth.key_hash(agent)) {
+            (Some(before), Some(now)) => before != now,
+            _ => true,
+        };
+        let ended = self.sessions.remove_agents(revoked);
+        if !ended.is_empty() {
+            tracing::info!(
+                sessions = ended.len(),
+                "sessions of removed agents (or changed keys) closed"
+            );
+            tokio::spawn(super::close_all(ended));
+        }
+        let mut told = std::collections::HashSet::new();
+        for s in self.sessions.all() {
+            let Some(identity) = new.auth.identity(&s.agent) else {
+                continue;
+            };
+            if s.set_identity(identity) && told.insert(s.agent.clone()) {
+                tracing::info!(agent = %s.agent, "agent rules reloaded");
+                self.catalog.announce_agent(&s.agent);
             }
         }
-        for new in &config.connectors {
-            if !current.by_id.contains_key(&new.id) {
-                need_restart.push(format!("{} (added)", new.id));
+    }
+
+    /// The gateway's own upstream session of a connector (catalog, list_changed).
+    pub(super) fn catalog_session(&self, set: &ConnectorSet, c: &Connector) -> UpstreamSession {
+        UpstreamSession::new(
+            self.client.clone(),
+            super::uri(c),
+            set.credentials[&c.id].clone(),
+        )
+        .declaring(super::relay::declared(c.relay, None))
+    }
+
+    /// The agent as currently configured, if it still is.
+    pub(crate) fn authenticate(&self, key: &str) -> Option<Arc<Identity>> {
+        self.agents.load().auth.authenticate(key)
+    }
+
+    /// Installs the start-up config's sets (no session is open yet).
+    pub(super) fn install(&self, plan: Plan) {
+        self.connectors.store(Arc::new(plan.connectors));
+        self.agents.store(Arc::new(plan.agents));
+        self.quota.set_limits(plan.quota);
+        let set = self.connectors.load();
+        for c in &set.list {
+            self.catalog
+                .insert(c.clone(), Arc::new(self.catalog_session(&set, c)));
+        }
+    }
+
+    /// How a connector's credential is presented. The vault (`[vault]`, as read at
+    /// start-up) is opened the first time a connector needs it; a secret it lacks is
+    /// a warning, as it may be added with `vault put` while the gateway runs.
+    fn credential(&self, c: &Connector) -> anyhow::Result<CredentialProvider> {
+        let vault = match &c.credential {
+            Some(CredentialSource::Vault { secret, .. }) => {
+                let vault = self.vault.get_or_init(|| {
+                    let vault = Arc::new(Vault::open(&self.config.vault));
+                    vault.spawn_sweeper();
+                    vault
+                });
+                warn_if_missing(vault, &c.id, secret);
+                Some(vault)
             }
-        }
-        if !need_restart.is_empty() {
-            tracing::warn!(connectors = %need_restart.join(", "), "these connector changes take effect at the next restart; the running values are kept");
-        }
-        if !changed.is_empty() {
-            self.connectors.store(Arc::new(ConnectorSet::new(list)));
-            for id in &changed {
-                tracing::info!(connector = %id, "connector rules reloaded");
-                self.catalog.announce(id);
-            }
-        }
-        self.quota.set_limits(config.quota.limits.clone());
+            _ => None,
+        };
+        super::credential(c, vault)
+    }
+}
+
+/// Warns when the vault lacks a connector's secret (calls to that connector fail with
+/// a clear log line until `portcullis vault put` adds it).
+fn warn_if_missing(vault: &Vault, connector: &str, secret: &str) {
+    match vault.contains(secret) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            connector,
+            secret,
+            vault = %vault.path().display(),
+            "vault secret not found; calls to this connector fail until `portcullis vault put` adds it"
+        ),
+        Err(e) => tracing::warn!(connector, secret, error = %e, "vault unreadable"),
     }
 }

@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 use serde_json::Value;
 
 use crate::auth::Identity;
+use crate::config::Connector;
+use crate::gateway::rules::same_upstream;
 use crate::mcp::jsonrpc::Answer;
 use crate::upstream::UpstreamSession;
 
@@ -41,7 +43,11 @@ pub(crate) struct InFlight {
 
 pub(crate) struct AgentSession {
     pub id: String,
-    pub identity: Arc<Identity>,
+    /// The agent's id; a session never changes hands.
+    pub agent: String,
+    /// The agent as currently configured: a reload that changes its org, scopes or
+    /// declaration swaps it (`gateway::rules`), and the session's next request reads it.
+    identity: arc_swap::ArcSwap<Identity>,
     pub endpoint: Endpoint,
     pub protocol_version: String,
     /// What the session keeps of the `capabilities` its agent declared at
@@ -49,7 +55,8 @@ pub(crate) struct AgentSession {
     pub client_capabilities: Value,
     created: Instant,
     last_seen_ms: AtomicU64,
-    upstreams: Mutex<HashMap<String, Arc<UpstreamSession>>>,
+    /// By connector id, with the connector as it was when the upstream session opened.
+    upstreams: Mutex<HashMap<String, Opened>>,
     /// Keyed by the JSON text of the agent's request id.
     inflight: Mutex<HashMap<String, InFlight>>,
     /// Becomes `true` when the session ends (GET streams stop then).
@@ -64,6 +71,25 @@ pub(crate) struct AgentSession {
 }
 
 impl AgentSession {
+    /// The agent as currently configured (load once per decision).
+    pub(crate) fn identity(&self) -> Arc<Identity> {
+        self.identity.load_full()
+    }
+
+    /// Takes the agent's identity from a newer load of the config (an older one is
+    /// ignored, so a request authenticated before a reload cannot undo it); whether
+    /// what policies read of the agent changed.
+    pub(crate) fn set_identity(&self, identity: &Arc<Identity>) -> bool {
+        let before = self.identity.rcu(|current| {
+            if identity.revision > current.revision {
+                identity.clone()
+            } else {
+                current.clone()
+            }
+        });
+        identity.revision > before.revision && before.stamp != identity.stamp
+    }
+
     /// A number for a new SSE stream of this session, so that event ids
     /// (`<stream>-<n>`) are unique across all its streams, as Streamable HTTP requires.
     pub(crate) fn next_stream(&self) -> u64 {
@@ -115,24 +141,43 @@ impl AgentSession {
         self.created.elapsed().saturating_sub(last)
     }
 
-    /// The upstream session for a connector, created by `make` on first use; `None`
-    /// once this session has ended. `close` marks the end before it takes the map, so
-    /// an upstream session made here is either in the map it closes or never made: a
-    /// call racing the agent's DELETE cannot leave one open upstream.
+    /// The upstream session for a connector, created by `make` on first use or when
+    /// the one open was made for another upstream of the connector (a reload changed
+    /// its `target_url` or credential; the old one is closed in the background);
+    /// `None` once this session has ended. `close` marks the end before it takes the
+    /// map, so an upstream session made here is either in the map it closes or never
+    /// made: a call racing the agent's DELETE cannot leave one open upstream.
     pub(crate) fn upstream(
         &self,
-        connector: &str,
+        connector: &Arc<Connector>,
         make: impl FnOnce() -> UpstreamSession,
     ) -> Option<Arc<UpstreamSession>> {
         let mut map = self.upstreams.lock().expect("upstreams lock");
         if self.has_ended() {
             return None;
         }
-        Some(
-            map.entry(connector.to_string())
-                .or_insert_with(|| Arc::new(make()))
-                .clone(),
-        )
+        if let Some((made_for, open)) = map.get(&connector.id) {
+            if same_upstream(made_for, connector) {
+                return Some(open.clone());
+            }
+            close_in_background(open.clone());
+        }
+        let made = Arc::new(make());
+        map.insert(connector.id.clone(), (connector.clone(), made.clone()));
+        Some(made)
+    }
+
+    /// Closes this session's upstream session of a connector, if one is open (the
+    /// connector was removed or re-targeted); the next call opens a new one.
+    pub(crate) async fn drop_upstream(&self, connector: &str) {
+        let open = self
+            .upstreams
+            .lock()
+            .expect("upstreams lock")
+            .remove(connector);
+        if let Some((_, s)) = open {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.close()).await;
+        }
     }
 
     pub(crate) fn start_request(&self, agent_id: &serde_json::Value, flight: InFlight) {
@@ -176,7 +221,7 @@ impl AgentSession {
             .lock()
             .expect("upstreams lock")
             .drain()
-            .map(|(_, s)| s)
+            .map(|(_, (_, s))| s)
             .collect();
         // Each upstream gets its DELETE at once and at most CLOSE_TIMEOUT: an upstream
         // that never answers must not hold up the others, expiry or shutdown.
@@ -187,6 +232,16 @@ impl AgentSession {
         )
         .await;
     }
+}
+
+/// An upstream session and the connector as it was when it opened.
+type Opened = (Arc<Connector>, Arc<UpstreamSession>);
+
+/// Ends an upstream session without waiting for it (bounded by [`CLOSE_TIMEOUT`]).
+fn close_in_background(session: Arc<UpstreamSession>) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+    });
 }
 
 /// Why a session could not be created.
@@ -208,10 +263,10 @@ struct Open {
 impl Open {
     fn remove(&mut self, id: &str) -> Option<Arc<AgentSession>> {
         let s = self.sessions.remove(id)?;
-        if let Some(n) = self.per_agent.get_mut(&s.identity.agent) {
+        if let Some(n) = self.per_agent.get_mut(&s.agent) {
             *n -= 1;
             if *n == 0 {
-                self.per_agent.remove(&s.identity.agent);
+                self.per_agent.remove(&s.agent);
             }
         }
         Some(s)
@@ -246,7 +301,8 @@ impl SessionStore {
         rand::rng().fill_bytes(&mut raw);
         let session = Arc::new(AgentSession {
             id: hex::encode(raw),
-            identity,
+            agent: identity.agent.clone(),
+            identity: arc_swap::ArcSwap::new(identity),
             endpoint,
             protocol_version,
             client_capabilities,
@@ -261,7 +317,7 @@ impl SessionStore {
         });
         let mut open = self.open.write().expect("sessions lock");
         // An agent at its own limit is told so, even when the gateway is full too.
-        let held = open.per_agent.get(&session.identity.agent).copied();
+        let held = open.per_agent.get(&session.agent).copied();
         if held.unwrap_or(0) >= self.max_per_agent {
             return Err(TooManySessions::Agent {
                 limit: self.max_per_agent,
@@ -270,32 +326,52 @@ impl SessionStore {
         if open.sessions.len() >= self.max {
             return Err(TooManySessions::Gateway);
         }
-        *open
-            .per_agent
-            .entry(session.identity.agent.clone())
-            .or_insert(0) += 1;
+        *open.per_agent.entry(session.agent.clone()).or_insert(0) += 1;
         open.sessions.insert(session.id.clone(), session.clone());
         Ok(session)
     }
 
     /// The session `id` if it exists and belongs to this agent on this endpoint.
-    /// Someone else's session is reported as unknown, never as forbidden.
+    /// Someone else's session is reported as unknown, never as forbidden. The
+    /// session takes `identity`, the agent as the request was authenticated: a
+    /// session opened while a reload swapped the agent's rules gets them here.
     pub(crate) fn get(
         &self,
         id: &str,
-        identity: &Identity,
+        identity: &Arc<Identity>,
         endpoint: &Endpoint,
     ) -> Option<Arc<AgentSession>> {
         let open = self.open.read().expect("sessions lock");
         let s = open.sessions.get(id)?;
-        (s.identity.agent == identity.agent && &s.endpoint == endpoint).then(|| {
+        (s.agent == identity.agent && &s.endpoint == endpoint).then(|| {
             s.touch();
+            if s.identity.load().revision < identity.revision {
+                s.set_identity(identity);
+            }
             s.clone()
         })
     }
 
     pub(crate) fn remove(&self, id: &str) -> Option<Arc<AgentSession>> {
         self.open.write().expect("sessions lock").remove(id)
+    }
+
+    /// Every open session.
+    pub(crate) fn all(&self) -> Vec<Arc<AgentSession>> {
+        let open = self.open.read().expect("sessions lock");
+        open.sessions.values().cloned().collect()
+    }
+
+    /// Removes every session of the agents `gone` names and returns them for closing.
+    pub(crate) fn remove_agents(&self, gone: impl Fn(&str) -> bool) -> Vec<Arc<AgentSession>> {
+        let mut open = self.open.write().expect("sessions lock");
+        let ids: Vec<String> = open
+            .sessions
+            .iter()
+            .filter(|(_, s)| gone(&s.agent))
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.iter().filter_map(|k| open.remove(k)).collect()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -326,11 +402,75 @@ mod tests {
     use super::*;
 
     fn ident(agent: &str) -> Arc<Identity> {
-        Arc::new(Identity {
-            agent: agent.into(),
-            org: "o".into(),
-            scopes: vec![],
-        })
+        Arc::new(Identity::new(agent, "o", vec![], None))
+    }
+
+    fn test_connector() -> Connector {
+        Connector {
+            id: "c".into(),
+            slug: "c".into(),
+            target_url: "http://127.0.0.1:9/mcp".into(),
+            credential: None,
+            disabled_tools: vec![],
+            timeout: Duration::from_secs(1),
+            relay: Default::default(),
+            pinning: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_session_takes_only_newer_identities() {
+        let store = SessionStore::new(Duration::from_secs(60), 10, 10);
+        let s = store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
+        let at = |revision, scopes: &[&str]| {
+            let scopes = scopes.iter().map(|x| x.to_string()).collect();
+            Arc::new(Identity {
+                revision,
+                ..Identity::new("a", "o", scopes, None)
+            })
+        };
+        assert!(
+            s.set_identity(&at(2, &["mcp:call"])),
+            "newer, changed rules"
+        );
+        assert!(!s.set_identity(&at(3, &["mcp:call"])), "newer, same rules");
+        assert!(!s.set_identity(&at(1, &[])), "older: ignored");
+        assert_eq!(s.identity().revision, 3);
+        assert_eq!(s.identity().scopes, ["mcp:call"]);
+        // A request authenticated before the reload cannot undo it through `get`.
+        assert!(store.get(&s.id, &at(2, &[]), &Endpoint::All).is_some());
+        assert_eq!(s.identity().revision, 3);
+    }
+
+    #[tokio::test]
+    async fn a_retargeted_connector_gets_a_new_upstream_session() {
+        let store = SessionStore::new(Duration::from_secs(60), 10, 10);
+        let s = store
+            .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
+            .unwrap();
+        let client = crate::http_client::new_client();
+        let make = |url: &str| {
+            let (client, uri) = (client.clone(), url.parse().unwrap());
+            move || UpstreamSession::new(client, uri, crate::upstream::CredentialProvider::None)
+        };
+        let before = Arc::new(test_connector());
+        let first = s.upstream(&before, make(&before.target_url)).unwrap();
+        let again = s.upstream(&before, make(&before.target_url)).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "reused while the upstream is the same"
+        );
+        let moved = Arc::new(Connector {
+            target_url: "http://127.0.0.1:10/mcp".into(),
+            ..test_connector()
+        });
+        let second = s.upstream(&moved, make(&moved.target_url)).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "a new upstream, a new session"
+        );
     }
 
     #[test]
@@ -380,6 +520,7 @@ mod tests {
             .create(ident("a"), Endpoint::All, "v".into(), Value::Null)
             .unwrap();
         let client = crate::http_client::new_client();
+        let connector = Arc::new(test_connector());
         let make = || {
             let uri = "http://127.0.0.1:9/mcp".parse().unwrap();
             UpstreamSession::new(
@@ -388,9 +529,9 @@ mod tests {
                 crate::upstream::CredentialProvider::None,
             )
         };
-        assert!(s.upstream("c", make).is_some());
+        assert!(s.upstream(&connector, make).is_some());
         s.close().await;
-        assert!(s.upstream("c", make).is_none());
+        assert!(s.upstream(&connector, make).is_none());
         assert!(s.upstreams.lock().unwrap().is_empty());
     }
 

@@ -337,11 +337,7 @@ impl Runner<'_> {
 
     fn identity(&self, over: Option<&IdentityFx>) -> Identity {
         let i = over.unwrap_or(&self.fx.identity);
-        Identity {
-            agent: i.agent.clone(),
-            org: i.org.clone(),
-            scopes: i.scopes.clone(),
-        }
+        Identity::new(&i.agent, &i.org, i.scopes.clone(), None)
     }
 
     fn tool(&self, name: &str) -> Value {
@@ -618,6 +614,7 @@ pub(crate) fn run_timed(
         disabled_tools: c.disabled_tools.clone(),
         timeout: Duration::from_secs(30),
         relay: Default::default(),
+        pinning: Default::default(),
     };
     let tools: Vec<Value> = c
         .tools

@@ -1,10 +1,11 @@
 //! Reused decisions of deterministic policies.
 //!
 //! A policy that declares itself deterministic (`describe`) answers `filter-tools`
-//! and `check-call` as a pure function of the inputs it reads: the agent (identity
-//! and declaration are fixed per agent for the life of the process), the connector
-//! and its tool list (named by the catalog's version), the tool, and the arguments
-//! when it reads them. Every evaluation still runs in a fresh store; the cache only
+//! and `check-call` as a pure function of the inputs it reads: the agent and the
+//! connector with their rules (named by a digest of them, so a reloaded scope,
+//! declaration or `disabled_tools` never meets an old decision), the connector's
+//! tool list (named by the catalog's version), the tool, and the arguments when it
+//! reads them. Every evaluation still runs in a fresh store; the cache only
 //! skips evaluations whose answer is already known. It belongs to one chain, so a
 //! reload starts with an empty cache, and a new tool list has a new version.
 //!
@@ -55,6 +56,8 @@ pub(super) struct CallKey {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct CallInputs {
     pub agent: String,
+    /// `Subject::rules_stamp`: the agent's and the connector's rules.
+    pub rules: u64,
     pub connector: String,
     pub tools_version: u64,
     pub tool: String,
@@ -73,6 +76,7 @@ impl PartialEq for CallKey {
         let c = (&self.call, &other.call);
         self.policy == other.policy
             && c.0.agent == c.1.agent
+            && c.0.rules == c.1.rules
             && c.0.connector == c.1.connector
             && c.0.tools_version == c.1.tools_version
             && c.0.tool == c.1.tool
@@ -86,6 +90,7 @@ impl std::hash::Hash for CallKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.policy.hash(h);
         self.call.agent.hash(h);
+        self.call.rules.hash(h);
         self.call.connector.hash(h);
         self.call.tools_version.hash(h);
         self.call.tool.hash(h);
@@ -98,6 +103,7 @@ impl std::hash::Hash for CallKey {
 pub(super) struct ListKey {
     pub policy: usize,
     pub agent: String,
+    pub rules: u64,
     pub connector: String,
     pub tools_version: u64,
 }
@@ -143,6 +149,7 @@ mod tests {
             policy: 0,
             call: Arc::new(CallInputs {
                 agent: "a".into(),
+                rules: 0,
                 connector: "c".into(),
                 tools_version: 1,
                 tool: tool.into(),

@@ -52,6 +52,20 @@ pub(crate) struct Subject<'a> {
     pub tools_version: u64,
 }
 
+impl Subject<'_> {
+    /// A digest of the agent's and the connector's rules as the policies read them
+    /// (`bindings::context`): reused decisions are keyed by it, so a reload that
+    /// changes a scope, a declaration or `disabled_tools` never meets an old one.
+    fn rules_stamp(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.identity.stamp.hash(&mut h);
+        let c = self.connector;
+        (&c.slug, &c.target_url, &c.disabled_tools).hash(&mut h);
+        h.finish()
+    }
+}
+
 /// A refusal, for the agent (code, message) and the audit (reason, policy).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Denial {
@@ -137,6 +151,7 @@ impl Chain {
             let key = p.cached().then(|| ListKey {
                 policy: i,
                 agent: subject.identity.agent.clone(),
+                rules: subject.rules_stamp(),
                 connector: subject.connector.id.clone(),
                 tools_version: subject.tools_version,
             });
@@ -259,6 +274,7 @@ impl Chain {
                     .get_or_insert_with(|| {
                         Arc::new(CallInputs {
                             agent: subject.identity.agent.clone(),
+                            rules: subject.rules_stamp(),
                             connector: subject.connector.id.clone(),
                             tools_version: subject.tools_version,
                             tool: tool_name(tool).to_string(),

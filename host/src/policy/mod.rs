@@ -6,17 +6,17 @@
 //! - `chain`: the ordered chain and how verdicts combine (modes, fail-closed).
 //! - `cache`: reused decisions of policies that declare themselves deterministic.
 //! - `builtin`: the four built-in policies embedded in the binary.
-//! - `reload`: hot reload of the chain (file watch, SIGHUP) without a restart.
+//! - `watch`: what triggers a reload (file changes, SIGHUP); `gateway::reload` does it.
 
 mod bindings;
 pub(crate) mod builtin;
 mod cache;
 mod chain;
 mod epoch;
-pub(crate) mod reload;
 mod runtime;
 pub(crate) mod signature;
 pub(crate) mod trust;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 
@@ -34,8 +34,8 @@ use crate::config::{ModuleRef, PolicySpec};
 pub(crate) struct PolicyEngine {
     runtime: Arc<Runtime>,
     chain: ArcSwap<Chain>,
-    /// `[policy_trust]` as read at start-up; applied to every chain built (reloads too).
-    trust: TrustSettings,
+    /// `[policy_trust]` of the chain in use; a reload may change it with the chain.
+    trust: ArcSwap<TrustSettings>,
 }
 
 impl PolicyEngine {
@@ -51,7 +51,7 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             runtime,
             chain: ArcSwap::from_pointee(chain),
-            trust,
+            trust: ArcSwap::from_pointee(trust),
         })
     }
 
@@ -59,10 +59,20 @@ impl PolicyEngine {
         self.chain.load_full()
     }
 
-    /// Builds a new chain from `specs` and swaps it in; on error the current chain stays.
-    pub(crate) fn reload(&self, specs: &[PolicySpec]) -> anyhow::Result<(String, String)> {
-        let chain = build_chain_trusted(&self.runtime, specs, &self.trust)?;
+    /// Builds and validates the chain `specs` describe under `trust`, without
+    /// swapping it in (a reload swaps it with the rest of the config: `install`).
+    pub(crate) fn prepare(
+        &self,
+        specs: &[PolicySpec],
+        trust: &TrustSettings,
+    ) -> anyhow::Result<Chain> {
+        build_chain_trusted(&self.runtime, specs, trust)
+    }
+
+    /// Swaps in a prepared chain and its `[policy_trust]`; the old and new digests.
+    pub(crate) fn install(&self, chain: Chain, trust: TrustSettings) -> (String, String) {
         let new = chain.digest.clone();
+        self.trust.store(Arc::new(trust));
         let old = self.chain.swap(Arc::new(chain));
         let current = self.current();
         let keep: Vec<&str> = current
@@ -71,11 +81,11 @@ impl PolicyEngine {
             .map(|p| p.module.digest.as_str())
             .collect();
         self.runtime.retain(&keep);
-        Ok((old.digest.clone(), new))
+        (old.digest.clone(), new)
     }
 
-    pub(crate) fn trust(&self) -> &TrustSettings {
-        &self.trust
+    pub(crate) fn trust(&self) -> Arc<TrustSettings> {
+        self.trust.load_full()
     }
 }
 

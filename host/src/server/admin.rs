@@ -7,6 +7,12 @@
 //!   at least one connector's upstream accepts a connection; else 503. Both answer a JSON body naming every check.
 //! - `GET /metrics`: Prometheus metrics (OpenMetrics text; see `telemetry::metrics`).
 //! - `POST /admin/connectors/refresh[?id=<connector>]`: drop cached tool lists.
+//! - `GET /admin/connectors/pending[?id=<connector>]`: tools held by pinning, and
+//!   pins of tools gone upstream, with diffs (JSON).
+//! - `POST /admin/connectors/approve?id=<connector>[&tool=<name>...]` and
+//!   `.../reject?...`: decide held tools (all of the connector's without `tool`).
+//! - `POST /admin/reload`: reload the config file now (`gateway::reload`); 200 with
+//!   what changed, or 422 with why the last good config stays.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +63,40 @@ pub(crate) async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response
             };
             with_type(StatusCode::OK, metrics::render(live), metrics::CONTENT_TYPE)
         }
+        (&Method::GET, "/admin/connectors/pending") => {
+            let query = Query::parse(req.uri().query());
+            json_outcome(gw.pending(query.first("id")).await)
+        }
+        (&Method::POST, path @ ("/admin/connectors/approve" | "/admin/connectors/reject")) => {
+            let query = Query::parse(req.uri().query());
+            let Some(id) = query.first("id") else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "id=<connector> is required\n".into(),
+                );
+            };
+            let approve = path.ends_with("approve");
+            json_outcome(gw.decide_pins(id, &query.all("tool"), approve).await)
+        }
+        (&Method::POST, "/admin/reload") => {
+            let live = gw.clone();
+            match tokio::task::spawn_blocking(move || live.reload_config()).await {
+                Ok(Ok(done)) => with_type(
+                    StatusCode::OK,
+                    done.to_json().to_string(),
+                    "application/json",
+                ),
+                Ok(Err(error)) => with_type(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"result": "failed", "error": error}).to_string(),
+                    "application/json",
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reload panicked: {e}\n"),
+                ),
+            }
+        }
         (&Method::POST, "/admin/connectors/refresh") => {
             let only = req
                 .uri()
@@ -73,7 +113,7 @@ pub(crate) async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response
                 }
                 None => {
                     gw.catalog.invalidate_all();
-                    let ids: Vec<_> = gw.config.connectors.iter().map(|c| c.id.clone()).collect();
+                    let ids: Vec<_> = gw.all_connectors().iter().map(|c| c.id.clone()).collect();
                     text(StatusCode::OK, json!({"refreshed": ids}).to_string())
                 }
             }
@@ -82,14 +122,89 @@ pub(crate) async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response
     }
 }
 
+/// The answer to an operator request: 200 with its JSON, or 422 with the error.
+fn json_outcome(outcome: anyhow::Result<Value>) -> Response<Body> {
+    match outcome {
+        Ok(v) => with_type(StatusCode::OK, v.to_string(), "application/json"),
+        Err(e) => with_type(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": format!("{e:#}")}).to_string(),
+            "application/json",
+        ),
+    }
+}
+
+/// A query string's `key=value` pairs, percent-decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Query {
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        Query(pairs)
+    }
+
+    fn first(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// Percent-decoding (`+` is a space); an invalid escape is kept as written. Written
+/// here: the admin listener's three query keys need nothing more.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Runs every readiness check (concurrently); whether all passed, and the report.
 async fn readiness(gw: &Gateway) -> (bool, Value) {
     let chain = gw.policy.current();
-    let policies = json!({
+    let mut policies = json!({
         "ready": true,
         "chain": chain.names,
         "digest": chain.digest,
     });
+    // A failed reload keeps the last good config: still ready, but said.
+    if let Some(failure) = gw.last_reload_failure() {
+        policies["last_reload_failure"] = failure;
+    }
     let quota = async {
         let ok = tokio::time::timeout(PROBE_TIMEOUT, gw.quota.ready())
             .await
@@ -106,7 +221,8 @@ async fn readiness(gw: &Gateway) -> (bool, Value) {
         v
     };
     let upstreams = async {
-        let probes = gw.config.connectors.iter().map(|c| async move {
+        let connectors = gw.all_connectors();
+        let probes = connectors.iter().map(|c| async move {
             let result = probe(&c.target_url).await;
             (c.id.clone(), result)
         });
@@ -133,7 +249,7 @@ async fn readiness(gw: &Gateway) -> (bool, Value) {
         v
     };
     let kms = async {
-        let Some(vault) = &gw.vault else {
+        let Some(vault) = gw.vault() else {
             return json!({"ready": true, "used": false});
         };
         let provider = vault.kms_provider();

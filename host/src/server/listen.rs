@@ -1,6 +1,7 @@
 //! The GET stream of a session: server-to-client messages not tied to a request.
 //! The gateway sends `notifications/tools/list_changed` on it when a connector of the
-//! session's endpoint changes its tools. Keep-alive comments every 15 seconds; the
+//! session's endpoint changes its tools or rules, and when the agent's own rules are
+//! reloaded. Keep-alive comments every 15 seconds; the
 //! stream ends when the session does.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::body::{Body, sse_stream};
 use super::transport::{http_error, sse_response};
 use crate::gateway::Gateway;
+use crate::gateway::catalog::Changed;
 use crate::gateway::limits::Permit;
 use crate::gateway::sessions::{AgentSession, Endpoint};
 use crate::mcp::jsonrpc;
@@ -41,6 +43,7 @@ pub(super) fn open(
     let mut ended = session.ended();
     let (tx, rx) = mpsc::channel(16);
     let endpoint = session.endpoint.clone();
+    let agent = session.agent.clone();
     let stream = session.next_stream();
     drop(session);
     tokio::spawn(async move {
@@ -51,10 +54,11 @@ pub(super) fn open(
                 _ = ended.wait_for(|e| *e) => return,
                 _ = tx.closed() => return,
                 change = changes.recv() => match change {
-                    Ok(connector) => match &endpoint {
+                    Ok(Changed::Connector(connector)) => match &endpoint {
                         Endpoint::All => true,
                         Endpoint::One(id) => *id == connector,
                     },
+                    Ok(Changed::Agent(changed)) => changed == agent,
                     // Missed some: tell the agent to re-list, which is always safe.
                     Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -53,7 +53,7 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut req: Request<Incoming>) -> Resp
         return http_error(StatusCode::FORBIDDEN, msg);
     }
     let Some(identity) = Authenticator::bearer(req.headers().get(http::header::AUTHORIZATION))
-        .and_then(|key| gw.auth.authenticate(key))
+        .and_then(|key| gw.authenticate(key))
     else {
         let mut resp = http_error(
             StatusCode::UNAUTHORIZED,
@@ -389,7 +389,7 @@ async fn at_limit(gw: &Gateway, identity: &Identity, method: &str, at: AtLimit) 
 pub(super) fn session(
     gw: &Gateway,
     headers: &HeaderMap,
-    identity: &Identity,
+    identity: &Arc<Identity>,
     endpoint: &Endpoint,
 ) -> Result<Arc<AgentSession>, NoSession> {
     let id = match header(headers, HEADER_SESSION) {

@@ -14,7 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -53,6 +53,12 @@ struct ConnectorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeldLabels {
+    connector: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamErrorLabels {
     connector: String,
     kind: String,
@@ -86,6 +92,8 @@ struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     quota_rejections: Family<QuotaLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
+    tools_held: Family<HeldLabels, Gauge>,
 }
 
 /// 0.25 ms to ~33 s.
@@ -109,6 +117,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         upstream_errors: Family::default(),
         quota_rejections: Family::default(),
         policy_reloads: Family::default(),
+        config_reloads: Family::default(),
+        tools_held: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -160,6 +170,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "policy_reloads",
         "Policy hot-reload attempts by result (ok, failed)",
         m.policy_reloads.clone(),
+    );
+    registry.register(
+        "config_reloads",
+        "Config reload attempts by result (ok, failed); a failed one keeps the last good config",
+        m.config_reloads.clone(),
+    );
+    registry.register(
+        "tools_held",
+        "Tools a connector lists but the gateway withholds until approved, by reason (new, changed), as of its last listing",
+        m.tools_held.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -233,14 +253,27 @@ pub(crate) fn quota_rejection(org: &str, reason: &str) {
         .inc();
 }
 
-/// A policy reload attempt; the `on_reload` callback of `policy::reload::spawn`.
-pub(crate) fn policy_reload(ok: bool) {
-    METRICS
-        .policy_reloads
-        .get_or_create(&ResultLabels {
-            result: s(if ok { "ok" } else { "failed" }),
-        })
-        .inc();
+/// A config reload attempt (`gateway::reload`). Every reload rebuilds the policy
+/// chain, so it counts as a policy reload too (the older of the two counters).
+pub(crate) fn config_reload(ok: bool) {
+    let labels = ResultLabels {
+        result: s(if ok { "ok" } else { "failed" }),
+    };
+    METRICS.config_reloads.get_or_create(&labels).inc();
+    METRICS.policy_reloads.get_or_create(&labels).inc();
+}
+
+/// How many tools of a connector's last listing are held (`gateway::pinning`).
+pub(crate) fn tools_held(connector: &str, new: u64, changed: u64) {
+    for (reason, n) in [("new", new), ("changed", changed)] {
+        METRICS
+            .tools_held
+            .get_or_create(&HeldLabels {
+                connector: s(connector),
+                reason: s(reason),
+            })
+            .set(n as i64);
+    }
 }
 
 /// Values read at scrape time.
@@ -301,7 +334,8 @@ mod tests {
         upstream_call("conn_a", Duration::from_millis(3));
         upstream_error("conn_a", "timeout");
         quota_rejection("acme", "exceeded");
-        policy_reload(true);
+        config_reload(true);
+        tools_held("conn_a", 2, 1);
         let text = render(Live {
             active_sessions: 3,
             audit_queue_depth: 2,
@@ -318,6 +352,9 @@ mod tests {
             r#"portcullis_upstream_errors_total{connector="conn_a",kind="timeout"} 1"#,
             r#"portcullis_quota_rejections_total{org="acme",reason="exceeded"} 1"#,
             r#"portcullis_policy_reloads_total{result="ok"} 1"#,
+            r#"portcullis_config_reloads_total{result="ok"} 1"#,
+            r#"portcullis_tools_held{connector="conn_a",reason="new"} 2"#,
+            r#"portcullis_tools_held{connector="conn_a",reason="changed"} 1"#,
             "portcullis_active_sessions 3",
             "portcullis_audit_queue_depth 2",
             "portcullis_audit_dropped_rows_total 1",

@@ -17,9 +17,13 @@ const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
 /// One connector (`conn_test`, slug `test-upstream`) on `up` and these agents
 /// (id, key hash).
+/// One connector that follows its upstream's list live (`tool_pinning = "off"`: these
+/// tests add tools upstream and expect agents to see them; pinning has its own tests).
 fn config(up: &str, agents: &[(&str, &str)]) -> Config {
     agents.iter().fold(
-        Config::new().connector(Connector::new("conn_test", "Test Upstream", up)),
+        Config::new().connector(
+            Connector::new("conn_test", "Test Upstream", up).extra("tool_pinning = \"off\""),
+        ),
         |c, (id, hash)| c.agent(Agent::new(id, hash)),
     )
 }

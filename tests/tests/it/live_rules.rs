@@ -79,7 +79,7 @@ async fn disabled_tools_and_quotas_reload_without_a_restart() {
     write_by_rename(&gw.config_path, bad.as_bytes());
     portcullis_tests::audit_lines::wait_lines(
         &gw.proc,
-        "policy reload failed",
+        "config reload failed",
         1,
         Duration::from_secs(10),
     )

@@ -28,6 +28,12 @@ fn config(up: &Upstream, connector: impl FnOnce(Connector) -> Connector, agent: 
         .agent(agent)
 }
 
+/// Tools added upstream reach agents at once (no pinning): these tests are about
+/// decisions on a new list.
+fn follow_live(c: Connector) -> Connector {
+    c.extra("tool_pinning = \"off\"")
+}
+
 async fn metrics(gw: &Gateway) -> String {
     let admin = gw.admin.clone().expect("admin listener");
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -159,7 +165,7 @@ async fn a_new_tool_list_is_decided_afresh() {
     let (key, hash) = new_key();
     let agent = Agent::new("agent", &hash)
         .extra("mcp_servers = [{ url = \"*\", tools = { required = [\"needed_*\", \"echo\"] } }]");
-    let cfg = config(&up, |c| c, agent)
+    let cfg = config(&up, follow_live, agent)
         .policy(Policy::new("builtin:mcp-servers"))
         .render();
     let gw = Gateway::start(&cfg);
@@ -197,7 +203,7 @@ async fn a_policy_built_against_0_1_0_still_loads_and_gets_every_input() {
     let up = Upstream::rust(&[]);
     add_upstream_tools(&up.url, &["whoami_guard"]).await;
     let (key, hash) = new_key();
-    let cfg = config(&up, |c| c, Agent::new("agent", &hash))
+    let cfg = config(&up, follow_live, Agent::new("agent", &hash))
         .policy(Policy::file(&module).name("legacy"))
         .render();
     let gw = Gateway::start(&cfg);

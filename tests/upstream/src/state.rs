@@ -82,6 +82,14 @@ impl State {
         lock(&self.sessions).contains(id)
     }
 
+    /// Sessions opened so far and sessions still open.
+    pub fn session_stats(&self) -> (u64, usize) {
+        (
+            self.session_ids.load(Ordering::Relaxed),
+            lock(&self.sessions).len(),
+        )
+    }
+
     pub fn end_session(&self, id: &str) -> bool {
         lock(&self.sessions).remove(id)
     }

@@ -1,12 +1,9 @@
-//! Hot reload of the policy chain without a restart.
-//!
-//! Triggers: a change to the config file or to any `.wasm` file the chain uses
-//! (watched through their directories, so editors that replace files by rename are
-//! seen), and SIGHUP. Changes are debounced, then the config is re-read and the new
-//! chain is built and validated off the request path and swapped in atomically.
-//! In-flight requests finish on the chain they started with. A failed reload keeps
-//! the last good chain and logs why. A valid config is then handed to `on_config`
-//! (the gateway applies the other rules it can change live, `gateway::rules`).
+//! What triggers a config reload: a change to the config file or to any file the
+//! policy chain uses (each `.wasm` module, and with `[policy_trust]` its signature and
+//! the lock file), watched through their directories so editors that replace files
+//! by rename are seen; and SIGHUP. Changes are debounced, then `reload` runs on the
+//! blocking pool (it compiles components); the watched set follows the chain it
+//! leaves. What a reload does is `gateway::reload`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,43 +14,19 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::PolicyEngine;
-use crate::config::{Config, ModuleRef};
+use crate::config::ModuleRef;
 
 /// Quiet period after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// Outcome of one reload attempt, for logs, metrics and tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reloaded {
-    Swapped { old: String, new: String },
-    Unchanged,
-}
-
-/// Re-reads the config and swaps in its policy chain; the config, when valid and
-/// its chain built.
-pub(crate) fn reload_once(
-    engine: &PolicyEngine,
-    config_path: &Path,
-) -> anyhow::Result<(Reloaded, Config)> {
-    let config = Config::load(config_path)?;
-    let (old, new) = engine.reload(&config.policies)?;
-    let reloaded = if old == new {
-        Reloaded::Unchanged
-    } else {
-        Reloaded::Swapped { old, new }
-    };
-    Ok((reloaded, config))
-}
-
-/// Watches files and SIGHUP for as long as the task runs. `on_reload` is told about
-/// every attempt (`true` = success), for metrics; `on_config` gets each valid
-/// reloaded config.
+/// Watches files and SIGHUP for as long as the task runs, calling `reload` (on the
+/// blocking pool) after each change.
 pub(crate) fn spawn(
     engine: Arc<PolicyEngine>,
     config_path: PathBuf,
-    on_reload: impl Fn(bool) + Send + Sync + 'static,
-    on_config: impl Fn(&Config) + Send + Sync + 'static,
+    reload: impl Fn() + Send + Sync + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let reload = Arc::new(reload);
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let interesting = Arc::new(std::sync::RwLock::new(watched_files(&engine, &config_path)));
     let filter = interesting.clone();
@@ -90,36 +63,13 @@ pub(crate) fn spawn(
                     if ev.is_none() { return; }
                     // Debounce: wait until events stop for a moment.
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                    tracing::info!(target: "portcullis::policy", "policy files changed; reloading");
+                    tracing::info!(target: "portcullis::reload", "config or policy files changed; reloading");
                 }
-                _ = hup.recv() => tracing::info!(target: "portcullis::policy", "SIGHUP; reloading policies"),
+                _ = hup.recv() => tracing::info!(target: "portcullis::reload", "SIGHUP; reloading"),
             }
-            let engine2 = engine.clone();
-            let path = config_path.clone();
-            // Compiling components is CPU work: keep it off the async workers.
-            let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || reload_once(&engine2, &path)).await;
-            // Read, compile (or fetch by digest), validate, describe and swap.
-            let took_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
-            match result {
-                Ok(Ok((Reloaded::Swapped { old, new }, config))) => {
-                    tracing::info!(target: "portcullis::policy", old_digest = %old, new_digest = %new, chain = %engine.current().names, took_ms, "policy chain reloaded");
-                    on_config(&config);
-                    on_reload(true);
-                }
-                Ok(Ok((Reloaded::Unchanged, config))) => {
-                    tracing::info!(target: "portcullis::policy", digest = %engine.current().digest, "policy chain unchanged");
-                    on_config(&config);
-                    on_reload(true);
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(target: "portcullis::policy", error = %format!("{e:#}"), kept_digest = %engine.current().digest, "policy reload failed; keeping the last good chain");
-                    on_reload(false);
-                }
-                Err(e) => {
-                    tracing::error!(target: "portcullis::policy", error = %e, "policy reload panicked; keeping the last good chain");
-                    on_reload(false);
-                }
+            let run = reload.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || run()).await {
+                tracing::error!(target: "portcullis::reload", error = %e, "reload panicked; keeping the last good config");
             }
             let files = watched_files(&engine, &config_path);
             watch_dirs(&mut watcher, &mut dirs, &files);
