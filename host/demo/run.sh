@@ -47,7 +47,9 @@ or with curl:
   curl -si http://$GW_LISTEN/mcp -H "Authorization: Bearer \$(cat $STATE/demo.key)" -H 'Content-Type: application/json' \\
       -H 'Accept: application/json, text/event-stream' \\
       -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
-Edit [[policies]] in $STATE/demo.toml while it runs: the chain reloads without a restart.
+Edit $STATE/demo.toml while it runs (agents, connectors, disabled_tools, [[policies]]):
+it reloads without a restart. Tools the demo server adds later are held for approval:
+  $BIN/portcullis connectors pending --config $STATE/demo.toml
 Ctrl-C stops both.
 
 MSG

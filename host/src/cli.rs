@@ -315,10 +315,18 @@ fn decide(config: &Path, verb: &str, id: &str, tools: &[String]) -> anyhow::Resu
 fn pending_text(body: &str) -> anyhow::Result<String> {
     let v: serde_json::Value = serde_json::from_str(body)?;
     let items = v["pending"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return Ok("nothing pending\n".into());
-    }
     let mut out = String::new();
+    for u in v["unavailable"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{}\tunavailable: {}\n",
+            u["connector"].as_str().unwrap_or(""),
+            u["error"].as_str().unwrap_or("")
+        ));
+    }
+    if items.is_empty() {
+        out.push_str("nothing pending\n");
+        return Ok(out);
+    }
     for i in items {
         let field = |k: &str| i[k].as_str().unwrap_or("").to_string();
         out.push_str(&format!(

@@ -52,6 +52,19 @@ pub(crate) struct AuditSettings {
     pub on_full: OnFull,
 }
 
+/// A PostgreSQL connection string (`[audit]`, `[state]`): a `postgres://` URL or
+/// `key=value` pairs.
+pub(super) fn postgres_url(key: &str, url: String) -> Result<String, ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains("host=") {
+        Ok(url)
+    } else {
+        Err(ConfigError::new(
+            key,
+            "must be a postgres:// URL or a key=value connection string",
+        ))
+    }
+}
+
 pub(super) fn validate(
     raw: Option<AuditRaw>,
     base_dir: &Path,
@@ -87,16 +100,9 @@ pub(super) fn validate(
             let url = raw.postgres_url.ok_or_else(|| {
                 ConfigError::new("audit.postgres_url", "required with sink = \"postgres\"")
             })?;
-            if !(url.starts_with("postgres://")
-                || url.starts_with("postgresql://")
-                || url.contains("host="))
-            {
-                return Err(ConfigError::new(
-                    "audit.postgres_url",
-                    "must be a postgres:// URL or a key=value connection string",
-                ));
+            SinkSettings::Postgres {
+                url: postgres_url("audit.postgres_url", url)?,
             }
-            SinkSettings::Postgres { url }
         }
         "none" => {
             for (set, key) in [

@@ -56,16 +56,9 @@ pub(super) fn validate(
             let url = raw.postgres_url.ok_or_else(|| {
                 ConfigError::new("state.postgres_url", "required with store = \"postgres\"")
             })?;
-            if !(url.starts_with("postgres://")
-                || url.starts_with("postgresql://")
-                || url.contains("host="))
-            {
-                return Err(ConfigError::new(
-                    "state.postgres_url",
-                    "must be a postgres:// URL or a key=value connection string",
-                ));
-            }
-            Ok(StateSettings::Postgres { url })
+            Ok(StateSettings::Postgres {
+                url: super::audit::postgres_url("state.postgres_url", url)?,
+            })
         }
         other => Err(ConfigError::new(
             "state.store",

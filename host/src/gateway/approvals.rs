@@ -15,7 +15,8 @@ use super::catalog::ToolSet;
 use crate::config::{Connector, ToolPinning};
 
 impl Gateway {
-    /// Held tools and gone pins of one pinning connector, or of all.
+    /// Held tools and gone pins of one pinning connector, or of all (a connector
+    /// whose list cannot be fetched now is named under `unavailable`).
     pub(crate) async fn pending(&self, id: Option<&str>) -> anyhow::Result<Value> {
         let connectors = match id {
             Some(id) => vec![self.pinned_connector(id)?],
@@ -26,11 +27,19 @@ impl Gateway {
                 .collect(),
         };
         let mut listed = Vec::with_capacity(connectors.len());
+        let mut unavailable = Vec::new();
         for c in connectors {
-            let served = self.served(&c).await?;
-            listed.push((c, served));
+            match self.served(&c).await {
+                Ok(served) => listed.push((c, served)),
+                // One upstream down hides none of the others' held tools.
+                Err(e) => unavailable.push(json!({"connector": c.id, "error": format!("{e:#}")})),
+            }
         }
-        self.pinning.pending(&listed).await
+        let mut report = self.pinning.pending(&listed).await?;
+        if !unavailable.is_empty() {
+            report["unavailable"] = Value::Array(unavailable);
+        }
+        Ok(report)
     }
 
     /// Approves (or rejects) held tools of connector `id` (`tools`: all when empty).

@@ -323,6 +323,15 @@ impl Pinning {
         Ok(decided)
     }
 
+    /// Whether the state store answers (for `/readyz`: listings fail closed without it).
+    pub(crate) async fn ready(&self) -> Result<(), String> {
+        self.store
+            .revisions()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// Connectors whose store revision moved since they were last screened (an
     /// approval or rejection here or elsewhere in the fleet); each is noted as seen.
     pub(crate) async fn moved(&self) -> anyhow::Result<Vec<String>> {

@@ -3,8 +3,9 @@
 //!
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 when the gateway can do its job: the policy chain is loaded,
-//!   the quota backend answers, the KMS answers (when connectors use the vault), and
-//!   at least one connector's upstream accepts a connection; else 503. Both answer a JSON body naming every check.
+//!   the quota backend answers, the KMS answers (when connectors use the vault), the
+//!   state store (tool pins) answers, and at least one connector's upstream accepts a
+//!   connection; else 503. Both answer a JSON body naming every check.
 //! - `GET /metrics`: Prometheus metrics (OpenMetrics text; see `telemetry::metrics`).
 //! - `POST /admin/connectors/refresh[?id=<connector>]`: drop cached tool lists.
 //! - `GET /admin/connectors/pending[?id=<connector>]`: tools held by pinning, and
@@ -261,11 +262,19 @@ async fn readiness(gw: &Gateway) -> (bool, Value) {
             }
         }
     };
-    let (quota, upstreams, kms) = tokio::join!(quota, upstreams, kms);
+    let state = async {
+        match tokio::time::timeout(PROBE_TIMEOUT, gw.pinning.ready()).await {
+            Ok(Ok(())) => json!({"ready": true}),
+            Ok(Err(e)) => json!({"ready": false, "error": e}),
+            Err(_) => json!({"ready": false, "error": "the state store did not answer in time"}),
+        }
+    };
+    let (quota, upstreams, kms, state) = tokio::join!(quota, upstreams, kms, state);
     let checks = json!({
         "policies": policies,
         "quota": quota,
         "kms": kms,
+        "state": state,
         "upstreams": upstreams,
     });
     let not_ready: Vec<&str> = checks

@@ -50,6 +50,19 @@ async fn wait_names(mcp: &mut Mcp, what: &str, pred: impl Fn(&[String]) -> bool)
     }
 }
 
+/// Lists until `tool` is (or, `listed = false`, is not) among the agent's tools.
+async fn wait_listed(mcp: &mut Mcp, tool: &str, listed: bool) -> Vec<String> {
+    let what = format!("{tool} listed: {listed}");
+    wait_names(mcp, &what, |n| n.iter().any(|x| x == tool) == listed).await
+}
+
+/// A listed tool's description.
+async fn description(mcp: &mut Mcp, tool: &str) -> Value {
+    let tools = mcp.list_tools().await;
+    let found = tools.iter().find(|t| t["name"] == tool);
+    found.unwrap_or_else(|| panic!("{tool} not listed"))["description"].clone()
+}
+
 async fn wait_list_changed(stream: &mut Incoming) {
     let note = wait_stream_message(stream, Duration::from_secs(10), |m| {
         m["method"] == "notifications/tools/list_changed"
@@ -106,10 +119,7 @@ async fn new_and_rewritten_tools_are_held_until_an_operator_decides() {
     add_upstream_tools(&up.url, &["sneaky"]).await;
     wait_list_changed(&mut stream).await;
     set_description(&up.url, "echo", REWRITTEN).await;
-    let names = wait_names(&mut mcp, "echo quarantined", |n| {
-        !n.contains(&"test-upstream.echo".to_string())
-    })
-    .await;
+    let names = wait_listed(&mut mcp, "test-upstream.echo", false).await;
     assert!(
         !names.contains(&"test-upstream.sneaky".to_string()),
         "{names:?}"
@@ -170,10 +180,7 @@ async fn new_and_rewritten_tools_are_held_until_an_operator_decides() {
     let approved = cli(&gw.config_path, &["approve", "conn_test", "sneaky"]);
     assert!(approved.success(), "{}", approved.stderr);
     wait_list_changed(&mut stream).await;
-    let names = wait_names(&mut mcp, "sneaky approved", |n| {
-        n.contains(&"test-upstream.sneaky".to_string())
-    })
-    .await;
+    let names = wait_listed(&mut mcp, "test-upstream.sneaky", true).await;
     assert!(!names.contains(&"test-upstream.echo".to_string()));
     assert_call_ok(&mcp.call("test-upstream.sneaky", json!({})).await);
 
@@ -231,16 +238,11 @@ async fn new_and_rewritten_tools_are_held_until_an_operator_decides() {
     assert_eq!(v["pending"][0]["tool"], "echo", "{v}");
     assert_eq!(v["pending"][0]["status"], "changed", "{v}");
     assert!(cli(&gw.config_path, &["approve", "conn_test"]).success());
-    wait_names(&mut mcp, "echo approved", |n| {
-        n.contains(&"test-upstream.echo".to_string())
-    })
-    .await;
-    let tools = mcp.list_tools().await;
-    let echo = tools
-        .iter()
-        .find(|t| t["name"] == "test-upstream.echo")
-        .unwrap();
-    assert_eq!(echo["description"], "Echoes, politely.");
+    wait_listed(&mut mcp, "test-upstream.echo", true).await;
+    assert_eq!(
+        description(&mut mcp, "test-upstream.echo").await,
+        "Echoes, politely."
+    );
 }
 
 /// The Python `mcp` server registers a tool at run time: the operator's refresh finds
@@ -283,10 +285,7 @@ async fn a_tool_registered_by_a_python_server_is_withheld_until_approved() {
         pending.stdout
     );
     assert!(cli(&gw.config_path, &["approve", "conn_fast", "exfiltrate"]).success());
-    wait_names(&mut mcp, "exfiltrate approved", |n| {
-        n.contains(&"fast-mcp.exfiltrate".to_string())
-    })
-    .await;
+    wait_listed(&mut mcp, "fast-mcp.exfiltrate", true).await;
     let msg = mcp.call("fast-mcp.exfiltrate", json!({})).await;
     assert_eq!(
         msg["result"]["structuredContent"]["called"], "exfiltrate",
@@ -307,19 +306,13 @@ async fn a_pin_of_a_tool_gone_upstream_is_shown_as_gone() {
     assert!(cli(&gw.config_path, &["refresh", "conn_test"]).success());
     let _ = mcp.tool_names().await;
     assert!(cli(&gw.config_path, &["approve", "conn_test", "ephemeral"]).success());
-    wait_names(&mut mcp, "approved", |n| {
-        n.contains(&"test-upstream.ephemeral".to_string())
-    })
-    .await;
+    wait_listed(&mut mcp, "test-upstream.ephemeral", true).await;
     // The upstream restarts without it (same port): the pin stays, shown as gone.
     let port_up = portcullis_tests::upstreams::port_of(&up.url);
     drop(up);
     let _up = Upstream::rust_on(port_up, &[]);
     assert!(cli(&gw.config_path, &["refresh", "conn_test"]).success());
-    wait_names(&mut mcp, "ephemeral no longer listed", |n| {
-        !n.contains(&"test-upstream.ephemeral".to_string())
-    })
-    .await;
+    wait_listed(&mut mcp, "test-upstream.ephemeral", false).await;
     let pending = cli(&gw.config_path, &["pending", "conn_test"]);
     assert!(
         pending.stdout.contains("conn_test\tephemeral\tgone"),
@@ -348,16 +341,8 @@ async fn with_pinning_off_the_upstream_is_followed_live() {
     let _ = mcp.tool_names().await;
     add_upstream_tools(&up.url, &["fresh"]).await;
     set_description(&up.url, "echo", REWRITTEN).await;
-    wait_names(&mut mcp, "fresh listed", |n| {
-        n.contains(&"test-upstream.fresh".to_string())
-    })
-    .await;
-    let tools = mcp.list_tools().await;
-    let echo = tools
-        .iter()
-        .find(|t| t["name"] == "test-upstream.echo")
-        .unwrap();
-    assert_eq!(echo["description"], REWRITTEN);
+    wait_listed(&mut mcp, "test-upstream.fresh", true).await;
+    assert_eq!(description(&mut mcp, "test-upstream.echo").await, REWRITTEN);
     assert!(pin_rows(&gw).is_empty());
     let pending = cli(&gw.config_path, &["pending", "conn_test"]);
     assert!(
