@@ -139,6 +139,8 @@ pub(crate) struct Connector {
     pub relay: Relay,
     /// Whether the connector's tools are pinned at approval (`tool_pinning`).
     pub pinning: ToolPinning,
+    /// The largest message read from the upstream (`max_result_bytes`).
+    pub max_result_bytes: usize,
 }
 
 /// `tool_pinning`: what the gateway serves of a connector's tool list.

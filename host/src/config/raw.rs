@@ -140,6 +140,9 @@ pub(super) struct ConnectorRaw {
     /// "first-use" (default: tools are pinned at the first listing, later changes are
     /// held for approval) or "off" (the upstream's list is served as it is).
     pub tool_pinning: Option<String>,
+    /// The largest message read from the upstream (a result, a list page, an SSE
+    /// event); larger ones fail their request with -32603. Default 16 MiB.
+    pub max_result_bytes: Option<u64>,
 }
 
 /// `credential = "env:VAR"` or `credential = { secret = "name", kind = "bearer" }`.

@@ -88,6 +88,29 @@ fn semantic_errors_name_the_key() {
         err_key("[server]\nidle_spin_us = 1001"),
         "server.idle_spin_us"
     );
+    let conn = "[[connectors]]\nid='a'\nname='A'\ntarget_url='http://x/'\n";
+    assert_eq!(
+        err_key(&format!("{conn}max_result_bytes = 10")),
+        "connectors[0].max_result_bytes"
+    );
+    assert_eq!(
+        err_key(&format!("{conn}tool_pinning = 'later'")),
+        "connectors[0].tool_pinning"
+    );
+    assert_eq!(
+        err_key(
+            "[state]
+store = 'redis'"
+        ),
+        "state.store"
+    );
+    assert_eq!(
+        err_key(
+            "[state]
+store = 'postgres'"
+        ),
+        "state.postgres_url"
+    );
     let two = "[[connectors]]\nid='a'\nname='My Server'\ntarget_url='http://x/'\n[[connectors]]\nid='b'\nname='my server!'\ntarget_url='http://y/'";
     assert_eq!(err_key(two), "connectors[1].name");
     assert_eq!(

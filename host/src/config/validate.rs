@@ -388,6 +388,13 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
             ));
         }
     };
+    let max_result_bytes = c.max_result_bytes.unwrap_or(16 * 1024 * 1024);
+    if !(1024..=1024 * 1024 * 1024).contains(&max_result_bytes) {
+        return Err(ConfigError::new(
+            key("max_result_bytes"),
+            "must be between 1024 and 1073741824",
+        ));
+    }
     Ok(Connector {
         id: c.id,
         slug,
@@ -397,6 +404,7 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
         timeout: Duration::from_millis(c.timeout_ms),
         relay,
         pinning,
+        max_result_bytes: max_result_bytes as usize,
     })
 }
 

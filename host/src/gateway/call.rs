@@ -553,6 +553,10 @@ impl Drop for Detachable {
 fn upstream_error(e: &UpstreamError) -> RpcError {
     match e {
         UpstreamError::Timeout => RpcError::new(jsonrpc::INTERNAL_ERROR, "timeout"),
+        UpstreamError::TooLarge(_) => RpcError::new(
+            jsonrpc::INTERNAL_ERROR,
+            "Upstream result exceeds the connector's max_result_bytes",
+        ),
         UpstreamError::Credential(_) => {
             RpcError::new(jsonrpc::INTERNAL_ERROR, "Upstream credential unavailable")
         }

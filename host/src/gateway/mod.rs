@@ -298,6 +298,7 @@ impl Gateway {
                         current.relay,
                         Some(&session.client_capabilities),
                     ))
+                    .limiting(current.max_result_bytes)
             })
             .ok_or_else(pipeline::Refusal::session_ended)
     }

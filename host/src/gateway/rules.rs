@@ -72,10 +72,12 @@ pub(crate) struct Plan {
     quota: HashMap<String, crate::config::Limit>,
 }
 
-/// Whether `new` reaches the same upstream as `old` the same way (else its open
-/// upstream sessions are closed).
+/// Whether `new` reaches the same upstream as `old` the same way, with the same
+/// message limit (else its open upstream sessions are closed and reopened).
 pub(crate) fn same_upstream(old: &Connector, new: &Connector) -> bool {
-    old.target_url == new.target_url && old.credential == new.credential
+    old.target_url == new.target_url
+        && old.credential == new.credential
+        && old.max_result_bytes == new.max_result_bytes
 }
 
 /// Whether what agents see of a connector may differ.

@@ -415,6 +415,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             relay: Default::default(),
             pinning: Default::default(),
+            max_result_bytes: 1 << 20,
         }
     }
 

@@ -615,6 +615,7 @@ pub(crate) fn run_timed(
         timeout: Duration::from_secs(30),
         relay: Default::default(),
         pinning: Default::default(),
+        max_result_bytes: 16 << 20,
     };
     let tools: Vec<Value> = c
         .tools

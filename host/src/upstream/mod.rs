@@ -29,6 +29,9 @@ pub(crate) enum UpstreamError {
     /// The connector's timeout elapsed.
     #[error("timeout")]
     Timeout,
+    /// A message larger than the connector's `max_result_bytes` (the limit).
+    #[error("upstream message larger than max_result_bytes ({0} bytes)")]
+    TooLarge(usize),
     /// The request was cancelled by the agent.
     #[error("request cancelled")]
     Cancelled,
@@ -58,6 +61,7 @@ impl UpstreamError {
             UpstreamError::Transport(_) => "transport",
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Timeout => "timeout",
+            UpstreamError::TooLarge(_) => "too_large",
             UpstreamError::Cancelled => "cancelled",
             UpstreamError::Credential(_) => "credential",
         }

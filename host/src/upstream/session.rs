@@ -158,6 +158,8 @@ pub(crate) struct UpstreamSession {
     capabilities: Value,
     state: Mutex<State>,
     next_id: AtomicI64,
+    /// The largest message read from the upstream (`max_result_bytes`).
+    max_message_bytes: usize,
 }
 
 impl UpstreamSession {
@@ -169,7 +171,15 @@ impl UpstreamSession {
             capabilities: json!({}),
             state: Mutex::new(State::default()),
             next_id: AtomicI64::new(1),
+            max_message_bytes: super::stream::DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// Fails any message from the upstream larger than `bytes` (`max_result_bytes`)
+    /// with [`UpstreamError::TooLarge`], before it is held whole.
+    pub(crate) fn limiting(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 
     /// Declares these client capabilities at `initialize` (the gateway's relayed
@@ -225,7 +235,7 @@ impl UpstreamSession {
                     "request answered with 202 and no response".into(),
                 ));
             }
-            let mut stream = message_stream(resp);
+            let mut stream = message_stream(resp, self.max_message_bytes);
             while let Some(msg) = stream.next().await? {
                 match msg {
                     Message::Response {
@@ -297,7 +307,7 @@ impl UpstreamSession {
                 .await?;
             let status = resp.status();
             if status.is_success() {
-                return Ok(Some(message_stream(resp)));
+                return Ok(Some(message_stream(resp, self.max_message_bytes)));
             }
             if status == StatusCode::METHOD_NOT_ALLOWED {
                 return Ok(None);
@@ -382,7 +392,7 @@ impl UpstreamSession {
             return Err(UpstreamError::Status(resp.status().as_u16()));
         }
         let session_id = resp.headers().get(HEADER_SESSION).cloned();
-        let mut stream = message_stream(resp);
+        let mut stream = message_stream(resp, self.max_message_bytes);
         let result = loop {
             match stream.next().await? {
                 Some(Message::Response {
@@ -522,13 +532,13 @@ async fn names_the_session(resp: hyper::Response<Incoming>) -> bool {
     }
 }
 
-fn message_stream(resp: hyper::Response<Incoming>) -> MessageStream {
+fn message_stream(resp: hyper::Response<Incoming>, limit: usize) -> MessageStream {
     let is_sse = resp
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
-    MessageStream::new(resp.into_body(), is_sse)
+    MessageStream::new(resp.into_body(), is_sse, limit)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -15,8 +15,9 @@ use serde_json::value::RawValue;
 use super::UpstreamError;
 use crate::mcp::sse::{Decoder, Event};
 
-/// Largest upstream message accepted (a whole JSON body or one SSE event).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest upstream message accepted by default (a whole JSON body or one SSE
+/// event): a connector's `max_result_bytes`.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// One message from an upstream.
 #[derive(Debug)]
@@ -109,19 +110,23 @@ pub(crate) struct MessageStream {
     /// Messages read but not yet returned (the rest of a batch).
     messages: VecDeque<Message>,
     json_done: bool,
+    /// The largest message read (`max_result_bytes`); a larger one fails the stream
+    /// before it is held whole.
+    limit: usize,
 }
 
 /// A server-to-client stream opened with GET.
 pub(super) type ListenStream = MessageStream;
 
 impl MessageStream {
-    pub(crate) fn new(body: Incoming, is_sse: bool) -> Self {
+    pub(crate) fn new(body: Incoming, is_sse: bool, limit: usize) -> Self {
         MessageStream {
             body,
             sse: is_sse.then(Decoder::new),
             pending: VecDeque::new(),
             messages: VecDeque::new(),
             json_done: false,
+            limit,
         }
     }
 
@@ -135,7 +140,7 @@ impl MessageStream {
                 return Ok(None);
             }
             self.json_done = true;
-            let bytes = read_all(&mut self.body).await?;
+            let bytes = read_all(&mut self.body, self.limit).await?;
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| UpstreamError::Protocol("response is not UTF-8".into()))?;
             parse_messages(text, &mut self.messages)?;
@@ -155,8 +160,8 @@ impl MessageStream {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.pending.extend(decoder.feed(&data));
-                        if decoder.buffered() > MAX_MESSAGE_BYTES {
-                            return Err(UpstreamError::Protocol("SSE event too large".into()));
+                        if decoder.buffered() > self.limit {
+                            return Err(UpstreamError::TooLarge(self.limit));
                         }
                     }
                 }
@@ -165,14 +170,14 @@ impl MessageStream {
     }
 }
 
-async fn read_all(body: &mut Incoming) -> Result<Bytes, UpstreamError> {
+async fn read_all(body: &mut Incoming, limit: usize) -> Result<Bytes, UpstreamError> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| UpstreamError::Transport(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             out.extend_from_slice(&data);
-            if out.len() > MAX_MESSAGE_BYTES {
-                return Err(UpstreamError::Protocol("response too large".into()));
+            if out.len() > limit {
+                return Err(UpstreamError::TooLarge(limit));
             }
         }
     }

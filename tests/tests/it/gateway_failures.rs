@@ -942,3 +942,41 @@ async fn an_upstream_that_never_answers_delete_holds_nothing_up() {
         started.elapsed()
     );
 }
+
+/// A result larger than the connector's `max_result_bytes` fails its own request with
+/// -32603 (audited 502) before it is held whole; the session and the next call are
+/// fine. Both for a JSON body and for an SSE event.
+async fn a_result_above_max_result_bytes_fails_only_its_request(mode: &str) {
+    let up = Upstream::rust(&["--response", mode]);
+    let connector = test_connector(&up).extra("max_result_bytes = 65536");
+    let (gw, key) = gateway_with(connector, "");
+    let mut mcp = session(&gw, None, &key).await;
+    let msg = mcp
+        .call("test-upstream.big", json!({"bytes": 200_000}))
+        .await;
+    assert_eq!(
+        error_of(&msg),
+        (
+            -32603,
+            "Upstream result exceeds the connector's max_result_bytes".to_string()
+        ),
+        "{msg}"
+    );
+    let row = wait_audit_status(&gw, "big", 502);
+    assert_eq!(field(&row, "rpc_code").as_deref(), Some("-32603"), "{row}");
+    let msg = mcp
+        .call("test-upstream.big", json!({"bytes": 60_000}))
+        .await;
+    let text = msg["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert_eq!(text.len(), 60_000, "the next call on the same session");
+}
+
+#[tokio::test]
+async fn a_json_result_above_max_result_bytes_fails_only_its_request() {
+    a_result_above_max_result_bytes_fails_only_its_request("json").await;
+}
+
+#[tokio::test]
+async fn an_sse_result_above_max_result_bytes_fails_only_its_request() {
+    a_result_above_max_result_bytes_fails_only_its_request("sse").await;
+}
