@@ -53,7 +53,10 @@ pub(crate) async fn serve<F, Fut>(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = async {
+                connections.room().await;
+                listener.accept().await
+            } => {
                 let stream = match accepted {
                     Ok((s, _)) => s,
                     Err(e) => {

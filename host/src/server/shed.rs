@@ -4,7 +4,8 @@
 //! Redis, logs). A connection accepted beyond the budget makes room by shedding the
 //! newest connection of the agent that holds the most, so the gateway keeps
 //! accepting (and answering other agents) instead of failing `accept` with "Too many
-//! open files" while one agent holds everything.
+//! open files" while one agent holds everything. Connections shed but not closed yet
+//! still count: at half the budget again the accept loop waits for one to close.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ const MIN_BUDGET: usize = 16;
 pub(crate) struct Connections {
     budget: usize,
     inner: Mutex<Inner>,
+    /// Told whenever a connection closes (the accept loop may be waiting for room).
+    closed: Notify,
 }
 
 #[derive(Default)]
@@ -49,7 +52,29 @@ impl Connections {
         Arc::new(Connections {
             budget,
             inner: Mutex::new(Inner::default()),
+            closed: Notify::new(),
         })
+    }
+
+    /// The most connections open at once, counting those shed but not closed yet:
+    /// half the budget again. Shedding tells a connection to close; on a busy machine
+    /// it may take a moment, and accepting on meanwhile could still run out of
+    /// descriptors.
+    fn ceiling(&self) -> usize {
+        self.budget + self.budget / 2
+    }
+
+    /// Resolves when a connection may be accepted: at the ceiling, once one closes
+    /// (the kernel's backlog holds the waiting ones, using none of ours).
+    pub(super) async fn room(&self) {
+        loop {
+            let closed = self.closed.notified();
+            let open = self.inner.lock().unwrap_or_else(|e| e.into_inner()).open;
+            if open < self.ceiling() {
+                return;
+            }
+            closed.await;
+        }
     }
 
     pub(crate) fn budget(&self) -> usize {
@@ -123,6 +148,7 @@ impl Drop for Tracked {
         let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut inner = self.table.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.open -= 1;
+        self.table.closed.notify_waiters();
         if let Some(agent) = agent
             && let Some(conns) = inner.by_agent.get_mut(&agent)
         {
@@ -196,5 +222,30 @@ mod tests {
             table.inner.lock().unwrap().by_agent["heavy"].len(),
             MIN_BUDGET - 3
         );
+    }
+
+    #[tokio::test]
+    async fn at_the_ceiling_accepting_waits_for_a_connection_to_close() {
+        let table = Connections::for_limit(RESERVED + 2 * MIN_BUDGET);
+        let short = std::time::Duration::from_millis(20);
+        let mut open: Vec<Tracked> = (0..table.ceiling() - 1).map(|_| table.accepted()).collect();
+        tokio::time::timeout(short, table.room())
+            .await
+            .expect("room below the ceiling");
+        open.push(table.accepted());
+        assert!(
+            tokio::time::timeout(short, table.room()).await.is_err(),
+            "no room at the ceiling"
+        );
+        let waiting = tokio::spawn({
+            let table = table.clone();
+            async move { table.room().await }
+        });
+        tokio::time::sleep(short).await;
+        drop(open.pop());
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("room once one closes")
+            .unwrap();
     }
 }
