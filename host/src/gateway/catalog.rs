@@ -329,7 +329,9 @@ impl Catalog {
         let tools = fetched.inspect_err(|e| {
             crate::telemetry::metrics::upstream_error(&connector.id, e.kind());
         })?;
-        let digest = crate::digest::sha256(Value::Array(tools.clone()).to_string().as_bytes());
+        let text =
+            serde_json::to_string(&tools).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let digest = crate::digest::sha256(text.as_bytes());
         let served = self.pinning.screen(&connector, tools).await?;
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Arc::new(ToolSet::new(served, version, digest)))
