@@ -258,6 +258,46 @@ async fn a_retargeted_connector_reopens_its_upstream_sessions_on_the_new_upstrea
     assert!(open_upstream_sessions(&second).await >= 1);
 }
 
+#[tokio::test]
+async fn a_changed_credential_is_used_from_the_next_upstream_session() {
+    let up = Upstream::rust(&["--sessions", "--require-bearer", "token-b"]);
+    let (key, hash) = new_key();
+    let config = |var: &str| {
+        Config::new()
+            .connector(
+                Connector::new("conn_test", "Test Upstream", &up.url)
+                    .credential(&format!("env:{var}"))
+                    .extra("tool_pinning = \"off\""),
+            )
+            .agent(Agent::new("agent", &hash))
+            .render()
+    };
+    let gw = Gateway::start_with_env(
+        &config("TOKEN_A"),
+        &[("TOKEN_A", "token-a"), ("TOKEN_B", "token-b")],
+    );
+    let mut mcp = Mcp::new(&gw.url(Some("conn_test")), &key);
+    mcp.initialize().await;
+    let refused = mcp.call("echo", json!({"text": "x"})).await;
+    assert_eq!(refused["error"]["code"], -32603, "{refused}");
+
+    write_by_rename(&gw.config_path, config("TOKEN_B").as_bytes());
+    eventually("calls carry the new credential", || {
+        let mut m = mcp.same_session();
+        async move {
+            m.call("echo", json!({"text": "x"}))
+                .await
+                .get("result")
+                .is_some()
+        }
+    })
+    .await;
+    assert!(
+        !gw.proc.output().contains("token-b"),
+        "the credential is never logged"
+    );
+}
+
 /// Each kind of bad file keeps the whole last good config; the failed-reload counter
 /// and `/readyz` say so until a good reload.
 #[tokio::test]
@@ -378,10 +418,17 @@ async fn portcullis_reload_reaches_a_running_gateway_and_reports_failures() {
     );
     let msg = mcp.call(ECHO, json!({"text": "x"})).await;
     assert_rpc_error(&msg, -32601, "Tool not found");
-    assert_eq!(
-        gw.proc.lines_with("need a restart").len(),
+    let warned = portcullis_tests::audit_lines::wait_lines(
+        &gw.proc,
+        "need a restart",
         1,
-        "one warning names the sections"
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        warned.len(),
+        1,
+        "one warning names the sections: {warned:?}"
     );
 
     std::fs::write(

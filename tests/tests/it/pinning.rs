@@ -113,7 +113,15 @@ async fn new_and_rewritten_tools_are_held_until_an_operator_decides() {
         first.contains(&"test-upstream.echo".to_string()),
         "{first:?}"
     );
-    assert!(gw.proc.lines_with("approved at its first listing").len() == 1);
+    // The log line is read by a thread: wait for it, then count.
+    let approved = wait_lines(
+        &gw.proc,
+        "approved at its first listing",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(approved.len(), 1, "{approved:?}");
 
     // A tool added upstream, and a description rewritten: both held.
     add_upstream_tools(&up.url, &["sneaky"]).await;
@@ -352,6 +360,18 @@ async fn with_pinning_off_the_upstream_is_followed_live() {
     );
 }
 
+/// How many lines with `needle` the gateways printed between them: once one has
+/// (bounded: 10 s), a moment for the others' (log lines are read by threads).
+async fn fleet_lines(gws: &[Gateway], needle: &str) -> usize {
+    let count = || -> usize { gws.iter().map(|g| g.proc.lines_with(needle).len()).sum() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    count()
+}
+
 /// Two gateways on one PostgreSQL state store: one approval at first use, the held
 /// tool reported once for both, and an approval on one reaches the other.
 #[tokio::test]
@@ -379,11 +399,7 @@ async fn two_gateways_on_one_postgresql_share_pins_and_approvals() {
         assert!(names.contains(&"test-upstream.echo".to_string()));
         agents.push(m);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // log lines arrive by thread
-    let approvals: usize = gws
-        .iter()
-        .map(|g| g.proc.lines_with("approved at its first listing").len())
-        .sum();
+    let approvals = fleet_lines(&gws, "approved at its first listing").await;
     assert_eq!(approvals, 1, "one approval for the fleet");
 
     add_upstream_tools(&up.url, &["shared"]).await;
@@ -395,12 +411,7 @@ async fn two_gateways_on_one_postgresql_share_pins_and_approvals() {
             "{names:?}"
         );
     }
-    // Give both gateways' log lines time to arrive, then count.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let reported: usize = gws
-        .iter()
-        .map(|g| g.proc.lines_with("tool withheld").len())
-        .sum();
+    let reported = fleet_lines(&gws, "tool withheld").await;
     assert_eq!(reported, 1, "held once for the fleet");
     let pending = cli(&gws[1].config_path, &["pending", "conn_test"]);
     assert!(
