@@ -139,10 +139,7 @@ impl Db {
                 .await
             }
             Db::Postgres(pg) => {
-                let Pg { config, client } = &**pg;
-                let mut guard = client.lock().await;
-                let result = async {
-                    let c = connect(config, &mut guard, schema).await?;
+                pg.with_client(schema, async |c| {
                     let tx = c.transaction().await?;
                     let mut changed = Vec::with_capacity(statements.len());
                     for (sql, params) in &statements {
@@ -150,12 +147,8 @@ impl Db {
                     }
                     tx.commit().await?;
                     Ok(changed)
-                }
-                .await;
-                if result.is_err() {
-                    *guard = None;
-                }
-                result
+                })
+                .await
             }
         }
     }
@@ -181,10 +174,7 @@ impl Db {
                 .await
             }
             Db::Postgres(pg) => {
-                let Pg { config, client } = &**pg;
-                let mut guard = client.lock().await;
-                let result = async {
-                    let c = connect(config, &mut guard, schema).await?;
+                pg.with_client(schema, async |c| {
                     let rows = c.query(sql, &pg_params(&params)).await?;
                     Ok(rows
                         .iter()
@@ -194,14 +184,30 @@ impl Db {
                                 .collect()
                         })
                         .collect())
-                }
-                .await;
-                if result.is_err() {
-                    *guard = None;
-                }
-                result
+                })
+                .await
             }
         }
+    }
+}
+
+impl Pg {
+    /// Runs `f` on the open connection (opened first if there is none); a failure
+    /// drops the connection, so the next call opens a fresh one.
+    async fn with_client<T>(
+        &self,
+        schema: &str,
+        f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut guard = self.client.lock().await;
+        let result = match connect(&self.config, &mut guard, schema).await {
+            Ok(client) => f(client).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            *guard = None;
+        }
+        result
     }
 }
 
