@@ -69,8 +69,11 @@ async fn serve(
         },
     )?);
     let reaper = gw.clone();
+    // Idle sessions (and their stdio processes) end within half their idle time.
+    let sweep =
+        (gw.config.server.session_idle / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
     tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut tick = tokio::time::interval(sweep);
         loop {
             tick.tick().await;
             reaper.expire_sessions().await;

@@ -20,6 +20,9 @@
 #   production   the four built-ins + Redis quota + SQLite audit (the production shape)
 #   nopin        empty chain with `tool_pinning = "off"` on every connector (the
 #                other targets pin, the default): what pinning costs a tools/list
+#   stdio        empty chain, every connector the same upstream program run over
+#                stdio (`transport = "stdio"`, one process per session): against
+#                `empty`, what the stdio transport costs a tools/call
 #   nginx        nginx as a plain reverse proxy (keep-alive upstream, no buffering,
 #                no parsing): what one proxy hop costs on this machine, the floor
 #                for any gateway; installed from Debian if missing (BENCH_NGINX=0
@@ -196,10 +199,11 @@ BUILTINS="slug-scope blocklist mcp-servers annotation-hints"
 # connectors named c0..c9 on the same upstream, then the given built-in policies.
 config() {
   local file="$1"; shift
-  local audit_none=0 quota=0 exact=0 cold=0 nopin=0 upstream="$UP_URL"
+  local audit_none=0 quota=0 exact=0 cold=0 nopin=0 stdio=0 upstream="$UP_URL"
   while [ $# -gt 0 ]; do
     case "$1" in
       --nopin) nopin=1 ;;
+      --stdio) stdio=1 ;;
       --upstream) upstream="$2"; shift ;;
       --audit-none) audit_none=1 ;;
       --quota) quota=1 ;;
@@ -227,6 +231,11 @@ config() {
     fi
     local i
     for i in $(seq 0 $((CONNECTORS - 1))); do
+      if [ "$stdio" = 1 ]; then
+        printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntransport = "stdio"\ncommand = "%s"\nargs = ["--stdio", "--extra-tools", "%d"]\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n\n' \
+          "$i" "$i" "$BIN/portcullis-test-upstream" "$((TOOLS_PER_CONNECTOR - 16))"
+        continue
+      fi
       printf '[[connectors]]\nid = "conn_c%d"\nname = "c%d"\ntarget_url = "%s"\ndisabled_tools = ["never_*"]\ntimeout_ms = 30000\n' "$i" "$i" "$upstream"
       if [ "$nopin" = 1 ]; then printf 'tool_pinning = "off"\n'; fi
       printf '\n'
@@ -244,6 +253,7 @@ config() {
 {
   config "$CFG/empty.toml"
   config "$CFG/nopin.toml" --nopin
+  config "$CFG/stdio.toml" --stdio
   config "$CFG/bare.toml" --audit-none
   config "$CFG/quota-audit.toml" --quota
   config "$CFG/quota-exact.toml" --quota --exact
@@ -618,6 +628,7 @@ gateway quota-audit "$CFG/quota-audit.toml" call-sat call-c1
 gateway quota-exact "$CFG/quota-exact.toml" call-sat
 gateway tracing "$CFG/tracing.toml" call-sat call-c1
 gateway nopin "$CFG/nopin.toml" --no-memory list-c1 list-sat
+gateway stdio "$CFG/stdio.toml" --no-memory call-sat call-c1
 gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat
 gateway builtins-cold "$CFG/builtins-cold.toml" call-sat call-c1 list-c1
 gateway production "$CFG/production.toml" --sessions --reload "$CFG/production-plus.toml"

@@ -13,13 +13,14 @@ import argparse
 import json
 import sys
 
-TARGETS = ["direct", "nginx", "empty", "nopin", "bare", "quota-audit", "quota-exact", "tracing", "builtins",
+TARGETS = ["direct", "nginx", "empty", "nopin", "stdio", "bare", "quota-audit", "quota-exact", "tracing", "builtins",
            "builtins-cold", "production", "peer"]
 TARGET_LABEL = {
     "direct": "direct to upstream",
     "nginx": "nginx reverse proxy (reference: one plain proxy hop)",
     "empty": "gateway, empty chain",
     "nopin": "gateway, empty chain, tool_pinning = \"off\"",
+    "stdio": "gateway, empty chain, the upstream over stdio (a process per session)",
     "bare": "gateway, empty chain, no quota, audit sink none",
     "quota-audit": "gateway, empty chain, Redis quota + SQLite audit",
     "quota-exact": "gateway, empty chain, Redis quota without blocks (reserve = 0) + SQLite audit",

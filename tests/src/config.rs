@@ -193,6 +193,19 @@ impl Connector {
         }
     }
 
+    /// A stdio connector running `command` with `args`.
+    pub fn stdio(id: &str, name: &str, command: &str, args: &[&str]) -> Connector {
+        Connector {
+            lines: vec![
+                format!("id = {}", toml_str(id)),
+                format!("name = {}", toml_str(name)),
+                "transport = \"stdio\"".to_string(),
+                format!("command = {}", toml_str(command)),
+                format!("args = {}", toml_strs(args)),
+            ],
+        }
+    }
+
     /// `credential = "<reference>"` (e.g. `env:TOKEN`).
     pub fn credential(self, reference: &str) -> Connector {
         self.extra(&format!("credential = {}", toml_str(reference)))

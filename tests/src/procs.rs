@@ -177,14 +177,31 @@ impl Upstream {
 
     /// server-everything listening on `<port>`.
     pub fn everything_on(port: u16) -> Upstream {
-        let mut cmd = Command::new(crate::installed(
-            "tests/node/node_modules/.bin/mcp-server-everything",
-        ));
+        let mut cmd = Command::new(everything_bin());
         cmd.arg("streamableHttp").env("PORT", port.to_string());
         let mut proc = Proc::spawn("server-everything", cmd);
         proc.wait_line(Duration::from_secs(30), |l| l.contains("listening on port"));
         Upstream {
             url: format!("http://127.0.0.1:{port}/mcp"),
+            proc,
+        }
+    }
+
+    /// server-everything over the 2024-11-05 HTTP+SSE transport (`/sse`).
+    pub fn everything_sse() -> Upstream {
+        Upstream::everything_sse_on(crate::free_port())
+    }
+
+    /// server-everything's HTTP+SSE transport on `<port>`.
+    pub fn everything_sse_on(port: u16) -> Upstream {
+        let mut cmd = Command::new(everything_bin());
+        cmd.arg("sse").env("PORT", port.to_string());
+        let mut proc = Proc::spawn("server-everything-sse", cmd);
+        proc.wait_line(Duration::from_secs(30), |l| {
+            l.contains("Server is running on port")
+        });
+        Upstream {
+            url: format!("http://127.0.0.1:{port}/sse"),
             proc,
         }
     }
@@ -202,6 +219,12 @@ impl Upstream {
             proc,
         }
     }
+}
+
+/// server-everything's program (installed by `tests/peers/install.sh`); a stdio
+/// connector runs it directly (not through `npx`), so its pid is the server's.
+pub fn everything_bin() -> PathBuf {
+    crate::installed("tests/node/node_modules/.bin/mcp-server-everything")
 }
 
 /// A running `portcullis serve`.

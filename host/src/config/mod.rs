@@ -11,6 +11,7 @@ mod raw;
 mod slug;
 mod state;
 mod telemetry;
+mod transport;
 mod trust;
 mod validate;
 mod vault;
@@ -26,6 +27,7 @@ pub(crate) use raw::ServerRuleRaw as ServerRule;
 pub(crate) use slug::slugify;
 pub(crate) use state::StateSettings;
 pub(crate) use telemetry::{Protocol, TelemetrySettings, check_url};
+pub(crate) use transport::{EnvSource, StdioSpec, Transport};
 pub(crate) use trust::{TrustSettings, hex32, parse_public_key};
 pub(crate) use vault::{
     KmsSettings, VaultSettings, settings_from_file as vault_settings_from_file,
@@ -131,7 +133,10 @@ pub(crate) enum CredentialKind {
 pub(crate) struct Connector {
     pub id: String,
     pub slug: String,
+    /// The upstream's URL; `stdio://<slug>` for a stdio connector (what policies see).
     pub target_url: String,
+    /// How the upstream is reached (`transport` and the stdio keys).
+    pub transport: Transport,
     pub credential: Option<CredentialSource>,
     pub disabled_tools: Vec<String>,
     pub timeout: Duration,

@@ -127,8 +127,22 @@ pub(super) struct AdminRaw {
 pub(super) struct ConnectorRaw {
     pub id: String,
     pub name: String,
-    pub target_url: String,
+    /// Required unless `transport = "stdio"`.
+    pub target_url: Option<String>,
     pub credential: Option<CredentialRaw>,
+    /// "streamable-http" (default), "sse" or "stdio" (`config/transport.rs`).
+    pub transport: Option<String>,
+    /// stdio: the program, its arguments, extra environment and working directory.
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, super::transport::EnvValueRaw>,
+    pub cwd: Option<String>,
+    /// stdio: one process shared by every agent session (default: one per session).
+    pub share_process: Option<bool>,
+    /// stdio: at most this many processes at once (default 64).
+    pub max_processes: Option<u64>,
     #[serde(default)]
     pub disabled_tools: Vec<String>,
     #[serde(default = "default_timeout_ms")]

@@ -40,7 +40,7 @@ pub(super) fn validate(raw: ConfigRaw, base_dir: &Path) -> Result<Config, Config
     let mut slugs = HashSet::new();
     for (i, c) in raw.connectors.into_iter().enumerate() {
         let key = |field: &str| format!("connectors[{i}].{field}");
-        let c = connector(c, &key)?;
+        let c = connector(c, base_dir, &key)?;
         if !ids.insert(c.id.clone()) {
             return Err(ConfigError::new(
                 key("id"),
@@ -264,7 +264,11 @@ fn server(s: ServerRaw) -> Result<Server, ConfigError> {
     })
 }
 
-fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector, ConfigError> {
+fn connector(
+    c: ConnectorRaw,
+    base_dir: &Path,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Connector, ConfigError> {
     non_empty_ident(&key("id"), &c.id)?;
     let slug = slugify(&c.name);
     if slug.is_empty() {
@@ -273,22 +277,25 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
             "must contain at least one ASCII letter or digit (the slug is derived from it)",
         ));
     }
-    let uri: http::Uri = c
-        .target_url
-        .parse()
-        .map_err(|e| ConfigError::new(key("target_url"), format!("not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => {
-            return Err(ConfigError::new(
-                key("target_url"),
-                "must start with http:// or https://",
-            ));
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(key("target_url"), "has no host"));
-    }
+    let transport = super::transport::transport(
+        super::transport::TransportRaw {
+            transport: c.transport,
+            command: c.command,
+            args: c.args,
+            env: c.env,
+            cwd: c.cwd,
+            share_process: c.share_process,
+            max_processes: c.max_processes,
+        },
+        c.target_url.is_some(),
+        c.credential.is_some(),
+        base_dir,
+        key,
+    )?;
+    let target_url = match c.target_url {
+        Some(url) => target_url(url, key)?,
+        None => format!("stdio://{slug}"),
+    };
     let credential = match c.credential {
         None => None,
         Some(CredentialRaw::Env(spec)) => match spec.strip_prefix("env:") {
@@ -378,6 +385,15 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
             ));
         }
     }
+    if let super::Transport::Stdio(spec) = &transport
+        && spec.share_process
+        && relay != Relay::default()
+    {
+        return Err(ConfigError::new(
+            key("relay_requests"),
+            "cannot be used with share_process = true: a shared process's requests cannot be told apart by agent",
+        ));
+    }
     let pinning = match c.tool_pinning.as_deref().unwrap_or("first-use") {
         "first-use" => ToolPinning::FirstUse,
         "off" => ToolPinning::Off,
@@ -398,7 +414,8 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
     Ok(Connector {
         id: c.id,
         slug,
-        target_url: c.target_url,
+        target_url,
+        transport,
         credential,
         disabled_tools: c.disabled_tools,
         timeout: Duration::from_millis(c.timeout_ms),
@@ -406,6 +423,26 @@ fn connector(c: ConnectorRaw, key: &dyn Fn(&str) -> String) -> Result<Connector,
         pinning,
         max_result_bytes: max_result_bytes as usize,
     })
+}
+
+/// A connector's `target_url`: an http(s) URL with a host.
+fn target_url(url: String, key: &dyn Fn(&str) -> String) -> Result<String, ConfigError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ConfigError::new(key("target_url"), format!("not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(ConfigError::new(
+                key("target_url"),
+                "must start with http:// or https://",
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key("target_url"), "has no host"));
+    }
+    Ok(url)
 }
 
 fn policy(p: PolicyRaw, i: usize, base_dir: &Path) -> Result<PolicySpec, ConfigError> {

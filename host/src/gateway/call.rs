@@ -560,6 +560,12 @@ fn upstream_error(e: &UpstreamError) -> RpcError {
         UpstreamError::Credential(_) => {
             RpcError::new(jsonrpc::INTERNAL_ERROR, "Upstream credential unavailable")
         }
+        UpstreamError::AtCapacity(n) => RpcError::new(
+            jsonrpc::INTERNAL_ERROR,
+            format!(
+                "The connector is at its limit of {n} processes (max_processes); try again later"
+            ),
+        ),
         UpstreamError::Status(s) => {
             let mut err = RpcError::new(
                 jsonrpc::INTERNAL_ERROR,

@@ -390,6 +390,18 @@ impl Catalog {
         }
     }
 
+    /// Stops the watchers and ends every connector's catalog session (shutdown).
+    pub(crate) async fn close_all(&self) {
+        self.stop_watchers();
+        let entries = self.entries.load();
+        futures_util::future::join_all(
+            entries.values().map(|e| {
+                tokio::time::timeout(super::sessions::CLOSE_TIMEOUT, e.session.terminate())
+            }),
+        )
+        .await;
+    }
+
     fn start_watcher(self: &Arc<Self>, entry: &Arc<Entry>) {
         let catalog = self.clone();
         let watched = entry.clone();

@@ -18,6 +18,7 @@ mod list;
 pub(crate) mod names;
 pub(crate) mod pinning;
 mod pipeline;
+mod recipes;
 mod relay;
 pub(crate) mod reload;
 mod rules;
@@ -271,9 +272,22 @@ impl Gateway {
         close_all(expired).await;
     }
 
-    /// Ends every session (shutdown).
+    /// Ends every session (shutdown), the catalog's upstream sessions and shared
+    /// processes at the same time (each bounded by `sessions::CLOSE_TIMEOUT`); a stdio
+    /// process still running after that is killed.
     pub(crate) async fn close_sessions(&self) {
-        close_all(self.sessions.drain()).await;
+        let set = self.connectors.load();
+        let shared = futures_util::future::join_all(
+            set.recipes
+                .values()
+                .map(|r| tokio::time::timeout(sessions::CLOSE_TIMEOUT, r.terminate())),
+        );
+        tokio::join!(
+            close_all(self.sessions.drain()),
+            self.catalog.close_all(),
+            shared
+        );
+        crate::upstream::kill_processes();
     }
 
     /// The session's upstream session for a connector, opened on first use with the
@@ -285,20 +299,15 @@ impl Gateway {
         connector: &Connector,
     ) -> Result<Arc<UpstreamSession>, pipeline::Refusal> {
         let set = self.connectors.load();
-        let (Some(current), Some(credential)) = (
-            set.by_id.get(&connector.id),
-            set.credentials.get(&connector.id),
-        ) else {
+        let (Some(current), Some(recipe)) =
+            (set.by_id.get(&connector.id), set.recipes.get(&connector.id))
+        else {
             return Err(pipeline::Refusal::connector_removed(&connector.id));
         };
         session
             .upstream(current, || {
-                UpstreamSession::new(self.client.clone(), uri(current), credential.clone())
-                    .declaring(relay::declared(
-                        current.relay,
-                        Some(&session.client_capabilities),
-                    ))
-                    .limiting(current.max_result_bytes)
+                let declared = relay::declared(current.relay, Some(&session.client_capabilities));
+                recipe.make(&self.client, current, declared)
             })
             .ok_or_else(pipeline::Refusal::session_ended)
     }

@@ -16,17 +16,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Gateway;
+use super::recipes::Recipe;
 use crate::auth::{Authenticator, Identity};
-use crate::config::{Config, Connector, CredentialSource};
-use crate::upstream::{CredentialProvider, UpstreamSession};
+use crate::config::{Config, Connector, CredentialSource, EnvSource, Transport};
+use crate::upstream::UpstreamSession;
 use crate::vault::Vault;
 
-/// The configured connectors, by id and by slug, with their credentials.
+/// The configured connectors, by id and by slug, with how their upstream sessions
+/// are made (credential, process launcher).
 pub(crate) struct ConnectorSet {
     pub(crate) list: Vec<Arc<Connector>>,
     pub(crate) by_id: HashMap<String, Arc<Connector>>,
     pub(crate) by_slug: HashMap<String, Arc<Connector>>,
-    pub(crate) credentials: HashMap<String, CredentialProvider>,
+    pub(crate) recipes: HashMap<String, Arc<Recipe>>,
 }
 
 impl ConnectorSet {
@@ -34,17 +36,14 @@ impl ConnectorSet {
         ConnectorSet::new(Vec::new(), HashMap::new())
     }
 
-    fn new(
-        list: Vec<Arc<Connector>>,
-        credentials: HashMap<String, CredentialProvider>,
-    ) -> ConnectorSet {
+    fn new(list: Vec<Arc<Connector>>, recipes: HashMap<String, Arc<Recipe>>) -> ConnectorSet {
         let by_id = list.iter().map(|c| (c.id.clone(), c.clone())).collect();
         let by_slug = list.iter().map(|c| (c.slug.clone(), c.clone())).collect();
         ConnectorSet {
             list,
             by_id,
             by_slug,
-            credentials,
+            recipes,
         }
     }
 }
@@ -72,10 +71,12 @@ pub(crate) struct Plan {
     quota: HashMap<String, crate::config::Limit>,
 }
 
-/// Whether `new` reaches the same upstream as `old` the same way, with the same
-/// message limit (else its open upstream sessions are closed and reopened).
+/// Whether `new` reaches the same upstream as `old` the same way (transport, program,
+/// environment, credential), with the same message limit (else its open upstream
+/// sessions are closed and reopened, and its processes restarted).
 pub(crate) fn same_upstream(old: &Connector, new: &Connector) -> bool {
     old.target_url == new.target_url
+        && old.transport == new.transport
         && old.credential == new.credential
         && old.max_result_bytes == new.max_result_bytes
 }
@@ -95,20 +96,20 @@ impl Gateway {
     pub(crate) fn prepare(&self, config: &Config) -> anyhow::Result<Plan> {
         let current = self.connectors.load();
         let mut list = Vec::with_capacity(config.connectors.len());
-        let mut credentials = HashMap::new();
+        let mut recipes = HashMap::new();
         for new in &config.connectors {
-            let (connector, credential) = match current.by_id.get(&new.id) {
+            let (connector, recipe) = match current.by_id.get(&new.id) {
                 Some(old) if same_upstream(old, new) => {
                     let kept = if rules_differ(old, new) {
                         Arc::new(new.clone())
                     } else {
                         old.clone()
                     };
-                    (kept, current.credentials[&old.id].clone())
+                    (kept, current.recipes[&old.id].clone())
                 }
-                _ => (Arc::new(new.clone()), self.credential(new)?),
+                _ => (Arc::new(new.clone()), self.recipe(new)?),
             };
-            credentials.insert(connector.id.clone(), credential);
+            recipes.insert(connector.id.clone(), recipe);
             list.push(connector);
         }
         let revision = self.agents.load().revision + 1;
@@ -117,7 +118,7 @@ impl Gateway {
                 auth: Authenticator::at_revision(&config.agents, revision),
                 revision,
             },
-            connectors: ConnectorSet::new(list, credentials),
+            connectors: ConnectorSet::new(list, recipes),
             quota: config.quota.limits.clone(),
         })
     }
@@ -143,12 +144,14 @@ impl Gateway {
                     tracing::info!(connector = %c.id, "connector removed");
                     self.catalog.remove(&c.id);
                     closed.push(c.id.clone());
+                    retire(&old.recipes[&c.id]);
                 }
                 Some(n) if !same_upstream(c, n) => {
                     tracing::info!(connector = %c.id, target_url = %n.target_url, "connector re-targeted; its upstream sessions reopen");
                     self.catalog
-                        .insert(n.clone(), Arc::new(self.catalog_session(&new, n)));
+                        .insert(n.clone(), self.catalog_session(&new, n));
                     closed.push(c.id.clone());
+                    retire(&old.recipes[&c.id]);
                 }
                 Some(n) if !Arc::ptr_eq(c, n) => {
                     tracing::info!(connector = %c.id, "connector rules reloaded");
@@ -165,9 +168,9 @@ impl Gateway {
         }
         for n in &new.list {
             if !old.by_id.contains_key(&n.id) {
-                tracing::info!(connector = %n.id, "connector added");
+                tracing::info!(connector = %n.id, transport = n.transport.name(), "connector added");
                 self.catalog
-                    .insert(n.clone(), Arc::new(self.catalog_session(&new, n)));
+                    .insert(n.clone(), self.catalog_session(&new, n));
             }
         }
         if !closed.is_empty() {
@@ -212,13 +215,12 @@ impl Gateway {
     }
 
     /// The gateway's own upstream session of a connector (catalog, list_changed).
-    pub(super) fn catalog_session(&self, set: &ConnectorSet, c: &Connector) -> UpstreamSession {
-        UpstreamSession::new(
-            self.client.clone(),
-            super::uri(c),
-            set.credentials[&c.id].clone(),
-        )
-        .declaring(super::relay::declared(c.relay, None))
+    pub(super) fn catalog_session(
+        &self,
+        set: &ConnectorSet,
+        c: &Connector,
+    ) -> Arc<UpstreamSession> {
+        set.recipes[&c.id].make(&self.client, c, super::relay::declared(c.relay, None))
     }
 
     /// The agent as currently configured, if it still is.
@@ -234,28 +236,47 @@ impl Gateway {
         let set = self.connectors.load();
         for c in &set.list {
             self.catalog
-                .insert(c.clone(), Arc::new(self.catalog_session(&set, c)));
+                .insert(c.clone(), self.catalog_session(&set, c));
         }
     }
 
-    /// How a connector's credential is presented. The vault (`[vault]`, as read at
-    /// start-up) is opened the first time a connector needs it; a secret it lacks is
-    /// a warning, as it may be added with `vault put` while the gateway runs.
-    fn credential(&self, c: &Connector) -> anyhow::Result<CredentialProvider> {
-        let vault = match &c.credential {
-            Some(CredentialSource::Vault { secret, .. }) => {
-                let vault = self.vault.get_or_init(|| {
-                    let vault = Arc::new(Vault::open(&self.config.vault));
-                    vault.spawn_sweeper();
-                    vault
-                });
-                warn_if_missing(vault, &c.id, secret);
-                Some(vault)
-            }
-            _ => None,
-        };
-        super::credential(c, vault)
+    /// How a connector's upstream sessions are made. The vault (`[vault]`, as read at
+    /// start-up) is opened the first time a connector needs it (its credential or a
+    /// stdio `env` value); a secret it lacks is a warning, as it may be added with
+    /// `vault put` while the gateway runs.
+    fn recipe(&self, c: &Connector) -> anyhow::Result<Arc<Recipe>> {
+        let mut secrets: Vec<&str> = Vec::new();
+        if let Some(CredentialSource::Vault { secret, .. }) = &c.credential {
+            secrets.push(secret);
+        }
+        if let Transport::Stdio(spec) = &c.transport {
+            secrets.extend(spec.env.iter().filter_map(|(_, v)| match v {
+                EnvSource::Vault(secret) => Some(secret.as_str()),
+                _ => None,
+            }));
+        }
+        let vault = (!secrets.is_empty()).then(|| {
+            self.vault.get_or_init(|| {
+                let vault = Arc::new(Vault::open(&self.config.vault));
+                vault.spawn_sweeper();
+                vault
+            })
+        });
+        for secret in &secrets {
+            warn_if_missing(vault.expect("opened for secrets"), &c.id, secret);
+        }
+        let credential = super::credential(c, vault)?;
+        Ok(Arc::new(Recipe::new(c, credential, vault.cloned())))
     }
+}
+
+/// Ends a recipe's shared process in the background (its connector was removed or
+/// re-targeted).
+fn retire(recipe: &Arc<Recipe>) {
+    let recipe = recipe.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(super::sessions::CLOSE_TIMEOUT, recipe.terminate()).await;
+    });
 }
 
 /// Warns when the vault lacks a connector's secret (calls to that connector fail with

@@ -150,7 +150,7 @@ impl AgentSession {
     pub(crate) fn upstream(
         &self,
         connector: &Arc<Connector>,
-        make: impl FnOnce() -> UpstreamSession,
+        make: impl FnOnce() -> Arc<UpstreamSession>,
     ) -> Option<Arc<UpstreamSession>> {
         let mut map = self.upstreams.lock().expect("upstreams lock");
         if self.has_ended() {
@@ -162,7 +162,7 @@ impl AgentSession {
             }
             close_in_background(open.clone());
         }
-        let made = Arc::new(make());
+        let made = make();
         map.insert(connector.id.clone(), (connector.clone(), made.clone()));
         Some(made)
     }
@@ -410,6 +410,7 @@ mod tests {
             id: "c".into(),
             slug: "c".into(),
             target_url: "http://127.0.0.1:9/mcp".into(),
+            transport: Default::default(),
             credential: None,
             disabled_tools: vec![],
             timeout: Duration::from_secs(1),
@@ -454,7 +455,13 @@ mod tests {
         let client = crate::http_client::new_client();
         let make = |url: &str| {
             let (client, uri) = (client.clone(), url.parse().unwrap());
-            move || UpstreamSession::new(client, uri, crate::upstream::CredentialProvider::None)
+            move || {
+                Arc::new(UpstreamSession::Http(crate::upstream::HttpSession::new(
+                    client,
+                    uri,
+                    crate::upstream::CredentialProvider::None,
+                )))
+            }
         };
         let before = Arc::new(test_connector());
         let first = s.upstream(&before, make(&before.target_url)).unwrap();
@@ -524,11 +531,11 @@ mod tests {
         let connector = Arc::new(test_connector());
         let make = || {
             let uri = "http://127.0.0.1:9/mcp".parse().unwrap();
-            UpstreamSession::new(
+            Arc::new(UpstreamSession::Http(crate::upstream::HttpSession::new(
                 client.clone(),
                 uri,
                 crate::upstream::CredentialProvider::None,
-            )
+            )))
         };
         assert!(s.upstream(&connector, make).is_some());
         s.close().await;

@@ -610,6 +610,7 @@ pub(crate) fn run_timed(
         id: c.id.clone(),
         slug: c.slug.clone().unwrap_or_else(|| slugify(&c.name)),
         target_url: c.target_url.clone(),
+        transport: Default::default(),
         credential: None,
         disabled_tools: c.disabled_tools.clone(),
         timeout: Duration::from_secs(30),

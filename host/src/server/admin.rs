@@ -223,8 +223,12 @@ async fn readiness(gw: &Gateway) -> (bool, Value) {
     };
     let upstreams = async {
         let connectors = gw.all_connectors();
+        // A stdio connector is not started to be probed: its program must be found.
         let probes = connectors.iter().map(|c| async move {
-            let result = probe(&c.target_url).await;
+            let result = match &c.transport {
+                crate::config::Transport::Stdio(spec) => crate::upstream::findable(spec),
+                _ => probe(&c.target_url).await,
+            };
             (c.id.clone(), result)
         });
         let results = join_all(probes).await;

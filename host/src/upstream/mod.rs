@@ -1,16 +1,28 @@
-//! The gateway as an MCP client of upstream servers (connectors) over Streamable HTTP.
+//! The gateway as an MCP client of upstream servers (connectors), over Streamable
+//! HTTP, the 2024-11-05 HTTP+SSE transport, or stdio.
 //!
-//! - `http`: the shared, pooled HTTP client (keep-alive, HTTP/1.1 and HTTP/2, rustls).
-//! - `session`: one MCP session with one upstream: initialize handshake, session id,
-//!   re-initialisation when the upstream lost the session, requests and notifications.
+//! - `link`: [`UpstreamSession`], what the rest of the gateway uses, whatever the transport.
+//! - `session`: one MCP session over Streamable HTTP: initialize handshake, session id,
+//!   re-initialisation when the upstream lost the session, requests and notifications;
+//!   the connector's credential.
 //! - `stream`: reading a response that is either one JSON object or an SSE stream.
+//! - `channel`: one MCP session over a message pipe (stdio, HTTP+SSE): routing what the
+//!   upstream sends to the request it belongs to, restarts with backoff.
+//! - `stdio`: the programs behind stdio connectors and their lifecycle.
+//! - `sse`: the HTTP+SSE pipe.
 
+mod channel;
+mod link;
 mod session;
+mod sse;
+mod stdio;
 mod stream;
 
-pub(crate) use session::{
-    Credential, CredentialProvider, Outcome, UpstreamSession, answer_unrelayed,
-};
+pub(crate) use channel::{ChannelSession, PipeSpec};
+pub(crate) use link::UpstreamSession;
+pub(crate) use session::{Credential, CredentialProvider, HttpSession, Outcome, answer_unrelayed};
+pub(crate) use sse::SseTarget;
+pub(crate) use stdio::{Launcher, findable, kill_all as kill_processes};
 pub(crate) use stream::Message;
 
 /// Why an upstream exchange failed (as opposed to the upstream answering with a
@@ -32,6 +44,9 @@ pub(crate) enum UpstreamError {
     /// A message larger than the connector's `max_result_bytes` (the limit).
     #[error("upstream message larger than max_result_bytes ({0} bytes)")]
     TooLarge(usize),
+    /// A stdio connector already runs `max_processes` (the limit) processes.
+    #[error("the connector is at its limit of {0} processes")]
+    AtCapacity(usize),
     /// The request was cancelled by the agent.
     #[error("request cancelled")]
     Cancelled,
@@ -50,6 +65,7 @@ impl UpstreamError {
             UpstreamError::Timeout => 504,
             UpstreamError::Cancelled => 499,
             UpstreamError::Credential(_) => 500,
+            UpstreamError::AtCapacity(_) => 503,
             _ => 502,
         }
     }
@@ -62,6 +78,7 @@ impl UpstreamError {
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Timeout => "timeout",
             UpstreamError::TooLarge(_) => "too_large",
+            UpstreamError::AtCapacity(_) => "at_capacity",
             UpstreamError::Cancelled => "cancelled",
             UpstreamError::Credential(_) => "credential",
         }

@@ -1,4 +1,4 @@
-//! One MCP session with one upstream server.
+//! One MCP session with one upstream server over Streamable HTTP.
 //!
 //! The handshake (`initialize` + `notifications/initialized`) runs lazily before the
 //! first request. When the upstream says the session is gone (404, or a 400 whose
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::UpstreamError;
-use super::stream::{ListenStream, Message, MessageStream};
+use super::stream::{Message, MessageStream};
 use crate::config::CredentialKind;
 use crate::http_client::HttpClient;
 use crate::mcp::params::to_raw;
@@ -139,6 +139,45 @@ pub(crate) enum Outcome {
     Error(Value),
 }
 
+impl Outcome {
+    /// The outcome a response's members describe (a response with neither is broken).
+    pub(super) fn of(
+        result: Option<Box<RawValue>>,
+        error: Option<Value>,
+    ) -> Result<Outcome, UpstreamError> {
+        match (result, error) {
+            (_, Some(err)) => Ok(Outcome::Error(err)),
+            (Some(result), None) => Ok(Outcome::Result(result)),
+            (None, None) => Err(UpstreamError::Protocol("empty response".into())),
+        }
+    }
+}
+
+/// The `initialize` params the gateway sends, declaring `capabilities`.
+pub(super) fn initialize_params(capabilities: &Value) -> Value {
+    json!({
+        "protocolVersion": mcp::LATEST_VERSION,
+        "capabilities": capabilities,
+        "clientInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// The InitializeResult's text parsed, with a `protocolVersion` checked for.
+pub(super) fn initialize_result(result: &RawValue) -> Result<Value, UpstreamError> {
+    let result: Value =
+        serde_json::from_str(result.get()).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    if result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .is_none()
+    {
+        return Err(UpstreamError::Protocol(
+            "InitializeResult has no protocolVersion".into(),
+        ));
+    }
+    Ok(result)
+}
+
 #[derive(Clone, Default)]
 struct State {
     ready: bool,
@@ -150,7 +189,7 @@ struct State {
     capabilities: Arc<Value>,
 }
 
-pub(crate) struct UpstreamSession {
+pub(crate) struct HttpSession {
     client: HttpClient,
     uri: Uri,
     credential: CredentialProvider,
@@ -162,9 +201,9 @@ pub(crate) struct UpstreamSession {
     max_message_bytes: usize,
 }
 
-impl UpstreamSession {
+impl HttpSession {
     pub(crate) fn new(client: HttpClient, uri: Uri, credential: CredentialProvider) -> Self {
-        UpstreamSession {
+        HttpSession {
             client,
             uri,
             credential,
@@ -242,13 +281,7 @@ impl UpstreamSession {
                         id: rid,
                         result,
                         error,
-                    } if rid == json!(id) => {
-                        return match (result, error) {
-                            (_, Some(err)) => Ok(Outcome::Error(err)),
-                            (Some(result), None) => Ok(Outcome::Result(result)),
-                            (None, None) => Err(UpstreamError::Protocol("empty response".into())),
-                        };
-                    }
+                    } if rid == json!(id) => return Outcome::of(result, error),
                     other => {
                         if let Some(Message::Request {
                             id: rid, method, ..
@@ -294,7 +327,7 @@ impl UpstreamSession {
     }
 
     /// Opens the server-to-client stream (GET); `None` when the upstream offers none (405).
-    pub(crate) async fn listen(&self) -> Result<Option<ListenStream>, UpstreamError> {
+    pub(crate) async fn listen(&self) -> Result<Option<MessageStream>, UpstreamError> {
         let cred = self.credential.get().await?;
         let mut retried = false;
         loop {
@@ -379,12 +412,11 @@ impl UpstreamSession {
     }
 
     async fn handshake(&self, cred: &Option<Credential>) -> Result<State, UpstreamError> {
-        let params = json!({
-            "protocolVersion": mcp::LATEST_VERSION,
-            "capabilities": self.capabilities,
-            "clientInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
-        });
-        let body = jsonrpc::request(&json!(0), "initialize", &params);
+        let body = jsonrpc::request(
+            &json!(0),
+            "initialize",
+            &initialize_params(&self.capabilities),
+        );
         let resp = self
             .post(&State::default(), Bytes::from(body), cred)
             .await?;
@@ -405,14 +437,13 @@ impl UpstreamSession {
                 None => return Err(UpstreamError::Protocol("no initialize result".into())),
             }
         };
-        let result: Value = serde_json::from_str(result.get())
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let result = initialize_result(&result)?;
         let version = result
             .get("protocolVersion")
             .and_then(Value::as_str)
             .and_then(|v| HeaderValue::from_str(v).ok())
             .ok_or_else(|| {
-                UpstreamError::Protocol("InitializeResult has no protocolVersion".into())
+                UpstreamError::Protocol("the protocolVersion is not a header value".into())
             })?;
         let state = State {
             ready: true,

@@ -85,7 +85,7 @@ pub(super) fn parse_message(text: &str) -> Result<Message, UpstreamError> {
 }
 
 /// Parses what one JSON body or SSE event holds: one message, or a batch of them.
-fn parse_messages(text: &str, out: &mut VecDeque<Message>) -> Result<(), UpstreamError> {
+pub(super) fn parse_messages(text: &str, out: &mut VecDeque<Message>) -> Result<(), UpstreamError> {
     if !text.trim_start().starts_with('[') {
         out.push_back(parse_message(text)?);
         return Ok(());
@@ -114,9 +114,6 @@ pub(crate) struct MessageStream {
     /// before it is held whole.
     limit: usize,
 }
-
-/// A server-to-client stream opened with GET.
-pub(super) type ListenStream = MessageStream;
 
 impl MessageStream {
     pub(crate) fn new(body: Incoming, is_sse: bool, limit: usize) -> Self {

@@ -24,4 +24,5 @@ mod policy_kit;
 mod policy_manifest;
 mod policy_reload;
 mod quota;
+mod transports;
 mod vault;

@@ -1,6 +1,7 @@
 //! `portcullis-test-upstream`: a small, fast and controllable MCP server
 //! speaking the Streamable HTTP transport (revisions 2025-03-26, 2025-06-18
-//! and 2025-11-25) on a single `/mcp` endpoint.
+//! and 2025-11-25) on a single `/mcp` endpoint, or with `--stdio` the stdio
+//! transport (see [`stdio`]).
 //!
 //! It is the upstream used by Portcullis' integration tests and benchmarks.
 //! Its behaviour is chosen on the command line (answer style, sessions,
@@ -13,7 +14,7 @@
 //!
 //! Module map: [`server`] routes HTTP requests, [`rpc`] parses and answers
 //! JSON-RPC messages, [`tools`] holds the tool catalogue and implementations,
-//! [`sse`] builds event streams, [`body`] is the response body type and
+//! [`sse`] builds event streams, [`stdio`] serves stdin/stdout, [`body`] is the response body type and
 //! [`state`] the shared server state.
 
 mod body;
@@ -21,6 +22,7 @@ mod rpc;
 mod server;
 mod sse;
 mod state;
+mod stdio;
 mod tools;
 
 #[cfg(test)]
@@ -89,6 +91,15 @@ struct Args {
     /// Seconds between `: keepalive` comments on GET SSE streams.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_secs: u64,
+    /// Serve the stdio transport (JSON-RPC lines on stdin/stdout) instead of HTTP.
+    #[arg(long)]
+    stdio: bool,
+    /// With `--stdio`: exit (status 3) when the Nth tools/call arrives.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    exit_after: u64,
+    /// With `--stdio`: answer the Nth tools/call with a line that is not JSON-RPC.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    garbage_after: u64,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -104,9 +115,7 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn serve(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(&args.listen).await?;
-    let addr = listener.local_addr()?;
-    let state = Arc::new(State::new(
+    let state = Arc::new(State::serving(
         Options {
             response: args.response,
             sessions: args.sessions,
@@ -119,9 +128,17 @@ async fn serve(args: Args) -> std::io::Result<()> {
             keepalive: Duration::from_secs(args.keepalive_secs),
             ask_on_stream: args.ask_on_stream,
         },
-        args.extra_tools,
-        args.raw_echo,
+        tools::Catalog::with_process_tools(args.extra_tools, args.raw_echo, args.stdio),
     ));
+    if args.stdio {
+        let faults = stdio::Faults {
+            exit_after: args.exit_after,
+            garbage_after: args.garbage_after,
+        };
+        return stdio::serve(state, faults).await;
+    }
+    let listener = TcpListener::bind(&args.listen).await?;
+    let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}/mcp")?;

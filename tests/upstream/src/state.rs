@@ -53,10 +53,16 @@ pub struct State {
 }
 
 impl State {
+    #[cfg(test)]
     pub fn new(opts: Options, extra_tools: usize, raw_echo: bool) -> Self {
+        State::serving(opts, Catalog::new(extra_tools, raw_echo))
+    }
+
+    /// A state around a given tool catalogue.
+    pub fn serving(opts: Options, catalog: Catalog) -> Self {
         State {
             opts,
-            catalog: Catalog::new(extra_tools, raw_echo),
+            catalog,
             sessions: Mutex::default(),
             session_ids: AtomicU64::new(0),
             session_keys: RandomState::new(),

@@ -186,7 +186,28 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
 
 impl Catalog {
     /// The built-in tools, `extra` generated ones and, if asked for, `raw_echo`.
+    #[cfg(test)]
     pub fn new(extra: usize, raw_echo: bool) -> Self {
+        Catalog::with_process_tools(extra, raw_echo, false)
+    }
+
+    /// Like [`Catalog::new`]; with `process` (the stdio transport) `pid` and `getenv`
+    /// are listed too, so a gateway in front can call them.
+    pub fn with_process_tools(extra: usize, raw_echo: bool, process: bool) -> Self {
+        let process_tools = process.then(|| {
+            [
+                json!({
+                    "name": "pid",
+                    "description": "The server's process id.",
+                    "inputSchema": { "type": "object" },
+                }),
+                json!({
+                    "name": "getenv",
+                    "description": "The value of the environment variable `name` (null if unset).",
+                    "inputSchema": { "type": "object", "properties": { "name": { "type": "string" } }, "required": ["name"] },
+                }),
+            ]
+        });
         let raw_echo = raw_echo.then(|| {
             json!({
                 "name": RAW_ECHO,
@@ -197,7 +218,8 @@ impl Catalog {
         let defs = builtin()
             .into_iter()
             .chain((0..extra).map(generated))
-            .chain(raw_echo);
+            .chain(raw_echo)
+            .chain(process_tools.into_iter().flatten());
         let (mut names, mut tools) = (HashSet::new(), Vec::new());
         for def in defs {
             names.insert(def["name"].as_str().unwrap_or_default().to_owned());
@@ -498,7 +520,8 @@ async fn run(
             })
         }
         // Control tools for tests, answered but never listed (so lists stay as they
-        // were): rewrite a tool's description (a "rug pull"), count sessions.
+        // were): rewrite a tool's description (a "rug pull"), count sessions, tell
+        // the process id and an environment variable (stdio process tests).
         "set_description" => {
             let name = str_arg(args, "name")?;
             let description = str_arg(args, "description")?;
@@ -508,6 +531,11 @@ async fn run(
             let note = br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
             state.broadcast(sse::event(note));
             text(&format!("described {name}"))
+        }
+        "pid" => structured(json!({ "pid": std::process::id() })),
+        "getenv" => {
+            let name = str_arg(args, "name")?;
+            structured(json!({ "value": std::env::var(name).ok() }))
         }
         "session_stats" => {
             let (opened, open) = state.session_stats();
