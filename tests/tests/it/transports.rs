@@ -199,6 +199,31 @@ async fn max_processes_refuses_a_session_beyond_the_limit() {
 }
 
 #[tokio::test]
+async fn a_result_over_max_result_bytes_fails_only_its_call() {
+    let (gw, key) = start(vec![local(&[]).extra("max_result_bytes = 1048576")], "");
+    let m = session(&gw.url(None), &key).await;
+    let pid = pid_of(&gw, &m).await;
+    let big = call_checked(&gw, &m, "local.big", json!({"bytes": 2_000_000})).await;
+    assert_eq!(
+        big["error"]["code"],
+        -32603,
+        "{}",
+        &big.to_string()[..200.min(big.to_string().len())]
+    );
+    assert_eq!(
+        big["error"]["message"],
+        "Upstream result exceeds the connector's max_result_bytes"
+    );
+    audited(&gw, "conn_local", "big", 502);
+    let small = call_checked(&gw, &m, "local.big", json!({"bytes": 1000})).await;
+    assert_eq!(
+        small["result"]["content"][0]["text"].as_str().map(str::len),
+        Some(1000)
+    );
+    assert_eq!(pid_of(&gw, &m).await, pid, "the process carries on");
+}
+
+#[tokio::test]
 async fn a_shared_process_serves_every_session() {
     let (gw, key) = start(vec![local(&[]).extra("share_process = true")], "");
     let a = session(&gw.url(None), &key).await;
@@ -399,6 +424,71 @@ async fn server_everything_over_stdio_sse_and_http_with_dot() {
 #[tokio::test]
 async fn server_everything_over_stdio_sse_and_http_with_double_underscore() {
     everything_three_ways("__").await;
+}
+
+#[test]
+fn sampling_and_elicitation_are_relayed_over_stdio_and_sse() {
+    let sse = Upstream::everything_sse();
+    let everything = everything_bin().to_string_lossy().into_owned();
+    let (gw, key) = start(
+        vec![
+            Connector::stdio("conn_stdio", "Stdio", &everything, &["stdio"])
+                .relay_requests(&["sampling", "elicitation"]),
+            Connector::new("conn_sse", "Sse", &sse.url)
+                .extra("transport = \"sse\"")
+                .relay_requests(&["sampling", "elicitation"]),
+        ],
+        "",
+    );
+    for slug in ["stdio", "sse"] {
+        let out = py_client(
+            &gw.url(None),
+            &key,
+            &[
+                "--sampling-reply",
+                "relayed by portcullis",
+                "call",
+                &format!("{slug}.trigger-sampling-request"),
+                r#"{"prompt":"hello","maxTokens":7}"#,
+            ],
+        );
+        let text = out["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("relayed by portcullis"), "{slug}: {out}");
+        assert_eq!(
+            out["serverRequests"][0]["method"], "sampling/createMessage",
+            "{out}"
+        );
+        let out = py_client(
+            &gw.url(None),
+            &key,
+            &[
+                "--elicit-reply",
+                r#"{"action":"decline"}"#,
+                "call",
+                &format!("{slug}.trigger-elicitation-request"),
+                "{}",
+            ],
+        );
+        let text = out["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("declined"), "{slug}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn list_changed_from_a_stdio_server_reaches_agents() {
+    let connector = local(&[]).extra("share_process = true\ntool_pinning = \"off\"");
+    let (gw, key) = start(vec![connector], "");
+    let mut m = session(&gw.url(None), &key).await;
+    let before = m.tool_names().await;
+    assert!(!before.contains(&"local.fresh".to_string()));
+    let added = call_checked(&gw, &m, "local.add_tool", json!({"name": "fresh"})).await;
+    assert!(added.get("result").is_some(), "{added}");
+    m.wait_for_tool(
+        "local.fresh",
+        Duration::from_secs(10),
+        "the tool the server added",
+    )
+    .await;
 }
 
 #[tokio::test]
