@@ -127,10 +127,14 @@ struct Live {
 struct Routes {
     waiting: Mutex<HashMap<i64, Waiter>>,
     listener: Mutex<Option<mpsc::Sender<Message>>>,
-    /// Generations whose pipe died.
-    dead: Mutex<Vec<u64>>,
+    /// The newest generation whose pipe died (one pipe lives at a time, so every
+    /// older generation is dead too).
+    dead: AtomicU64,
     /// Openings or pipes that failed since the last successful response.
     failures: AtomicU32,
+    /// The newest generation counted in `failures` (each counts once, whether its
+    /// opening failed, its pipe died, or both).
+    counted: AtomicU64,
     /// When the last one failed, in ms since `epoch`.
     failed_at_ms: AtomicU64,
     epoch: OnceInstant,
@@ -295,7 +299,7 @@ impl ChannelSession {
                     Ok(live)
                 }
                 Err(e) => {
-                    self.routes.failed();
+                    self.routes.failed(generation);
                     Err(e)
                 }
             };
@@ -406,10 +410,13 @@ impl Routes {
     }
 
     fn is_dead(&self, generation: u64) -> bool {
-        self.dead.lock().expect("dead lock").contains(&generation)
+        generation <= self.dead.load(Ordering::Acquire)
     }
 
-    fn failed(&self) {
+    fn failed(&self, generation: u64) {
+        if self.counted.fetch_max(generation, Ordering::AcqRel) >= generation {
+            return;
+        }
         let now = self.epoch.get().elapsed().as_millis() as u64;
         self.failed_at_ms.store(now, Ordering::Relaxed);
         self.failures.fetch_add(1, Ordering::Relaxed);
@@ -525,8 +532,8 @@ impl Routes {
 
     /// Fails what generation `generation` had in flight and marks it dead.
     fn bury(&self, generation: u64, error: &UpstreamError) {
-        self.dead.lock().expect("dead lock").push(generation);
-        self.failed();
+        self.dead.fetch_max(generation, Ordering::AcqRel);
+        self.failed(generation);
         let waiting = self.waiting.lock().expect("waiting lock");
         for w in waiting.values().filter(|w| w.generation == generation) {
             let _ = w.tx.send(Err(error.clone()));
@@ -684,6 +691,7 @@ mod tests {
         let routes = Routes::default();
         let mut old = routes.wait(1, 1, None);
         let mut new = routes.wait(2, 2, None);
+        assert!(!routes.is_dead(1));
         routes.bury(1, &UpstreamError::Transport("exited".into()));
         assert!(matches!(
             old.try_recv(),
