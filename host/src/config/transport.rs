@@ -41,15 +41,17 @@ pub(crate) struct StdioSpec {
     /// config file's directory at load).
     pub command: String,
     pub args: Vec<String>,
-    /// Variables set for the program, besides `PATH`, `HOME`, `LANG` and `TMPDIR`
-    /// passed on from the gateway's own environment (nothing else is inherited).
+    /// Variables set for the program, besides `PATH`, `HOME`, `LANG`, `LC_ALL`,
+    /// `TMPDIR` and `USER` passed on from the gateway's own environment (nothing
+    /// else is inherited).
     pub env: Vec<(String, EnvSource)>,
     /// The working directory (relative paths are resolved against the config file's).
     pub cwd: Option<PathBuf>,
     /// One process for every agent session (`false`, the default) or one shared by
     /// all of them and the catalog.
     pub share_process: bool,
-    /// At most this many processes of this connector run at once.
+    /// At most this many processes of this connector run at once; an agent
+    /// session holds its process (and slot) until the session ends.
     pub max_processes: usize,
 }
 
@@ -218,10 +220,17 @@ fn stdio(
         ));
     }
     let max_processes = raw.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES);
+    let share_process = raw.share_process.unwrap_or(false);
     if !(1..=10_000).contains(&max_processes) {
         return Err(ConfigError::new(
             key("max_processes"),
             "must be between 1 and 10000",
+        ));
+    }
+    if max_processes < 2 && !share_process {
+        return Err(ConfigError::new(
+            key("max_processes"),
+            "must be at least 2 without share_process (the catalog holds one process, each agent session another)",
         ));
     }
     Ok(Arc::new(StdioSpec {
@@ -229,7 +238,7 @@ fn stdio(
         args: raw.args,
         env,
         cwd,
-        share_process: raw.share_process.unwrap_or(false),
+        share_process,
         max_processes: max_processes as usize,
     }))
 }

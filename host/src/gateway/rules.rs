@@ -176,11 +176,10 @@ impl Gateway {
         if !closed.is_empty() {
             let sessions = self.sessions.all();
             tokio::spawn(async move {
-                for s in sessions {
-                    for id in &closed {
-                        s.drop_upstream(id).await;
-                    }
-                }
+                let drops = sessions
+                    .iter()
+                    .flat_map(|s| closed.iter().map(move |id| s.drop_upstream(id)));
+                futures_util::future::join_all(drops).await;
             });
         }
     }

@@ -9,17 +9,22 @@
 //! - `list_changed` goes to the listener ([`ChannelSession::listen`]) if one is open;
 //! - anything else (logging, server-to-client requests) goes to the most recent
 //!   request in flight, else to the listener; a request nobody takes is answered
-//!   at once ([`super::answer_unrelayed`]).
+//!   at once ([`super::answer_unrelayed`]). A process shared by every agent
+//!   session (`share_process`) cannot tell whose request it serves, so there it
+//!   goes to the listener only (the catalog's session), never to an agent.
 //!
 //! The pipe opens lazily (process spawn or SSE connect, then the handshake). When it
 //! dies (the process exits, writes something that is not JSON-RPC, or the SSE stream
 //! ends) every request in flight fails with [`UpstreamError::Transport`] and the next
 //! request opens a new one, after a backoff of 1 s doubling to 30 s while openings
 //! keep failing; a successful response resets it.
+//!
+//! The session owns its pipe: the dispatcher task holds it weakly, so dropping or
+//! terminating the session ends the process even if a task is still reading it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -41,6 +46,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const LISTEN_BUFFER: usize = 256;
 /// The prefix of the progress tokens this module sends upstream.
 const TOKEN_PREFIX: &str = "portcullis-";
+/// How long the answer to a server-to-client request nobody takes may take to send.
+const UNRELAYED_SEND: Duration = Duration::from_secs(5);
 
 /// How a channel session opens its pipe.
 pub(crate) enum PipeSpec {
@@ -125,6 +132,8 @@ struct Live {
 /// Where what the upstream sends goes, shared with the pipe's dispatcher task.
 #[derive(Default)]
 struct Routes {
+    /// The pipe serves every agent session: nothing unattributed goes to a request.
+    shared: bool,
     waiting: Mutex<HashMap<i64, Waiter>>,
     listener: Mutex<Option<mpsc::Sender<Message>>>,
     /// The newest generation whose pipe died (one pipe lives at a time, so every
@@ -166,7 +175,10 @@ impl ChannelSession {
             next_id: AtomicI64::new(1),
             conn: tokio::sync::Mutex::new(Conn::default()),
             closed: AtomicBool::new(false),
-            routes: Arc::default(),
+            routes: Arc::new(Routes {
+                shared,
+                ..Routes::default()
+            }),
         }
     }
 
@@ -190,6 +202,7 @@ impl ChannelSession {
         let line = jsonrpc::request(&json!(id), method, &params);
         let mut rx = self.routes.wait(id, live.generation, progress);
         let _registered = Registered(&self.routes, id);
+        self.routes.alive(live.generation)?;
         live.pipe.send(line).await?;
         while let Some(received) = rx.recv().await {
             match received? {
@@ -213,21 +226,35 @@ impl ChannelSession {
         ))
     }
 
+    /// Sends a notification on the open pipe; never opens one (a cancellation
+    /// or an answer is for the pipe that asked, and means nothing to a new one).
     pub(crate) async fn notify(&self, method: &str, params: &Value) -> Result<(), UpstreamError> {
-        let live = self.ready().await?;
+        let live = self.current().await?;
         let raw = crate::mcp::params::to_raw(params);
         live.pipe
             .send(jsonrpc::notification(method, Some(&raw)))
             .await
     }
 
+    /// Sends the answer to a server-to-client request on the open pipe.
     pub(crate) async fn respond(
         &self,
         id: &Value,
         answer: &jsonrpc::Answer,
     ) -> Result<(), UpstreamError> {
-        let live = self.ready().await?;
+        let live = self.current().await?;
         live.pipe.send(answer.response(id)).await
+    }
+
+    /// The open pipe, if it is alive.
+    async fn current(&self) -> Result<Live, UpstreamError> {
+        let conn = self.conn.lock().await;
+        match &conn.live {
+            Some(live) if !self.routes.is_dead(live.generation) => Ok(live.clone()),
+            _ => Err(UpstreamError::Transport(
+                "the upstream connection has ended".into(),
+            )),
+        }
     }
 
     /// Opens the pipe if needed and takes what the upstream sends outside any
@@ -294,6 +321,11 @@ impl ChannelSession {
             conn.generation += 1;
             let generation = conn.generation;
             return match self.open(generation).await {
+                Ok(live) if self.closed.load(Ordering::Acquire) => {
+                    // Terminated while opening: the new pipe must not outlive it.
+                    live.pipe.kill();
+                    Err(UpstreamError::Transport("the session has ended".into()))
+                }
                 Ok(live) => {
                     conn.live = Some(live.clone());
                     Ok(live)
@@ -324,7 +356,7 @@ impl ChannelSession {
             self.routes.clone(),
             inbound,
             generation,
-            pipe.clone(),
+            Arc::downgrade(&pipe),
         ));
         let guard = KillUnlessKept(Some(pipe.clone()));
         let capabilities = self.handshake(&pipe, generation).await?;
@@ -341,6 +373,7 @@ impl ChannelSession {
         let params = initialize_params(&self.declared);
         let mut rx = self.routes.wait(id, generation, None);
         let _registered = Registered(&self.routes, id);
+        self.routes.alive(generation)?;
         pipe.send(jsonrpc::request(&json!(id), "initialize", &params))
             .await?;
         let result = loop {
@@ -413,6 +446,19 @@ impl Routes {
         generation <= self.dead.load(Ordering::Acquire)
     }
 
+    /// Fails a request registered after its pipe died (the dispatcher failed
+    /// what was registered before and will not see it). [`Routes::bury`] marks
+    /// the generation dead before it takes the waiting lock, so a request either
+    /// is failed there or sees the mark here.
+    fn alive(&self, generation: u64) -> Result<(), UpstreamError> {
+        if self.is_dead(generation) {
+            return Err(UpstreamError::Transport(
+                "the upstream connection ended".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn failed(&self, generation: u64) {
         if self.counted.fetch_max(generation, Ordering::AcqRel) >= generation {
             return;
@@ -462,6 +508,13 @@ impl Routes {
             other => other,
         };
         let list_changed = matches!(&msg, Message::Notification { method, .. } if method.ends_with("/list_changed"));
+        if self.shared {
+            let unheard = self.to_listener(msg);
+            if unheard.is_some() {
+                tracing::debug!("message from a shared upstream process dropped: nobody listens");
+            }
+            return unheard.filter(|m| matches!(m, Message::Request { .. }));
+        }
         let msg = if list_changed {
             self.to_listener(msg)?
         } else {
@@ -475,7 +528,8 @@ impl Routes {
     }
 
     /// Hands a progress notification to the request whose token it names, with the
-    /// agent's token restored; gives the params back when no request has it.
+    /// agent's token restored; one naming a token of ours whose request has ended is
+    /// dropped; gives the params back when the token is not one of ours.
     fn progress(&self, params: Option<Box<RawValue>>) -> Result<(), Option<Box<RawValue>>> {
         let Some(mut value) = params
             .as_deref()
@@ -488,12 +542,16 @@ impl Routes {
             .and_then(Value::as_str)
             .and_then(|t| t.strip_prefix(TOKEN_PREFIX))
             .and_then(|n| n.parse::<i64>().ok());
+        let Some(id) = id else {
+            return Err(params);
+        };
         let waiting = self.waiting.lock().expect("waiting lock");
-        let Some((w, original)) = id
-            .and_then(|id| waiting.get(&id))
+        let Some((w, original)) = waiting
+            .get(&id)
             .and_then(|w| Some((w, w.progress.clone()?)))
         else {
-            return Err(params);
+            tracing::debug!("progress for a request no longer in flight dropped");
+            return Ok(());
         };
         value["progressToken"] = original;
         let params = Some(crate::mcp::params::to_raw(&value));
@@ -544,12 +602,13 @@ impl Routes {
 }
 
 /// Reads a pipe until it ends, routing what it sends; the pipe is killed when it
-/// sends something that is not JSON-RPC.
+/// sends something that is not JSON-RPC. It holds the pipe weakly: the session
+/// owns it.
 async fn dispatch(
     routes: Arc<Routes>,
     mut inbound: mpsc::Receiver<Inbound>,
     generation: u64,
-    pipe: Arc<Pipe>,
+    pipe: Weak<Pipe>,
 ) {
     let error = loop {
         let Some(next) = inbound.recv().await else {
@@ -558,7 +617,7 @@ async fn dispatch(
         match next {
             Inbound::Message(msg) => {
                 if let Some(Message::Request { id, method, .. }) = routes.route(msg) {
-                    let _ = pipe.send(answer_unrelayed(&method).response(&id)).await;
+                    answer_later(&pipe, answer_unrelayed(&method).response(&id));
                 }
             }
             Inbound::TooLarge(Some(id), limit) => {
@@ -567,10 +626,10 @@ async fn dispatch(
                     let _ = w.tx.send(Err(UpstreamError::TooLarge(limit)));
                 }
             }
-            Inbound::TooLarge(None, _) => {
-                break UpstreamError::Transport(
-                    "the upstream sent a message over max_result_bytes that answers no known request"
-                        .into(),
+            Inbound::TooLarge(None, limit) => {
+                tracing::warn!(
+                    limit,
+                    "upstream sent a message over max_result_bytes that answers no request; skipped"
                 );
             }
             Inbound::Garbage(bytes) => {
@@ -586,7 +645,25 @@ async fn dispatch(
         }
     };
     routes.bury(generation, &error);
-    pipe.kill();
+    if let Some(pipe) = pipe.upgrade() {
+        pipe.kill();
+    }
+}
+
+/// Sends an answer without holding up the dispatcher (a process that does not
+/// read its stdin must not stop the session from reading its stdout).
+fn answer_later(pipe: &Weak<Pipe>, line: String) {
+    let Some(pipe) = pipe.upgrade() else {
+        return;
+    };
+    tokio::spawn(async move {
+        if tokio::time::timeout(UNRELAYED_SEND, pipe.send(line))
+            .await
+            .is_err()
+        {
+            tracing::debug!("answer to an upstream request not sent in time; dropped");
+        }
+    });
 }
 
 /// The request's params with the agent's progress token replaced by
@@ -684,6 +761,59 @@ mod tests {
             listener.try_recv().is_ok(),
             "list_changed prefers the listener"
         );
+    }
+
+    #[test]
+    fn a_shared_pipe_never_hands_an_agent_what_it_cannot_attribute() {
+        let routes = Routes {
+            shared: true,
+            ..Routes::default()
+        };
+        let mut request = routes.wait(1, 1, None);
+        let log = || Message::Notification {
+            method: "notifications/message".into(),
+            params: None,
+        };
+        assert!(routes.route(log()).is_none(), "dropped, not given back");
+        assert!(request.try_recv().is_err(), "not the request in flight");
+        let (tx, mut listener) = mpsc::channel(4);
+        *routes.listener.lock().unwrap() = Some(tx);
+        assert!(routes.route(log()).is_none());
+        assert!(listener.try_recv().is_ok(), "the listener gets it");
+        assert!(request.try_recv().is_err());
+        routes.listener.lock().unwrap().take();
+        let ask = Message::Request {
+            id: json!(5),
+            method: "sampling/createMessage".into(),
+            params: None,
+        };
+        assert!(
+            matches!(routes.route(ask), Some(Message::Request { .. })),
+            "a request nobody takes is given back to be answered"
+        );
+    }
+
+    #[test]
+    fn progress_for_an_ended_request_is_dropped() {
+        let routes = Routes::default();
+        let mut other = routes.wait(2, 1, None);
+        let ours = crate::mcp::params::to_raw(&json!({"progressToken": "portcullis-1"}));
+        assert!(routes.progress(Some(ours)).is_ok(), "ours: dropped");
+        assert!(other.try_recv().is_err());
+        let theirs = crate::mcp::params::to_raw(&json!({"progressToken": "abc"}));
+        assert!(
+            routes.progress(Some(theirs)).is_err(),
+            "not ours: routed like any notification"
+        );
+    }
+
+    #[test]
+    fn a_request_registered_after_its_pipe_died_fails() {
+        let routes = Routes::default();
+        routes.bury(1, &UpstreamError::Transport("exited".into()));
+        let _rx = routes.wait(7, 1, None);
+        assert!(matches!(routes.alive(1), Err(UpstreamError::Transport(_))));
+        assert!(routes.alive(2).is_ok());
     }
 
     #[test]

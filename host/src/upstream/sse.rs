@@ -188,8 +188,10 @@ async fn read_events(mut events: Events, tx: mpsc::Sender<Inbound>) {
             Ok(Some(e)) => e,
             Ok(None) => break "the upstream's SSE stream ended".to_string(),
             Err(UpstreamError::TooLarge(limit)) => {
-                let _ = tx.send(Inbound::TooLarge(None, limit)).await;
-                return;
+                // An event cannot be skipped without reading it: the stream ends.
+                break format!(
+                    "the upstream's SSE stream sent an event over max_result_bytes ({limit} bytes); the stream was closed"
+                );
             }
             Err(e) => break format!("the upstream's SSE stream failed: {e}"),
         };

@@ -4,7 +4,9 @@
 //!
 //! Never an orphan: each program leads its own process group (so `npx` and shell
 //! wrappers' children are signalled with it) and gets `PR_SET_PDEATHSIG` (it is
-//! killed if the gateway dies without cleaning up). Ending it closes its stdin,
+//! killed if the gateway dies without cleaning up; the kernel signals only that
+//! direct child, so a wrapper's own children are left to notice their closed
+//! stdin, as MCP servers do). Ending it closes its stdin,
 //! then sends SIGTERM to the group after [`STDIN_GRACE`], then SIGKILL after
 //! [`TERM_GRACE`]; whatever is still running at shutdown is killed by [`kill_all`].
 //! A process's environment is only `PATH`, `HOME`, `LANG`, `LC_ALL`, `TMPDIR`,
@@ -130,10 +132,16 @@ impl Launcher {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        let gateway = std::process::id() as libc::pid_t;
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+        // between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The gateway died before prctl took effect: the signal never comes.
+                if libc::getppid() != gateway {
+                    return Err(std::io::Error::other("the gateway exited"));
+                }
                 Ok(())
             });
         }
@@ -424,17 +432,20 @@ async fn read_line(
 }
 
 /// The id of an over-long response, read from its edges: SDKs write it first
-/// (`{"jsonrpc":"2.0","id":7,...`) or last (`...,"jsonrpc":"2.0","id":7}`).
+/// (`{"jsonrpc": "2.0", "id": 7, ...`) or last (`..., "id": 7}`), compact or
+/// spaced. A message whose head names a `method` is a request or notification,
+/// not a response, and has none.
 fn edge_id(head: &[u8], tail: &[u8]) -> Option<Value> {
-    let head = String::from_utf8_lossy(head);
-    let tail = String::from_utf8_lossy(tail);
-    let head = head.trim_start();
+    let head = compact(&String::from_utf8_lossy(head));
+    let tail = compact(&String::from_utf8_lossy(tail));
+    if head.contains("\"method\":") {
+        return None;
+    }
     let first = ["{\"jsonrpc\":\"2.0\",\"id\":", "{\"id\":"]
         .iter()
         .find_map(|p| head.strip_prefix(p))
         .and_then(|rest| rest.split([',', '}']).next());
     let last = tail
-        .trim_end()
         .strip_suffix('}')
         .and_then(|t| t.rsplit_once("\"id\":"))
         .map(|(_, v)| v);
@@ -444,6 +455,12 @@ fn edge_id(head: &[u8], tail: &[u8]) -> Option<Value> {
             _ => None,
         }
     })
+}
+
+/// An edge without the whitespace JSON allows between tokens (whitespace inside
+/// strings goes too, which only matters for ids with spaces: those are not found).
+fn compact(edge: &str) -> String {
+    edge.chars().filter(|c| !c.is_ascii_whitespace()).collect()
 }
 
 /// Logs each stderr line, tagged with the connector and pid, at most
@@ -532,6 +549,25 @@ mod tests {
             Some(Value::from(12))
         );
         assert_eq!(edge_id(b"{\"result\":", b"{\"nested\":{\"id\":[1]}}"), None);
+    }
+
+    #[test]
+    fn the_id_is_found_in_spaced_json_and_never_in_a_request() {
+        assert_eq!(
+            edge_id(b"{ \"jsonrpc\": \"2.0\", \"id\": 4, \"result\"", b"x\"}"),
+            Some(Value::from(4))
+        );
+        assert_eq!(
+            edge_id(b"{\"result\": {", b"\"x\"}, \"id\" : \"q\" }\n"),
+            Some(Value::from("q"))
+        );
+        assert_eq!(
+            edge_id(
+                b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"sampling/createMessage\"",
+                b"}}"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -559,4 +559,9 @@ fn transport_keys_are_checked_at_start_up() {
     assert!(refuses(shared_relay).contains("connectors[0].relay_requests"));
     let bad = Connector::new("c", "C", "http://127.0.0.1:9/mcp").extra("transport = \"websocket\"");
     assert!(refuses(bad).contains("connectors[0].transport"));
+    let no_slot_for_agents = local(&[]).extra("max_processes = 1");
+    assert!(
+        refuses(no_slot_for_agents)
+            .contains("connectors[0].max_processes: must be at least 2 without share_process")
+    );
 }
