@@ -16,8 +16,10 @@ use std::process::Command;
 const FIXTURES: &[&str] = &[
     "policy-test-args-guard",
     "policy-test-legacy-0-1-0",
+    "policy-test-legacy-0-1-1",
     "policy-test-misbehave",
     "policy-test-wrong-world",
+    "policy-test-uri-guard",
     "policy-redact-secrets",
 ];
 const SOURCES: &[&str] = &[

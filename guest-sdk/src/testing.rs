@@ -1,9 +1,12 @@
 //! Builders for SDK values and the seed document's hint table, for policy unit tests.
 //!
 //! Nothing here is needed at run time; it keeps native tests of policies short.
+//! Tools, connectors and contexts; resources, templates and prompts with their
+//! actions; `mcpServers` rules; the hint table.
 
 use crate::{
-    Annotations, Connector, Context, Hint, HintFilter, Identity, ServerRule, Tool, ToolConstraints,
+    Annotations, Completion, Connector, Context, Hint, HintFilter, Identity, Prompt, PromptAction,
+    PromptArgument, Resource, ResourceAnnotations, ResourceKind, ServerRule, Tool, ToolConstraints,
 };
 
 /// Annotations with the four hints as given (`None` = not annotated).
@@ -36,6 +39,16 @@ pub fn tool_with(name: &str, annotations: Annotations) -> Tool {
     Tool {
         name: name.to_string(),
         annotations,
+        definition: None,
+    }
+}
+
+/// `tool` with its definition (the Tool object's JSON text), as the gateway passes
+/// it to a policy that declares `reads_tool_definitions`.
+pub fn with_definition(tool: Tool, definition: &str) -> Tool {
+    Tool {
+        definition: Some(definition.to_string()),
+        ..tool
     }
 }
 
@@ -44,14 +57,130 @@ pub fn tools(names: &[&str]) -> Vec<Tool> {
     names.iter().map(|n| tool(n)).collect()
 }
 
-/// A connector with no disabled tools; the slug is the id without `conn_`.
+/// A Streamable HTTP connector with empty blocklists; the slug is the id without
+/// `conn_`.
 pub fn connector(id: &str, target_url: &str, tools: Vec<Tool>) -> Connector {
+    connector_via(id, target_url, "streamable-http", tools)
+}
+
+/// A connector reached over `transport` (`streamable-http`, `sse`, `stdio`) with
+/// empty blocklists; the slug is the id without `conn_`.
+pub fn connector_via(id: &str, target_url: &str, transport: &str, tools: Vec<Tool>) -> Connector {
     Connector {
         id: id.to_string(),
         slug: id.trim_start_matches("conn_").to_string(),
         target_url: target_url.to_string(),
+        transport: transport.to_string(),
         disabled_tools: Vec::new(),
+        disabled_prompts: Vec::new(),
+        disabled_resources: Vec::new(),
         tools,
+    }
+}
+
+/// A connector to a program the gateway runs: target URL `stdio://<id>`,
+/// transport `stdio`.
+pub fn stdio_connector(id: &str, tools: Vec<Tool>) -> Connector {
+    connector_via(id, &format!("stdio://{id}"), "stdio", tools)
+}
+
+/// `connector` with these operator blocklists (tool names, prompt names,
+/// resource URIs or names; exact or `*` patterns).
+pub fn with_blocklists(
+    connector: Connector,
+    tools: &[&str],
+    prompts: &[&str],
+    resources: &[&str],
+) -> Connector {
+    Connector {
+        disabled_tools: strings(tools),
+        disabled_prompts: strings(prompts),
+        disabled_resources: strings(resources),
+        ..connector
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A concrete resource (from `resources/list`) with only a URI and a name.
+pub fn resource(uri: &str, name: &str) -> Resource {
+    Resource {
+        kind: ResourceKind::Resource,
+        uri: uri.to_string(),
+        name: name.to_string(),
+        title: None,
+        description: None,
+        mime_type: None,
+        annotations: None,
+    }
+}
+
+/// A resource template (from `resources/templates/list`) with only a URI template
+/// and a name.
+pub fn template(uri_template: &str, name: &str) -> Resource {
+    Resource {
+        kind: ResourceKind::Template,
+        ..resource(uri_template, name)
+    }
+}
+
+/// Resource annotations as given.
+pub fn resource_annotations(
+    audience: &[&str],
+    priority: Option<f64>,
+    last_modified: Option<&str>,
+) -> ResourceAnnotations {
+    ResourceAnnotations {
+        audience: strings(audience),
+        priority,
+        last_modified: last_modified.map(str::to_string),
+    }
+}
+
+/// A prompt that takes no arguments.
+pub fn prompt(name: &str) -> Prompt {
+    prompt_with(name, Vec::new())
+}
+
+/// A prompt with these arguments.
+pub fn prompt_with(name: &str, arguments: Vec<PromptArgument>) -> Prompt {
+    Prompt {
+        name: name.to_string(),
+        title: None,
+        description: None,
+        arguments,
+    }
+}
+
+/// Prompts with these names, taking no arguments.
+pub fn prompts(names: &[&str]) -> Vec<Prompt> {
+    names.iter().map(|n| prompt(n)).collect()
+}
+
+/// A prompt argument without a description.
+pub fn prompt_argument(name: &str, required: bool) -> PromptArgument {
+    PromptArgument {
+        name: name.to_string(),
+        description: None,
+        required,
+    }
+}
+
+/// `prompts/get` with these arguments (JSON object text).
+pub fn prompt_get(arguments: &str) -> PromptAction {
+    PromptAction::Get(arguments.to_string())
+}
+
+/// A completion of `argument` from what the user typed so far (`value`), with no
+/// other argument resolved (`{}`): wrap it in `ResourceAction::Complete` or
+/// `PromptAction::Complete`.
+pub fn completion(argument: &str, value: &str) -> Completion {
+    Completion {
+        argument: argument.to_string(),
+        value: value.to_string(),
+        context: "{}".to_string(),
     }
 }
 

@@ -18,6 +18,22 @@ pub const TOOL_NOT_FOUND: ErrorCode = ErrorCode {
     message: "Tool not found",
 };
 
+/// The prompt is hidden, unknown or outside what the agent may use:
+/// `-32602 Prompt not found`, exactly what the gateway answers for a prompt no
+/// connector lists (so a blocked prompt looks like one that does not exist).
+pub const PROMPT_NOT_FOUND: ErrorCode = ErrorCode {
+    code: -32602,
+    message: "Prompt not found",
+};
+
+/// The resource is hidden, unknown or outside what the agent may use:
+/// `-32002 Resource not found`, exactly what the gateway answers for a URI no
+/// connector serves (so a blocked resource looks like one that does not exist).
+pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode {
+    code: -32002,
+    message: "Resource not found",
+};
+
 /// The agent's scopes do not reach the connector: `-32003 Insufficient scope`.
 pub const INSUFFICIENT_SCOPE: ErrorCode = ErrorCode {
     code: -32003,

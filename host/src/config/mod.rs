@@ -139,6 +139,10 @@ pub(crate) struct Connector {
     pub transport: Transport,
     pub credential: Option<CredentialSource>,
     pub disabled_tools: Vec<String>,
+    /// The prompt blocklist (`disabled_prompts`), for the blocklist policy.
+    pub disabled_prompts: Vec<String>,
+    /// The resource blocklist (`disabled_resources`), for the blocklist policy.
+    pub disabled_resources: Vec<String>,
     pub timeout: Duration,
     /// Which server-to-client requests are relayed to agents (`relay_requests`).
     pub relay: Relay,

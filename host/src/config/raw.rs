@@ -145,6 +145,13 @@ pub(super) struct ConnectorRaw {
     pub max_processes: Option<u64>,
     #[serde(default)]
     pub disabled_tools: Vec<String>,
+    /// Prompt names (or `*` patterns) hidden and refused like unknown prompts.
+    #[serde(default)]
+    pub disabled_prompts: Vec<String>,
+    /// Resource URIs, URI templates or names (or `*` patterns) hidden and refused
+    /// like unknown resources.
+    #[serde(default)]
+    pub disabled_resources: Vec<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Server-to-client requests relayed to agents during this connector's tool calls:

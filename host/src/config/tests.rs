@@ -35,6 +35,8 @@ fn full_example_parses() {
         name = "Everything Server"
         target_url = "http://127.0.0.1:3001/mcp"
         disabled_tools = ["toggle-*"]
+        disabled_prompts = ["internal-*"]
+        disabled_resources = ["file:///secret/*", "payroll"]
         timeout_ms = 5000
         relay_requests = ["sampling"]
         [[agents]]
@@ -55,6 +57,8 @@ fn full_example_parses() {
     .unwrap();
     let conn = &c.connectors[0];
     assert_eq!(conn.slug, "everything-server");
+    assert_eq!(conn.disabled_prompts, ["internal-*"]);
+    assert_eq!(conn.disabled_resources, ["file:///secret/*", "payroll"]);
     assert_eq!(conn.timeout.as_millis(), 5000);
     assert!(conn.relay.sampling && !conn.relay.elicitation);
     assert_eq!(c.server.tool_separator, "__");
@@ -75,6 +79,17 @@ fn unknown_keys_are_errors_naming_the_key() {
     let e = parse("[[connectors]]\nid='a'\nname='A'\ntarget_url='http://x/'\ncredentials='env:X'")
         .unwrap_err();
     assert!(e.to_string().contains("credentials"), "{e}");
+}
+
+#[test]
+fn empty_blocklist_entries_are_refused_by_key() {
+    let conn = "[[connectors]]\nid='a'\nname='A'\ntarget_url='http://x/'\n";
+    for key in ["disabled_tools", "disabled_prompts", "disabled_resources"] {
+        assert_eq!(
+            err_key(&format!("{conn}{key} = ['ok', '']")),
+            format!("connectors[0].{key}[1]")
+        );
+    }
 }
 
 #[test]

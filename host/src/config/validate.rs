@@ -359,10 +359,14 @@ fn connector(
             })
         }
     };
-    for (j, t) in c.disabled_tools.iter().enumerate() {
-        if t.is_empty() {
+    for (field, list) in [
+        ("disabled_tools", &c.disabled_tools),
+        ("disabled_prompts", &c.disabled_prompts),
+        ("disabled_resources", &c.disabled_resources),
+    ] {
+        if let Some(j) = list.iter().position(String::is_empty) {
             return Err(ConfigError::new(
-                format!("{}[{j}]", key("disabled_tools")),
+                format!("{}[{j}]", key(field)),
                 "must not be empty",
             ));
         }
@@ -418,6 +422,8 @@ fn connector(
         transport,
         credential,
         disabled_tools: c.disabled_tools,
+        disabled_prompts: c.disabled_prompts,
+        disabled_resources: c.disabled_resources,
         timeout: Duration::from_millis(c.timeout_ms),
         relay,
         pinning,

@@ -1,6 +1,6 @@
 //! The rules a running gateway can change: the agents (keys, org, scopes,
 //! `mcp_servers`), the connectors (added, removed, upstream, credential,
-//! `disabled_tools`, `timeout_ms`, `relay_requests`, `tool_pinning`) and the orgs'
+//! `disabled_tools`, `disabled_prompts`, `disabled_resources`, `timeout_ms`, `relay_requests`, `tool_pinning`) and the orgs'
 //! quota limits.
 //!
 //! A reload is two steps. [`Gateway::prepare`] builds everything the new config needs
@@ -85,6 +85,8 @@ pub(crate) fn same_upstream(old: &Connector, new: &Connector) -> bool {
 fn rules_differ(old: &Connector, new: &Connector) -> bool {
     old.slug != new.slug
         || old.disabled_tools != new.disabled_tools
+        || old.disabled_prompts != new.disabled_prompts
+        || old.disabled_resources != new.disabled_resources
         || old.timeout != new.timeout
         || old.relay != new.relay
         || old.pinning != new.pinning

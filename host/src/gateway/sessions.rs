@@ -413,6 +413,8 @@ mod tests {
             transport: Default::default(),
             credential: None,
             disabled_tools: vec![],
+            disabled_prompts: vec![],
+            disabled_resources: vec![],
             timeout: Duration::from_secs(1),
             relay: Default::default(),
             pinning: Default::default(),

@@ -55,6 +55,49 @@
 //! error = "must not be empty"                  # a substring of the message
 //! ```
 //!
+//! Resources and prompts (0.2 policies) are listed on the connector and judged
+//! by their own cases, with the same `expect`, `code`, `message`, `reason`,
+//! `contains`, `not_contains` and `replaced` checks as above:
+//!
+//! ```toml
+//! [connector]
+//! disabled_prompts = ["internal-*"]
+//! disabled_resources = ["file:///secret/*"]
+//! resources = ["file:///a.txt", { uri = "file:///b.md", name = "b", mimeType = "text/markdown" }]
+//! templates = ["file:///logs/{day}"]
+//! prompts = ["summarise", { name = "review", arguments = [{ name = "code", required = true }] }]
+//!
+//! [[resource_lists]]                           # filter-resources
+//! kind = "resources"                           # resources (default) | templates
+//! visible = ["file:///a.txt"]                  # URIs (templates: URI templates) left visible
+//!
+//! [[prompt_lists]]                             # filter-prompts
+//! visible = ["summarise"]
+//!
+//! [[resources]]                                # check-resource
+//! uri = "file:///secret/key"                   # a listed URI or template, or any URI
+//! action = "read"                              # read (default) | subscribe | complete
+//! # argument = "day", value = "2026-"          # for complete
+//! expect = "deny"
+//! code = -32002
+//!
+//! [[prompts]]                                  # check-prompt
+//! prompt = "review"
+//! arguments = { code = "fn main() {}" }        # for get (default {})
+//! action = "get"                               # get (default) | complete
+//! expect = "allow"
+//!
+//! [[contents]]                                 # check-resource-contents
+//! uri = "file:///a.txt"
+//! result = { contents = [{ uri = "file:///a.txt", text = "key AKIA..." }] }
+//! expect = "replace"
+//!
+//! [[prompt_results]]                           # check-prompt-result
+//! prompt = "summarise"
+//! result = { messages = [] }
+//! expect = "pass"
+//! ```
+//!
 //! Any case may override `identity` and `settings`.
 
 use std::collections::HashMap;
@@ -67,7 +110,10 @@ use serde_json::{Value, json};
 
 use crate::auth::Identity;
 use crate::config::{Connector, ModuleRef, OnError, PolicyMode, PolicySpec, ServerRule, slugify};
-use crate::policy::{Chain, Runtime, Subject, build_chain};
+use crate::policy::{
+    Chain, CompletionRequest, Decision, ListKind, PromptRequest, ResourceRequest, Runtime, Subject,
+    build_chain,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +138,18 @@ pub(crate) struct Fixtures {
     pub results: Vec<ResultCase>,
     #[serde(default)]
     pub validate: Vec<ValidateCase>,
+    #[serde(default)]
+    pub resource_lists: Vec<ResourceListCase>,
+    #[serde(default)]
+    pub prompt_lists: Vec<ListCase>,
+    #[serde(default)]
+    pub resources: Vec<ResourceCase>,
+    #[serde(default)]
+    pub prompts: Vec<PromptCase>,
+    #[serde(default)]
+    pub contents: Vec<ResultCase>,
+    #[serde(default)]
+    pub prompt_results: Vec<ResultCase>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,9 +195,22 @@ pub(crate) struct ConnectorFx {
     pub target_url: String,
     #[serde(default)]
     pub disabled_tools: Vec<String>,
+    #[serde(default)]
+    pub disabled_prompts: Vec<String>,
+    #[serde(default)]
+    pub disabled_resources: Vec<String>,
     /// Tool names, or MCP tool objects (`{ name, annotations = { readOnlyHint, ... } }`).
     #[serde(default)]
     pub tools: Vec<Value>,
+    /// Resource URIs, or MCP Resource objects.
+    #[serde(default)]
+    pub resources: Vec<Value>,
+    /// URI templates, or MCP ResourceTemplate objects.
+    #[serde(default)]
+    pub templates: Vec<Value>,
+    /// Prompt names, or MCP Prompt objects.
+    #[serde(default)]
+    pub prompts: Vec<Value>,
 }
 
 impl Default for ConnectorFx {
@@ -150,7 +221,12 @@ impl Default for ConnectorFx {
             slug: None,
             target_url: default_conn_url(),
             disabled_tools: Vec::new(),
+            disabled_prompts: Vec::new(),
+            disabled_resources: Vec::new(),
             tools: Vec::new(),
+            resources: Vec::new(),
+            templates: Vec::new(),
+            prompts: Vec::new(),
         }
     }
 }
@@ -196,6 +272,70 @@ pub(crate) struct ListCase {
     pub visible: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ResourceListKind {
+    #[default]
+    Resources,
+    Templates,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourceListCase {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kind: ResourceListKind,
+    pub identity: Option<IdentityFx>,
+    pub settings: Option<Value>,
+    pub visible: Vec<String>,
+}
+
+/// What a resource or prompt case asks: `read`/`subscribe` (resources), `get`
+/// (prompts), or `complete` (both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Action {
+    Read,
+    Subscribe,
+    Get,
+    Complete,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourceCase {
+    pub name: Option<String>,
+    pub uri: String,
+    pub action: Option<Action>,
+    /// For `complete`: the argument and what was typed.
+    pub argument: Option<String>,
+    pub value: Option<String>,
+    pub identity: Option<IdentityFx>,
+    pub settings: Option<Value>,
+    pub expect: CallExpect,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PromptCase {
+    pub name: Option<String>,
+    pub prompt: String,
+    pub arguments: Option<Value>,
+    pub action: Option<Action>,
+    pub argument: Option<String>,
+    pub value: Option<String>,
+    pub identity: Option<IdentityFx>,
+    pub settings: Option<Value>,
+    pub expect: CallExpect,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ResultExpect {
@@ -204,11 +344,18 @@ pub(crate) enum ResultExpect {
     Deny,
 }
 
+/// A result hook case: `tool` for `[[results]]`, `uri` for `[[contents]]`,
+/// `prompt` for `[[prompt_results]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResultCase {
     pub name: Option<String>,
+    #[serde(default)]
     pub tool: String,
+    #[serde(default)]
+    pub uri: String,
+    #[serde(default)]
+    pub prompt: String,
     pub result: Option<Value>,
     pub result_json: Option<String>,
     pub identity: Option<IdentityFx>,
@@ -256,14 +403,48 @@ impl Fixtures {
             toml::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?
         };
-        let cases = fx.calls.len() + fx.lists.len() + fx.results.len() + fx.validate.len();
+        let cases = fx.calls.len()
+            + fx.lists.len()
+            + fx.results.len()
+            + fx.validate.len()
+            + fx.resource_lists.len()
+            + fx.prompt_lists.len()
+            + fx.resources.len()
+            + fx.prompts.len()
+            + fx.contents.len()
+            + fx.prompt_results.len();
         if cases == 0 {
             anyhow::bail!(
-                "{}: no cases ([[calls]], [[lists]], [[results]] or [[validate]])",
+                "{}: no cases ([[calls]], [[lists]], [[results]], [[validate]], [[resource_lists]], [[prompt_lists]], [[resources]], [[prompts]], [[contents]] or [[prompt_results]])",
                 path.display()
             );
         }
+        fx.check_result_cases(path)?;
         Ok(fx)
+    }
+
+    /// Each result case names what its table is about.
+    fn check_result_cases(&self, path: &Path) -> anyhow::Result<()> {
+        let tables = [
+            ("results", "tool", &self.results),
+            ("contents", "uri", &self.contents),
+            ("prompt_results", "prompt", &self.prompt_results),
+        ];
+        for (table, key, cases) in tables {
+            let named = |c: &ResultCase| match key {
+                "tool" => !c.tool.is_empty(),
+                "uri" => !c.uri.is_empty(),
+                _ => !c.prompt.is_empty(),
+            };
+            if let Some(j) = cases.iter().position(|c| !named(c)) {
+                anyhow::bail!(
+                    "{}: [[{table}]] case {} needs `{key}`",
+                    path.display(),
+                    j + 1
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -304,6 +485,9 @@ struct Runner<'a> {
     fx: &'a Fixtures,
     connector: Connector,
     tools: Vec<Value>,
+    resources: Vec<Value>,
+    templates: Vec<Value>,
+    prompts: Vec<Value>,
     chains: HashMap<String, Result<Arc<Chain>, String>>,
 }
 
@@ -340,99 +524,220 @@ impl Runner<'_> {
         Identity::new(&i.agent, &i.org, i.scopes.clone(), None)
     }
 
+    fn subject<'s>(&'s self, identity: &'s Identity) -> Subject<'s> {
+        Subject {
+            identity,
+            declaration: self.fx.declaration.as_deref(),
+            connector: &self.connector,
+            tools: &self.tools,
+            tools_version: 0,
+        }
+    }
+
     fn tool(&self, name: &str) -> Value {
-        self.tools
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
-            .cloned()
-            .unwrap_or_else(|| json!({ "name": name }))
+        find(&self.tools, "name", name).unwrap_or_else(|| json!({ "name": name }))
+    }
+
+    /// A listed resource, else a listed template, else a stand-in named by the URI.
+    fn resource(&self, uri: &str) -> Value {
+        find(&self.resources, "uri", uri)
+            .or_else(|| find(&self.templates, "uriTemplate", uri))
+            .unwrap_or_else(|| json!({ "uri": uri, "name": uri }))
+    }
+
+    fn prompt(&self, name: &str) -> Value {
+        find(&self.prompts, "name", name).unwrap_or_else(|| json!({ "name": name }))
     }
 
     fn call(&mut self, c: &CallCase) -> Row {
-        let args_text = match (&c.arguments, &c.arguments_json) {
-            (_, Some(raw)) => raw.clone(),
-            (Some(v), None) => v.to_string(),
-            (None, None) => "{}".into(),
-        };
+        let args_text = json_text(c.arguments.as_ref(), c.arguments_json.as_deref());
         let name = c
             .name
             .clone()
             .unwrap_or_else(|| format!("{} {}", c.tool, short(&args_text, 40)));
-        let expected = match c.expect {
-            CallExpect::Allow => "allow".to_string(),
-            CallExpect::Deny => {
-                let mut s = "deny".to_string();
-                if let Some(code) = c.code {
-                    s.push_str(&format!(" {code}"));
-                }
-                if let Some(m) = &c.message {
-                    s.push_str(&format!(" {m:?}"));
-                }
-                s
+        let check = Check {
+            expect: c.expect,
+            code: c.code,
+            message: c.message.as_deref(),
+            reason: c.reason.as_deref(),
+        };
+        let tool = self.tool(&c.tool);
+        self.check(
+            "call",
+            name,
+            check,
+            c.identity.as_ref(),
+            c.settings.as_ref(),
+            |chain, subject| chain.check_call(subject, &tool, &args_text),
+        )
+    }
+
+    fn resource_case(&mut self, c: &ResourceCase) -> Row {
+        let action = c.action.unwrap_or(Action::Read);
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", action.name(), c.uri));
+        let check = Check {
+            expect: c.expect,
+            code: c.code,
+            message: c.message.as_deref(),
+            reason: c.reason.as_deref(),
+        };
+        let request = match action {
+            Action::Read => ResourceRequest::Read,
+            Action::Subscribe => ResourceRequest::Subscribe,
+            Action::Complete => ResourceRequest::Complete(completion(&c.argument, &c.value)),
+            Action::Get => return bad_action("resource", name, "get is for prompts"),
+        };
+        let item = self.resource(&c.uri);
+        self.check(
+            "resource",
+            name,
+            check,
+            c.identity.as_ref(),
+            c.settings.as_ref(),
+            |chain, subject| chain.check_resource(subject, &item, request),
+        )
+    }
+
+    fn prompt_case(&mut self, c: &PromptCase) -> Row {
+        let action = c.action.unwrap_or(Action::Get);
+        let arguments = json_text(c.arguments.as_ref(), None);
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", action.name(), c.prompt));
+        let check = Check {
+            expect: c.expect,
+            code: c.code,
+            message: c.message.as_deref(),
+            reason: c.reason.as_deref(),
+        };
+        let request = match action {
+            Action::Get => PromptRequest::Get(&arguments),
+            Action::Complete => PromptRequest::Complete(completion(&c.argument, &c.value)),
+            Action::Read | Action::Subscribe => {
+                return bad_action("prompt", name, "read and subscribe are for resources");
             }
         };
-        let chain = match self.chain(c.settings.as_ref()) {
+        let item = self.prompt(&c.prompt);
+        self.check(
+            "prompt",
+            name,
+            check,
+            c.identity.as_ref(),
+            c.settings.as_ref(),
+            |chain, subject| chain.check_prompt(subject, &item, request),
+        )
+    }
+
+    /// Runs one request check and compares its decision with the case's.
+    fn check(
+        &mut self,
+        kind: &'static str,
+        name: String,
+        want: Check,
+        identity: Option<&IdentityFx>,
+        settings: Option<&Value>,
+        decide: impl FnOnce(&Chain, &Subject) -> Decision,
+    ) -> Row {
+        let expected = want.expected();
+        let chain = match self.chain(settings) {
             Ok(chain) => chain,
-            Err(e) => return failed("call", name, expected, "settings refused", e),
+            Err(e) => return failed(kind, name, expected, "settings refused", e),
         };
-        let identity = self.identity(c.identity.as_ref());
-        let subject = Subject {
-            identity: &identity,
-            declaration: self.fx.declaration.as_deref(),
-            connector: &self.connector,
-            tools: &self.tools,
-            tools_version: 0,
+        let identity = self.identity(identity);
+        let decision = decide(&chain, &self.subject(&identity));
+        let got = match &decision.denial {
+            None => "allow".to_string(),
+            Some(d) => format!("deny {} {:?}", d.code, d.message),
         };
-        let decision = chain.check_call(&subject, &self.tool(&c.tool), &args_text);
-        let (got, mut problems) = match &decision.denial {
-            None => ("allow".to_string(), Vec::new()),
-            Some(d) => (
-                format!("deny {} {:?}", d.code, d.message),
-                Vec::<String>::new(),
-            ),
-        };
-        match (c.expect, &decision.denial) {
-            (CallExpect::Allow, Some(d)) => problems.push(format!("denied: {}", d.reason)),
-            (CallExpect::Deny, None) => problems.push("allowed".into()),
-            (CallExpect::Deny, Some(d)) => {
-                if c.code.is_some_and(|code| code != d.code) {
-                    problems.push(format!("code {} != {}", d.code, c.code.unwrap_or_default()));
-                }
-                if c.message.as_ref().is_some_and(|m| m != &d.message) {
-                    problems.push(format!("message {:?}", d.message));
-                }
-                if let Some(r) = &c.reason
-                    && !d.reason.contains(r.as_str())
-                {
-                    problems.push(format!("reason {:?} lacks {r:?}", d.reason));
-                }
-            }
-            (CallExpect::Allow, None) => {}
-        }
-        row("call", name, expected, got, problems)
+        row(kind, name, expected, got, want.problems(&decision))
     }
 
     fn list(&mut self, l: &ListCase) -> Row {
-        let name = l.name.clone().unwrap_or_else(|| "tools/list".into());
+        let tools = self.tools.clone();
+        self.visible(
+            "list",
+            "tools/list",
+            l.name.as_ref(),
+            l,
+            &tools,
+            "name",
+            |c, s, _| c.filter_tools(s),
+        )
+    }
+
+    fn prompt_list(&mut self, l: &ListCase) -> Row {
+        let prompts = self.prompts.clone();
+        self.visible(
+            "prompts",
+            "prompts/list",
+            l.name.as_ref(),
+            l,
+            &prompts,
+            "name",
+            |c, s, items| c.filter_items(s, ListKind::Prompts, items, 0),
+        )
+    }
+
+    fn resource_list(&mut self, r: &ResourceListCase) -> Row {
+        let l = ListCase {
+            name: r.name.clone(),
+            identity: r.identity.clone(),
+            settings: r.settings.clone(),
+            visible: r.visible.clone(),
+        };
+        let (items, key, kind, default) = match r.kind {
+            ResourceListKind::Resources => (
+                self.resources.clone(),
+                "uri",
+                ListKind::Resources,
+                "resources/list",
+            ),
+            ResourceListKind::Templates => (
+                self.templates.clone(),
+                "uriTemplate",
+                ListKind::Templates,
+                "resources/templates/list",
+            ),
+        };
+        self.visible(
+            "resources",
+            default,
+            r.name.as_ref(),
+            &l,
+            &items,
+            key,
+            |c, s, items| c.filter_items(s, kind, items, 0),
+        )
+    }
+
+    /// Runs one list filter and compares what stays visible (by `key`) with the case.
+    #[allow(clippy::too_many_arguments)]
+    fn visible(
+        &mut self,
+        kind: &'static str,
+        default_name: &str,
+        name: Option<&String>,
+        l: &ListCase,
+        items: &[Value],
+        key: &str,
+        filter: impl FnOnce(&Chain, &Subject, &[Value]) -> Vec<bool>,
+    ) -> Row {
+        let name = name.cloned().unwrap_or_else(|| default_name.into());
         let expected = format!("visible [{}]", l.visible.join(", "));
         let chain = match self.chain(l.settings.as_ref()) {
             Ok(chain) => chain,
-            Err(e) => return failed("list", name, expected, "settings refused", e),
+            Err(e) => return failed(kind, name, expected, "settings refused", e),
         };
         let identity = self.identity(l.identity.as_ref());
-        let subject = Subject {
-            identity: &identity,
-            declaration: self.fx.declaration.as_deref(),
-            connector: &self.connector,
-            tools: &self.tools,
-            tools_version: 0,
-        };
-        let visible: Vec<String> = chain
-            .filter_tools(&subject)
+        let visible: Vec<String> = filter(&chain, &self.subject(&identity), items)
             .into_iter()
-            .zip(&self.tools)
+            .zip(items)
             .filter(|(v, _)| *v)
-            .map(|(_, t)| t["name"].as_str().unwrap_or_default().to_string())
+            .map(|(_, t)| t[key].as_str().unwrap_or_default().to_string())
             .collect();
         let got = format!("visible [{}]", visible.join(", "));
         let mut want = l.visible.clone();
@@ -442,12 +747,40 @@ impl Runner<'_> {
         let problems = if want == have {
             Vec::new()
         } else {
-            vec!["different tools visible".to_string()]
+            vec!["different items visible".to_string()]
         };
-        row("list", name, expected, got, problems)
+        row(kind, name, expected, got, problems)
     }
 
     fn result(&mut self, r: &ResultCase) -> Row {
+        let tool = self.tool(&r.tool);
+        self.result_with("result", &r.tool, r, |c, s, text| {
+            c.check_result(s, &tool, text)
+        })
+    }
+
+    fn contents(&mut self, r: &ResultCase) -> Row {
+        let item = self.resource(&r.uri);
+        self.result_with("contents", &r.uri, r, |c, s, text| {
+            c.check_resource_contents(s, &item, text)
+        })
+    }
+
+    fn prompt_result(&mut self, r: &ResultCase) -> Row {
+        let item = self.prompt(&r.prompt);
+        self.result_with("prompt-result", &r.prompt, r, |c, s, text| {
+            c.check_prompt_result(s, &item, text)
+        })
+    }
+
+    /// Runs one result hook and compares its decision with the case's.
+    fn result_with(
+        &mut self,
+        kind: &'static str,
+        item: &str,
+        r: &ResultCase,
+        hook: impl FnOnce(&Chain, &Subject, &str) -> Decision,
+    ) -> Row {
         let text = match (&r.result, &r.result_json) {
             (_, Some(raw)) => raw.clone(),
             (Some(v), None) => v.to_string(),
@@ -456,7 +789,7 @@ impl Runner<'_> {
         let name = r
             .name
             .clone()
-            .unwrap_or_else(|| format!("{} {}", r.tool, short(&text, 40)));
+            .unwrap_or_else(|| format!("{item} {}", short(&text, 40)));
         let expected = match r.expect {
             ResultExpect::Pass => "pass".to_string(),
             ResultExpect::Replace => "replace".to_string(),
@@ -467,17 +800,10 @@ impl Runner<'_> {
         };
         let chain = match self.chain(r.settings.as_ref()) {
             Ok(chain) => chain,
-            Err(e) => return failed("result", name, expected, "settings refused", e),
+            Err(e) => return failed(kind, name, expected, "settings refused", e),
         };
         let identity = self.identity(r.identity.as_ref());
-        let subject = Subject {
-            identity: &identity,
-            declaration: self.fx.declaration.as_deref(),
-            connector: &self.connector,
-            tools: &self.tools,
-            tools_version: 0,
-        };
-        let d = chain.check_result(&subject, &self.tool(&r.tool), &text);
+        let d = hook(&chain, &self.subject(&identity), &text);
         let mut problems = Vec::new();
         let got = match (&d.denial, &d.replacement) {
             (Some(den), _) => format!("deny {} {:?}", den.code, den.message),
@@ -521,7 +847,7 @@ impl Runner<'_> {
             (_, None, Some(_)) => problems.push("replaced".into()),
             (_, None, None) => problems.push("passed unchanged".into()),
         }
-        row("result", name, expected, got, problems)
+        row(kind, name, expected, got, problems)
     }
 
     fn validate(&mut self, v: &ValidateCase) -> Row {
@@ -551,6 +877,121 @@ impl Runner<'_> {
         };
         row("settings", name, expected, got, problems)
     }
+}
+
+/// What a request-check case expects.
+struct Check<'a> {
+    expect: CallExpect,
+    code: Option<i64>,
+    message: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl Check<'_> {
+    fn expected(&self) -> String {
+        match self.expect {
+            CallExpect::Allow => "allow".to_string(),
+            CallExpect::Deny => {
+                let mut s = "deny".to_string();
+                if let Some(code) = self.code {
+                    s.push_str(&format!(" {code}"));
+                }
+                if let Some(m) = self.message {
+                    s.push_str(&format!(" {m:?}"));
+                }
+                s
+            }
+        }
+    }
+
+    /// How `decision` differs from what is expected (empty: it passes).
+    fn problems(&self, decision: &Decision) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (self.expect, &decision.denial) {
+            (CallExpect::Allow, Some(d)) => problems.push(format!("denied: {}", d.reason)),
+            (CallExpect::Deny, None) => problems.push("allowed".into()),
+            (CallExpect::Deny, Some(d)) => {
+                if self.code.is_some_and(|code| code != d.code) {
+                    problems.push(format!(
+                        "code {} != {}",
+                        d.code,
+                        self.code.unwrap_or_default()
+                    ));
+                }
+                if self.message.is_some_and(|m| m != d.message) {
+                    problems.push(format!("message {:?}", d.message));
+                }
+                if let Some(r) = self.reason
+                    && !d.reason.contains(r)
+                {
+                    problems.push(format!("reason {:?} lacks {r:?}", d.reason));
+                }
+            }
+            (CallExpect::Allow, None) => {}
+        }
+        problems
+    }
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Subscribe => "subscribe",
+            Action::Get => "get",
+            Action::Complete => "complete",
+        }
+    }
+}
+
+fn completion<'a>(
+    argument: &'a Option<String>,
+    value: &'a Option<String>,
+) -> CompletionRequest<'a> {
+    CompletionRequest {
+        argument: argument.as_deref().unwrap_or_default(),
+        value: value.as_deref().unwrap_or_default(),
+        context: "{}",
+    }
+}
+
+fn bad_action(kind: &'static str, name: String, why: &str) -> Row {
+    failed(
+        kind,
+        name,
+        String::new(),
+        "bad case",
+        format!("action: {why}"),
+    )
+}
+
+/// JSON text of a case's object (`raw` wins), `{}` when it has none.
+fn json_text(value: Option<&Value>, raw: Option<&str>) -> String {
+    match (value, raw) {
+        (_, Some(raw)) => raw.to_string(),
+        (Some(v), None) => v.to_string(),
+        (None, None) => "{}".into(),
+    }
+}
+
+/// The item of `items` whose `key` is `value`.
+fn find(items: &[Value], key: &str, value: &str) -> Option<Value> {
+    items
+        .iter()
+        .find(|t| t.get(key).and_then(Value::as_str) == Some(value))
+        .cloned()
+}
+
+/// A fixture list: bare strings become `{ key: string }` (plus `name` for
+/// resources and templates, which MCP requires), objects stay as written.
+fn items(list: &[Value], key: &str) -> Vec<Value> {
+    list.iter()
+        .map(|t| match t {
+            Value::String(s) if key == "name" => json!({ "name": s }),
+            Value::String(s) => json!({ key: s, "name": s }),
+            other => other.clone(),
+        })
+        .collect()
 }
 
 fn row(
@@ -613,26 +1054,23 @@ pub(crate) fn run_timed(
         transport: Default::default(),
         credential: None,
         disabled_tools: c.disabled_tools.clone(),
+        disabled_prompts: c.disabled_prompts.clone(),
+        disabled_resources: c.disabled_resources.clone(),
         timeout: Duration::from_secs(30),
         relay: Default::default(),
         pinning: Default::default(),
         max_result_bytes: 16 << 20,
     };
-    let tools: Vec<Value> = c
-        .tools
-        .iter()
-        .map(|t| match t {
-            Value::String(name) => json!({ "name": name }),
-            other => other.clone(),
-        })
-        .collect();
     let mut runner = Runner {
         runtime: Runtime::new()?,
         module,
         name,
         fx: fixtures,
         connector,
-        tools,
+        tools: items(&c.tools, "name"),
+        resources: items(&c.resources, "uri"),
+        templates: items(&c.templates, "uriTemplate"),
+        prompts: items(&c.prompts, "name"),
         chains: HashMap::new(),
     };
     let started = std::time::Instant::now();
@@ -650,6 +1088,24 @@ pub(crate) fn run_timed(
     }
     for r in &fixtures.results {
         rows.push(runner.result(r));
+    }
+    for l in &fixtures.resource_lists {
+        rows.push(runner.resource_list(l));
+    }
+    for l in &fixtures.prompt_lists {
+        rows.push(runner.prompt_list(l));
+    }
+    for c in &fixtures.resources {
+        rows.push(runner.resource_case(c));
+    }
+    for c in &fixtures.prompts {
+        rows.push(runner.prompt_case(c));
+    }
+    for r in &fixtures.contents {
+        rows.push(runner.contents(r));
+    }
+    for r in &fixtures.prompt_results {
+        rows.push(runner.prompt_result(r));
     }
     let mut timing = Timing {
         load,

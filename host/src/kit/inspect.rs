@@ -10,11 +10,11 @@ use wasmparser::{Chunk, ComponentExternalKind, ComponentTypeRef, Parser, Payload
 
 use super::metadata::{self, Metadata};
 
-/// The package the gateway implements, the version it builds against and every
-/// version it loads (0.1.0 lacks `describe`; the gateway assumes the worst of it).
+/// The package the gateway implements and every version it loads (0.1.0 lacks
+/// `describe`, so the gateway assumes the worst of it; 0.1.x governs tools only).
 pub(crate) const PACKAGE: &str = "portcullis:policy";
-pub(crate) const LOADS: [&str; 2] = ["0.1.0", "0.1.1"];
-/// The export added in 0.1.1: the policy's manifest (hooks and inputs).
+pub(crate) const LOADS: [&str; 3] = ["0.1.0", "0.1.1", "0.2.0"];
+/// The export added in 0.1.1 (required since 0.2.0): the policy's manifest.
 pub(crate) const DESCRIBE: &str = "describe";
 /// The world's exports every loadable version has (function names).
 pub(crate) const EXPORTS: [&str; 4] = [
@@ -22,6 +22,16 @@ pub(crate) const EXPORTS: [&str; 4] = [
     "filter-tools",
     "check-call",
     "check-result",
+];
+/// The exports 0.2.0 adds: resources and prompts.
+pub(crate) const EXPORTS_0_2: [&str; 7] = [
+    DESCRIBE,
+    "filter-resources",
+    "check-resource",
+    "check-resource-contents",
+    "filter-prompts",
+    "check-prompt",
+    "check-prompt-result",
 ];
 
 /// One import or export of the component.
@@ -55,6 +65,14 @@ impl Report {
         self.world.is_some() && self.version.as_deref().is_some_and(|v| LOADS.contains(&v))
     }
 
+    /// What the gateway lets the component govern: 0.1.x components see tools only.
+    pub(crate) fn governs(&self) -> &'static str {
+        match self.version.as_deref() {
+            Some(v) if v.starts_with("0.1.") => "tools only",
+            _ => "tools, resources and prompts",
+        }
+    }
+
     /// Whether the component exports `describe` (0.1.1): without it the gateway
     /// calls every hook with every input and never reuses a decision.
     pub(crate) fn describes(&self) -> bool {
@@ -76,6 +94,7 @@ impl Report {
             "world": self.world,
             "version": self.version,
             "compatible": self.compatible(),
+            "governs": self.compatible().then(|| self.governs()),
             "missing_exports": self.missing,
             "describe": self.describes(),
             "imports": items(&self.imports),
@@ -189,8 +208,9 @@ pub(crate) fn inspect(bytes: &[u8]) -> anyhow::Result<Report> {
         .filter_map(|i| i.name.strip_prefix(&prefix))
         .filter_map(|rest| rest.split_once('@').map(|(_, v)| v.to_string()))
         .next();
-    let missing: Vec<String> = EXPORTS
-        .iter()
+    let newer = version.as_deref().is_some_and(|v| !v.starts_with("0.1."));
+    let required = EXPORTS.iter().chain(EXPORTS_0_2.iter().filter(|_| newer));
+    let missing: Vec<String> = required
         .filter(|e| !exports.iter().any(|x| x.name == **e && x.kind == "func"))
         .map(|e| e.to_string())
         .collect();
@@ -238,12 +258,14 @@ pub(crate) fn render(path: &Path, r: &Report, signature: &str) -> String {
                 "{w} ({})",
                 match (r.compatible(), r.describes()) {
                     (true, true) => format!(
-                        "this gateway loads {PACKAGE}@{}: compatible",
-                        LOADS.join(", ")
+                        "this gateway loads {PACKAGE}@{}: compatible; governs {}",
+                        LOADS.join(", "),
+                        r.governs()
                     ),
                     (true, false) => format!(
-                        "this gateway loads {PACKAGE}@{}: compatible; no `describe`, so every hook is called with every input",
-                        LOADS.join(", ")
+                        "this gateway loads {PACKAGE}@{}: compatible; governs {}; no `describe`, so every hook is called with every input",
+                        LOADS.join(", "),
+                        r.governs()
                     ),
                     (false, _) => format!(
                         "this gateway loads {PACKAGE}@{}: NOT compatible",
@@ -298,14 +320,15 @@ mod tests {
         let r = inspect(bytes).unwrap();
         assert!(r.component);
         assert_eq!(r.missing, Vec::<String>::new(), "{:?}", r.exports);
-        assert_eq!(r.version.as_deref(), Some("0.1.1"), "{:?}", r.imports);
+        assert_eq!(r.version.as_deref(), Some("0.2.0"), "{:?}", r.imports);
+        assert_eq!(r.governs(), "tools, resources and prompts");
         assert!(r.compatible());
         assert!(r.describes());
-        assert_eq!(r.world.as_deref(), Some("portcullis:policy/policy@0.1.1"));
+        assert_eq!(r.world.as_deref(), Some("portcullis:policy/policy@0.2.0"));
         assert!(
             r.imports
                 .iter()
-                .any(|i| i.name == "portcullis:policy/types@0.1.1"),
+                .any(|i| i.name == "portcullis:policy/types@0.2.0"),
             "{:?}",
             r.imports
         );

@@ -1,7 +1,11 @@
 //! `portcullis policy new NAME --lang rust|js|python`: a policy project that builds
-//! as it is (an allow-everything policy), with the WIT contract copied in, a
-//! manifest for `policy build`, a sample fixture file for `policy test`, and a
-//! README with the build steps.
+//! as it is, with the WIT contract copied in, a manifest for `policy build`, a
+//! sample fixture file for `policy test`, and a README with the build steps.
+//!
+//! The policy of every template allows every tool and prompt and passes every
+//! result, and shows a resource check beside the tool hooks: resources and
+//! resource templates whose URI contains `/private/` are hidden from the lists and
+//! refused on read, subscribe and completion (`-32002 Resource not found`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +13,17 @@ use super::build::{Lang, MANIFEST};
 
 /// The WIT contract this gateway loads, copied into every new project.
 pub(crate) const POLICY_WIT: &str = include_str!("../../../wit/policy.wit");
+
+/// The version of the WIT package in [`POLICY_WIT`] (`0.2.0` from
+/// `package portcullis:policy@0.2.0;`), which the JavaScript template imports and
+/// the README names.
+fn wit_version() -> &'static str {
+    POLICY_WIT
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package portcullis:policy@"))
+        .map(|v| v.trim_end_matches(';').trim())
+        .expect("wit/policy.wit declares package portcullis:policy@VERSION")
+}
 
 /// Where the Rust guest SDK is, for `--lang rust`: `--sdk`, `PORTCULLIS_SDK`, or the
 /// source tree this binary was built from.
@@ -101,10 +116,39 @@ id = "conn_demo"
 name = "Demo"
 target_url = "https://demo.example/mcp"
 tools = ["echo", { name = "delete_all", annotations = { destructiveHint = true } }]
+resources = ["file:///docs/readme.md", "file:///home/private/keys.txt"]
+templates = ["file:///docs/{path}", "file:///home/private/{file}"]
+prompts = ["summarise"]
 
 [[lists]]
 name = "every tool is listed"
 visible = ["echo", "delete_all"]
+
+[[resource_lists]]
+name = "private resources are hidden"
+visible = ["file:///docs/readme.md"]
+
+[[resource_lists]]
+name = "private templates are hidden"
+kind = "templates"
+visible = ["file:///docs/{path}"]
+
+[[resources]]
+name = "a private resource cannot be read"
+uri = "file:///home/private/keys.txt"
+action = "read"
+expect = "deny"
+code = -32002
+message = "Resource not found"
+
+[[resources]]
+name = "other resources can"
+uri = "file:///docs/readme.md"
+expect = "allow"
+
+[[prompt_lists]]
+name = "every prompt is listed"
+visible = ["summarise"]
 
 [[calls]]
 name = "echo is allowed"
@@ -156,10 +200,18 @@ debug = false
 //! decides about. The gateway instantiates the policy afresh for each evaluation:
 //! everything arrives as arguments (`settings` is the JSON the operator wrote under
 //! `[[policies]] settings`).
+//!
+//! As an example, resources whose URI matches `PRIVATE_RESOURCES` are hidden and
+//! refused; everything else is allowed.
 
 use portcullis_policy_sdk::{{
-    Context, Manifest, Policy, ResultVerdict, Tool, Verdict, export_policy, manifest,
+    Context, Manifest, Policy, RESOURCE_NOT_FOUND, Resource, ResultVerdict, Tool, Verdict,
+    export_policy, glob_match, manifest,
 }};
+
+/// Resources (and resource templates) whose URI matches this pattern are hidden
+/// (`*` matches any run of characters).
+const PRIVATE_RESOURCES: &str = "*/private/*";
 
 pub struct MyPolicy;
 
@@ -191,6 +243,24 @@ impl Policy for MyPolicy {{
     fn check_result(_settings: &str, _ctx: &Context, _tool: &Tool, _result: &str) -> ResultVerdict {{
         ResultVerdict::Pass
     }}
+
+    /// Resources and resource templates, for listing and for read, subscribe and
+    /// completion alike. Deny with `RESOURCE_NOT_FOUND`: what the gateway answers
+    /// for a resource that does not exist, so a hidden one looks the same.
+    fn check_resource_item(_settings: &str, ctx: &Context, item: &Resource) -> Verdict {{
+        if glob_match(PRIVATE_RESOURCES, &item.uri) {{
+            RESOURCE_NOT_FOUND.deny(format!(
+                "resource {{}} of connector {{}} is private",
+                item.uri, ctx.connector.id
+            ))
+        }} else {{
+            Verdict::Allow
+        }}
+    }}
+
+    // Also available, each with a permissive default: `check_resource` (with the
+    // action), `check_resource_contents` (the ReadResourceResult), and for prompts
+    // `check_prompt_item`, `check_prompt` and `check_prompt_result`.
 }}
 
 export_policy!(MyPolicy);
@@ -198,12 +268,27 @@ export_policy!(MyPolicy);
 #[cfg(test)]
 mod tests {{
     use super::*;
-    use portcullis_policy_sdk::testing::{{connector, simple_context, tool}};
+    use portcullis_policy_sdk::ResourceAction;
+    use portcullis_policy_sdk::testing::{{connector, resource, simple_context, tool}};
 
     #[test]
-    fn allows_everything() {{
+    fn allows_tools() {{
         let ctx = simple_context(connector("conn_a", "https://a.example/mcp", vec![tool("echo")]));
         assert!(MyPolicy::check_call("{{}}", &ctx, &tool("echo"), "{{}}").is_allow());
+    }}
+
+    #[test]
+    fn hides_private_resources() {{
+        let ctx = simple_context(connector("conn_a", "https://a.example/mcp", vec![]));
+        let items = [
+            resource("file:///docs/readme.md", "readme"),
+            resource("file:///home/private/keys.txt", "keys"),
+        ];
+        let listed = MyPolicy::filter_resources("{{}}", &ctx, &items);
+        assert!(listed[0].is_allow());
+        assert_eq!(listed[1].denial().map(|d| d.code), Some(-32002));
+        let read = MyPolicy::check_resource("{{}}", &ctx, &items[1], &ResourceAction::Read);
+        assert_eq!(read, listed[1]);
     }}
 }}
 "#
@@ -223,9 +308,13 @@ fn js_files(name: &str) -> Vec<(String, String)> {
 // plain objects with camelCase fields; a verdict is {{ tag: 'allow' }} or
 // {{ tag: 'deny', val: {{ code, message, reason }} }}; a result verdict is
 // {{ tag: 'pass' }}, {{ tag: 'replace', val: jsonText }} or {{ tag: 'deny', val: denial }}.
-// `settings`, `args` and `result` are JSON text.
+// `settings`, `args` and `result` are JSON text. As an example, resources whose URI
+// matches PRIVATE_RESOURCES are hidden and refused; everything else is allowed.
 
-import {{ log }} from 'portcullis:policy/host@0.1.1';
+import {{ log }} from 'portcullis:policy/host@{version}';
+
+// Resources (and resource templates) whose URI matches are hidden.
+const PRIVATE_RESOURCES = /\/private\//;
 
 // Throw a string to refuse the settings.
 export function validateSettings(settings) {{}}
@@ -241,6 +330,13 @@ export function describe(settings) {{
     readsConnectorTools: true,
     readsArguments: true,
     deterministic: false,
+    readsToolDefinitions: true,
+    filterResources: true,
+    checkResource: true,
+    checkResourceContents: true,
+    filterPrompts: true,
+    checkPrompt: true,
+    checkPromptResult: true,
   }};
 }}
 
@@ -257,7 +353,45 @@ export function checkCall(settings, ctx, tool, args) {{
 export function checkResult(settings, ctx, tool, result) {{
   return {{ tag: 'pass' }};
 }}
-"#
+
+// A resource or template ({{ kind: 'resource' | 'template', uri, name, ... }}), for
+// listing and for every request about it. -32002 "Resource not found" is what the
+// gateway answers for a resource that does not exist, so a hidden one looks the same.
+function resourceVerdict(ctx, item) {{
+  if (!PRIVATE_RESOURCES.test(item.uri)) return {{ tag: 'allow' }};
+  const reason = `resource ${{item.uri}} of connector ${{ctx.connector.id}} is private`;
+  return {{ tag: 'deny', val: {{ code: -32002, message: 'Resource not found', reason }} }};
+}}
+
+// One verdict per item (all resources, or all templates), in the same order.
+export function filterResources(settings, ctx, items) {{
+  return items.map((item) => resourceVerdict(ctx, item));
+}}
+
+// action: {{ tag: 'read' }}, {{ tag: 'subscribe' }} or {{ tag: 'complete', val: completion }}.
+export function checkResource(settings, ctx, item, action) {{
+  return resourceVerdict(ctx, item);
+}}
+
+export function checkResourceContents(settings, ctx, item, result) {{
+  return {{ tag: 'pass' }};
+}}
+
+// One verdict per prompt, in the same order.
+export function filterPrompts(settings, ctx, items) {{
+  return items.map(() => ({{ tag: 'allow' }}));
+}}
+
+// action: {{ tag: 'get', val: argumentsJson }} or {{ tag: 'complete', val: completion }}.
+export function checkPrompt(settings, ctx, item, action) {{
+  return {{ tag: 'allow' }};
+}}
+
+export function checkPromptResult(settings, ctx, item, result) {{
+  return {{ tag: 'pass' }};
+}}
+"#,
+        version = wit_version()
     );
     let package = format!(
         r#"{{
@@ -290,12 +424,27 @@ The class `WitWorld` implements the WIT world `policy` (snake_case names). Verdi
 are `types.Verdict_Allow()` / `types.Verdict_Deny(types.Denial(code, message,
 reason))`; result verdicts `types.ResultVerdict_Pass()`,
 `types.ResultVerdict_Replace(json_text)` or `types.ResultVerdict_Deny(denial)`.
-`settings`, `arguments` and `result` are JSON text.
+`settings`, `arguments` and `result` are JSON text. As an example, resources whose
+URI matches PRIVATE_RESOURCES are hidden and refused; everything else is allowed.
 """
+
+import re
 
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import host, types
+
+# Resources (and resource templates) whose URI matches are hidden.
+PRIVATE_RESOURCES = re.compile(r"/private/")
+
+
+def _resource_verdict(ctx, item):
+    # -32002 "Resource not found" is what the gateway answers for a resource that
+    # does not exist, so a hidden one looks the same.
+    if not PRIVATE_RESOURCES.search(item.uri):
+        return types.Verdict_Allow()
+    reason = f"resource {{item.uri}} of connector {{ctx.connector.id}} is private"
+    return types.Verdict_Deny(types.Denial(code=-32002, message="Resource not found", reason=reason))
 
 
 class WitWorld(wit_world.WitWorld):
@@ -314,6 +463,13 @@ class WitWorld(wit_world.WitWorld):
             reads_connector_tools=True,
             reads_arguments=True,
             deterministic=False,
+            reads_tool_definitions=True,
+            filter_resources=True,
+            check_resource=True,
+            check_resource_contents=True,
+            filter_prompts=True,
+            check_prompt=True,
+            check_prompt_result=True,
         )
 
     def filter_tools(self, settings, ctx):
@@ -325,6 +481,28 @@ class WitWorld(wit_world.WitWorld):
         return types.Verdict_Allow()
 
     def check_result(self, settings, ctx, tool, result):
+        return types.ResultVerdict_Pass()
+
+    def filter_resources(self, settings, ctx, items):
+        # one verdict per item (all resources, or all templates), in the same order
+        return [_resource_verdict(ctx, item) for item in items]
+
+    def check_resource(self, settings, ctx, item, action):
+        # action: types.ResourceAction_Read(), _Subscribe() or _Complete(completion)
+        return _resource_verdict(ctx, item)
+
+    def check_resource_contents(self, settings, ctx, item, result):
+        return types.ResultVerdict_Pass()
+
+    def filter_prompts(self, settings, ctx, items):
+        # one verdict per prompt, in the same order
+        return [types.Verdict_Allow() for _ in items]
+
+    def check_prompt(self, settings, ctx, item, action):
+        # action: types.PromptAction_Get(arguments_json) or _Complete(completion)
+        return types.Verdict_Allow()
+
+    def check_prompt_result(self, settings, ctx, item, result):
         return types.ResultVerdict_Pass()
 "#
     );
@@ -359,8 +537,10 @@ fn readme(name: &str, lang: Lang) -> String {
     format!(
         r#"# {name}
 
-A Portcullis policy ({lang}) implementing the WIT world `portcullis:policy/policy@0.1.1`
-(`wit/policy.wit`, copied from the gateway).
+A Portcullis policy ({lang}) implementing the WIT world `portcullis:policy/policy@{version}`
+(`wit/policy.wit`, copied from the gateway). As generated it allows every tool and
+prompt and hides resources whose URI contains `/private/`; edit it to decide what
+your policy should.
 
 ## Build
 
@@ -391,7 +571,8 @@ The gateway reloads the chain when the file changes (build with
 `portcullis policy build . -o path/to/{name}.wasm`: the file is replaced atomically).
 "#,
         lang = lang.as_str(),
-        tool = tool.replace("NAME", name)
+        tool = tool.replace("NAME", name),
+        version = wit_version()
     )
 }
 
@@ -462,5 +643,55 @@ mod tests {
         assert!(tmp.path().join("rust/src/lib.rs").is_file());
         assert!(tmp.path().join("js/policy.js").is_file());
         assert!(tmp.path().join("python/app.py").is_file());
+    }
+
+    #[test]
+    fn templates_target_the_gateways_wit_version() {
+        let version = wit_version();
+        assert!(
+            POLICY_WIT.contains(&format!("package portcullis:policy@{version};")),
+            "{version}"
+        );
+        let policy = &js_files("demo")[0].1;
+        assert!(
+            policy.contains(&format!("from 'portcullis:policy/host@{version}'")),
+            "{policy}"
+        );
+        assert!(readme("demo", Lang::Python).contains(&format!("policy@{version}`")));
+    }
+
+    #[test]
+    fn templates_show_a_resource_check_and_every_hook() {
+        let rust = &rust_files("demo", Path::new("/sdk"))[1].1;
+        assert!(rust.contains("fn check_resource_item("), "{rust}");
+        assert!(rust.contains("RESOURCE_NOT_FOUND.deny("), "{rust}");
+        let js = &js_files("demo")[0].1;
+        let py = &python_files("demo")[0].1;
+        for hook in [
+            "filterResources",
+            "checkResource",
+            "checkResourceContents",
+            "filterPrompts",
+            "checkPrompt",
+            "checkPromptResult",
+        ] {
+            assert!(js.contains(&format!("export function {hook}(")), "{hook}");
+        }
+        for hook in [
+            "filter_resources",
+            "check_resource",
+            "check_resource_contents",
+            "filter_prompts",
+            "check_prompt",
+            "check_prompt_result",
+        ] {
+            assert!(py.contains(&format!("    def {hook}(self")), "{hook}");
+        }
+        for field in ["readsToolDefinitions: true", "checkPromptResult: true"] {
+            assert!(js.contains(field), "{field}");
+        }
+        for field in ["reads_tool_definitions=True", "check_prompt_result=True"] {
+            assert!(py.contains(field), "{field}");
+        }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) const INTERNAL_ERROR: i64 = -32603;
 pub(crate) const QUOTA_EXCEEDED: i64 = -32000;
 /// Insufficient scope (the built-in slug-scope policy denies with it).
 pub(crate) const INSUFFICIENT_SCOPE: i64 = -32003;
+/// Resource not found (MCP 2025 revisions; "Resource not found").
+pub(crate) const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,11 +1,12 @@
 //! Reused decisions of deterministic policies.
 //!
-//! A policy that declares itself deterministic (`describe`) answers `filter-tools`
-//! and `check-call` as a pure function of the inputs it reads: the agent and the
-//! connector with their rules (named by a digest of them, so a reloaded scope,
-//! declaration or `disabled_tools` never meets an old decision), the connector's
-//! tool list (named by the catalog's version), the tool, and the arguments when it
-//! reads them. Every evaluation still runs in a fresh store; the cache only
+//! A policy that declares itself deterministic (`describe`) answers its list
+//! filters and `check-call` as a pure function of the inputs it reads: the agent
+//! and the connector with their rules (named by a digest of them, so a reloaded
+//! scope, declaration or blocklist never meets an old decision), the connector's
+//! list of each kind (named by the catalog's version), the tool, and the arguments
+//! when it reads them. Resource and prompt request checks are not reused: they are
+//! evaluated every time. Every evaluation still runs in a fresh store; the cache only
 //! skips evaluations whose answer is already known. It belongs to one chain, so a
 //! reload starts with an empty cache, and a new tool list has a new version.
 //!
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::bindings::Verdict;
+use super::chain::ListKind;
 
 /// Most call decisions kept per chain.
 const MAX_CALLS: usize = 100_000;
@@ -98,14 +100,16 @@ impl std::hash::Hash for CallKey {
     }
 }
 
-/// What a `filter-tools` decision depends on.
+/// What a list filter's decision depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct ListKey {
     pub policy: usize,
+    pub kind: ListKind,
     pub agent: String,
     pub rules: u64,
     pub connector: String,
-    pub tools_version: u64,
+    /// The catalog's version of the connector's list of that kind.
+    pub version: u64,
 }
 
 #[derive(Default)]

@@ -7,14 +7,19 @@
 //! Each policy's manifest (`describe`) decides what is done for it: hooks it does
 //! not implement are skipped, inputs it does not read are not built or passed, and
 //! decisions of a deterministic policy are reused (see `cache`).
+//!
+//! Three loops serve every hook: [`Chain::filter_with`] (the batched list filters),
+//! [`Chain::decide`] (the request checks) and [`Chain::check_result_by`] (the
+//! result hooks). This module drives them for tools; `items` for resources and
+//! prompts.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::bindings::{self, Context, Manifest, ResultVerdict, Verdict};
+use super::bindings::{self, Context, Instance, Manifest, ResultVerdict, Tool, Verdict};
 use super::cache::{CallInputs, CallKey, DecisionCache, ListKey, count_hits};
-use super::runtime::{EvalError, Limits, Module, Runtime};
+use super::runtime::{EvalError, Limits, Module, Runtime, StoreState};
 use crate::auth::Identity;
 use crate::config::{Connector, ModuleRef, OnError, PolicyMode, PolicySpec, ServerRule};
 use crate::mcp::jsonrpc;
@@ -56,15 +61,135 @@ impl Subject<'_> {
     /// A digest of the agent's and the connector's rules as the policies read them
     /// (`bindings::context`): reused decisions are keyed by it, so a reload that
     /// changes a scope, a declaration or `disabled_tools` never meets an old one.
-    fn rules_stamp(&self) -> u64 {
+    pub(super) fn rules_stamp(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         self.identity.stamp.hash(&mut h);
         let c = self.connector;
-        (&c.slug, &c.target_url, &c.disabled_tools).hash(&mut h);
+        (&c.slug, &c.target_url, c.transport.name()).hash(&mut h);
+        (
+            &c.disabled_tools,
+            &c.disabled_prompts,
+            &c.disabled_resources,
+        )
+            .hash(&mut h);
         h.finish()
     }
 }
+
+/// A list a batched filter judges: which hook, the items (JSON as the upstream
+/// listed them) and the catalog's version of the list.
+pub(super) struct List<'a> {
+    pub kind: ListKind,
+    pub items: &'a [Value],
+    pub version: u64,
+}
+
+/// The lists policies filter, each with its own hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ListKind {
+    Tools,
+    Resources,
+    Templates,
+    Prompts,
+}
+
+impl ListKind {
+    fn implemented(self, m: &Manifest) -> bool {
+        match self {
+            ListKind::Tools => m.filter_tools,
+            ListKind::Resources | ListKind::Templates => m.filter_resources,
+            ListKind::Prompts => m.filter_prompts,
+        }
+    }
+
+    fn export(self) -> &'static str {
+        match self {
+            ListKind::Tools => "filter-tools",
+            ListKind::Resources | ListKind::Templates => "filter-resources",
+            ListKind::Prompts => "filter-prompts",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tool",
+            ListKind::Resources => "resource",
+            ListKind::Templates => "resource template",
+            ListKind::Prompts => "prompt",
+        }
+    }
+}
+
+/// A list's items as WIT records, built once for every policy that filters it.
+enum Records {
+    Resources(Vec<bindings::Resource>),
+    Prompts(Vec<bindings::Prompt>),
+}
+
+impl Records {
+    fn of(list: &List) -> Option<Records> {
+        use bindings::ResourceKind;
+        let resources = |kind: ResourceKind| {
+            let items = list.items.iter().map(|r| bindings::resource(r, kind));
+            Records::Resources(items.collect())
+        };
+        match list.kind {
+            ListKind::Tools => None,
+            ListKind::Resources => Some(resources(ResourceKind::Resource)),
+            ListKind::Templates => Some(resources(ResourceKind::Template)),
+            ListKind::Prompts => Some(Records::Prompts(
+                list.items.iter().map(bindings::prompt).collect(),
+            )),
+        }
+    }
+}
+
+/// The WIT contexts of one request, built on first need: with or without the
+/// connector's tools, with or without their definitions, as each policy reads them.
+#[derive(Default)]
+pub(super) struct Contexts {
+    built: [Option<Context>; 3],
+}
+
+impl Contexts {
+    pub(super) fn get(&mut self, subject: &Subject, m: &Manifest) -> &Context {
+        let slot = match (m.reads_connector_tools, m.reads_tool_definitions) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        self.built[slot].get_or_insert_with(|| {
+            let tools = match slot {
+                0 => Vec::new(),
+                _ => subject
+                    .tools
+                    .iter()
+                    .map(|t| bindings::tool(t, slot == 2))
+                    .collect(),
+            };
+            bindings::context(
+                subject.identity,
+                subject.declaration,
+                subject.connector,
+                tools,
+            )
+        })
+    }
+
+    /// The context of a list filter, which always receives the connector's tools.
+    fn for_filter(&mut self, subject: &Subject, m: &Manifest) -> &Context {
+        let reads = Manifest {
+            reads_connector_tools: true,
+            ..*m
+        };
+        self.get(subject, &reads)
+    }
+}
+
+/// One policy's verdict in [`Chain::decide`]: `None` when it would have to be
+/// evaluated and the caller asked for reused decisions only.
+pub(super) type Step = Option<Result<Verdict, EvalError>>;
 
 /// A refusal, for the agent (code, message) and the audit (reason, policy).
 #[derive(Debug, Clone, PartialEq)]
@@ -130,30 +255,40 @@ impl Chain {
 
     /// Which of `subject.tools` the agent may see (same order).
     pub(crate) fn filter_tools(&self, subject: &Subject) -> Vec<bool> {
-        self.filter_tools_with(subject, true)
+        self.filter_with(subject, &tools(subject), true)
             .expect("evaluating chains always decide")
     }
 
     /// [`Chain::filter_tools`] from reused decisions only: `None` when a policy
     /// would have to be evaluated (the caller then evaluates off the async workers).
     pub(crate) fn filter_tools_cached(&self, subject: &Subject) -> Option<Vec<bool>> {
-        self.filter_tools_with(subject, false)
+        self.filter_with(subject, &tools(subject), false)
     }
 
-    fn filter_tools_with(&self, subject: &Subject, evaluate: bool) -> Option<Vec<bool>> {
-        let mut visible = vec![true; subject.tools.len()];
-        let mut ctx: Option<Context> = None;
+    /// Which items of `list` the agent may see: every enforcing policy that filters
+    /// the list's kind must allow an item; a failing policy hides them all unless
+    /// its `on_error = "allow"`.
+    pub(super) fn filter_with(
+        &self,
+        subject: &Subject,
+        list: &List,
+        evaluate: bool,
+    ) -> Option<Vec<bool>> {
+        let mut visible = vec![true; list.items.len()];
+        let mut contexts = Contexts::default();
+        let mut records: Option<Option<Records>> = None;
         let mut hits = 0;
         for (i, p) in self.policies.iter().enumerate() {
-            if !p.manifest.filter_tools {
+            if !list.kind.implemented(&p.manifest) {
                 continue;
             }
             let key = p.cached().then(|| ListKey {
                 policy: i,
+                kind: list.kind,
                 agent: subject.identity.agent.clone(),
                 rules: subject.rules_stamp(),
                 connector: subject.connector.id.clone(),
-                tools_version: subject.tools_version,
+                version: list.version,
             });
             let verdicts = match key.as_ref().and_then(|k| self.cache.list(k)) {
                 Some(v) => {
@@ -162,8 +297,9 @@ impl Chain {
                 }
                 None if !evaluate => return None,
                 None => {
-                    let ctx = ctx.get_or_insert_with(|| self.context(subject, true));
-                    match self.evaluate_filter(p, subject, ctx, visible.len()) {
+                    let ctx = contexts.for_filter(subject, &p.manifest);
+                    let records = records.get_or_insert_with(|| Records::of(list));
+                    match self.evaluate_filter(p, subject, list, ctx, records.as_ref()) {
                         Ok(v) => {
                             let v = Arc::new(v);
                             if let Some(k) = key {
@@ -189,7 +325,8 @@ impl Chain {
                         PolicyMode::Monitor => tracing::info!(
                             target: "portcullis::policy", policy = &*p.name, mode = "monitor",
                             agent = %subject.identity.agent, connector = %subject.connector.id,
-                            tool = tool_name(&subject.tools[i]), reason = %d.reason, "would hide tool"
+                            item = item_name(&list.items[i]), reason = %d.reason,
+                            "would hide {}", list.kind.noun()
                         ),
                     }
                 }
@@ -199,20 +336,30 @@ impl Chain {
         Some(visible)
     }
 
-    /// One `filter-tools` evaluation; `Err` after logging a failure.
+    /// One batched filter evaluation; `Err` after logging a failure.
     fn evaluate_filter(
         &self,
         p: &Loaded,
         subject: &Subject,
+        list: &List,
         ctx: &Context,
-        n: usize,
+        records: Option<&Records>,
     ) -> Result<Vec<Verdict>, ()> {
-        let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "filter_tools");
-        let result = self
-            .runtime
-            .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
-                policy.call_filter_tools(store, &p.spec.settings, ctx)
-            });
+        let export = list.kind.export();
+        let n = list.items.len();
+        let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, span_name(export));
+        let settings = &p.spec.settings;
+        let result =
+            self.runtime.evaluate(
+                &p.module,
+                &p.name,
+                limits(&p.spec),
+                |policy, store| match records {
+                    None => policy.filter_tools(store, settings, ctx),
+                    Some(Records::Resources(r)) => policy.filter_resources(store, settings, ctx, r),
+                    Some(Records::Prompts(r)) => policy.filter_prompts(store, settings, ctx, r),
+                },
+            );
         span.finish(match &result {
             Ok(v) if v.len() != n => "error",
             Ok(v) if v.iter().any(|v| matches!(v, Verdict::Deny(_))) => "deny",
@@ -222,12 +369,12 @@ impl Chain {
         match result {
             Ok(v) if v.len() == n => Ok(v),
             Ok(v) => {
-                let e = EvalError::Invalid(format!("{} verdicts for {n} tools", v.len()));
-                self.failed(p, "filter-tools", subject, &e);
+                let e = EvalError::Invalid(format!("{} verdicts for {n} items", v.len()));
+                self.failed(p, export, subject, &e);
                 Err(())
             }
             Err(e) => {
-                self.failed(p, "filter-tools", subject, &e);
+                self.failed(p, export, subject, &e);
                 Err(())
             }
         }
@@ -257,85 +404,118 @@ impl Chain {
         arguments: &str,
         evaluate: bool,
     ) -> Option<Decision> {
-        // Built on first need: with tools for policies that read them, without for
-        // the others.
-        let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
-        let mut wit_tool = None;
+        let mut wit_tools: [Option<Tool>; 2] = [None, None];
         // The cache key's inputs, built once for every policy that reuses decisions.
         let mut call: Option<Arc<CallInputs>> = None;
         let mut hits = 0;
+        let decision = self.decide(
+            subject,
+            "check-call",
+            |m| m.check_call,
+            |i, p, contexts| {
+                let key = p.cached().then(|| CallKey {
+                    policy: i,
+                    call: call
+                        .get_or_insert_with(|| {
+                            Arc::new(CallInputs {
+                                agent: subject.identity.agent.clone(),
+                                rules: subject.rules_stamp(),
+                                connector: subject.connector.id.clone(),
+                                tools_version: subject.tools_version,
+                                tool: item_name(tool).to_string(),
+                                arguments: arguments.to_string(),
+                            })
+                        })
+                        .clone(),
+                    with_arguments: p.manifest.reads_arguments,
+                });
+                if let Some(v) = key.as_ref().and_then(|k| self.cache.call(k)) {
+                    hits += 1;
+                    return Some(Ok(v));
+                }
+                if !evaluate {
+                    return None;
+                }
+                let defs = p.manifest.reads_tool_definitions;
+                let wit_tool =
+                    wit_tools[usize::from(defs)].get_or_insert_with(|| bindings::tool(tool, defs));
+                let args = if p.manifest.reads_arguments {
+                    arguments
+                } else {
+                    "{}"
+                };
+                let ctx = contexts.get(subject, &p.manifest);
+                let result = self.run_check(p, "check_call", |policy, store, settings| {
+                    policy.check_call(store, settings, ctx, wit_tool, args)
+                });
+                if let (Some(k), Ok(v)) = (key, &result) {
+                    self.cache.put_call(k, v.clone());
+                }
+                Some(result)
+            },
+        );
+        // A lookup pass that falls back to evaluating is counted by the evaluating one.
+        if decision.is_some() {
+            count_hits(hits);
+        }
+        decision
+    }
+
+    /// The request-check loop: each policy whose manifest says it `implements` the
+    /// hook gives a verdict (`verdict`); the first enforced denial decides, a failure
+    /// denies unless `on_error = "allow"`. `None` when `verdict` gave none (reused
+    /// decisions only).
+    pub(super) fn decide(
+        &self,
+        subject: &Subject,
+        export: &str,
+        implements: impl Fn(&Manifest) -> bool,
+        mut verdict: impl FnMut(usize, &Loaded, &mut Contexts) -> Step,
+    ) -> Option<Decision> {
+        let mut contexts = Contexts::default();
         for (i, p) in self.policies.iter().enumerate() {
-            if !p.manifest.check_call {
+            if !implements(&p.manifest) {
                 continue;
             }
-            let key = p.cached().then(|| CallKey {
-                policy: i,
-                call: call
-                    .get_or_insert_with(|| {
-                        Arc::new(CallInputs {
-                            agent: subject.identity.agent.clone(),
-                            rules: subject.rules_stamp(),
-                            connector: subject.connector.id.clone(),
-                            tools_version: subject.tools_version,
-                            tool: tool_name(tool).to_string(),
-                            arguments: arguments.to_string(),
-                        })
-                    })
-                    .clone(),
-                with_arguments: p.manifest.reads_arguments,
-            });
-            let result = match key.as_ref().and_then(|k| self.cache.call(k)) {
-                Some(v) => {
-                    hits += 1;
-                    Ok(v)
-                }
-                None if !evaluate => return None,
-                None => {
-                    let reads_tools = p.manifest.reads_connector_tools;
-                    let slot = if reads_tools { &mut full } else { &mut lean };
-                    let ctx = slot.get_or_insert_with(|| self.context(subject, reads_tools));
-                    let wit_tool = wit_tool.get_or_insert_with(|| bindings::tool(tool));
-                    let args = if p.manifest.reads_arguments {
-                        arguments
-                    } else {
-                        "{}"
-                    };
-                    let span =
-                        PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_call");
-                    let result = self.runtime.evaluate(
-                        &p.module,
-                        &p.name,
-                        limits(&p.spec),
-                        |policy, store| {
-                            policy.call_check_call(store, &p.spec.settings, ctx, wit_tool, args)
-                        },
-                    );
-                    span.finish(match &result {
-                        Ok(Verdict::Allow) => "allow",
-                        Ok(Verdict::Deny(_)) => "deny",
-                        Err(_) => "error",
-                    });
-                    if let (Some(k), Ok(v)) = (key, &result) {
-                        self.cache.put_call(k, v.clone());
-                    }
-                    result
-                }
-            };
-            let denial = match result {
+            let denial = match verdict(i, p, &mut contexts)? {
                 Ok(Verdict::Allow) => continue,
                 Ok(Verdict::Deny(d)) => denial(d),
-                Err(e) => match self.on_failure(p, "check-call", subject, &e) {
+                Err(e) => match self.on_failure(p, export, subject, &e) {
                     Some(d) => d,
                     None => continue,
                 },
             };
             if let Some(d) = self.enforce(p, subject, denial) {
-                count_hits(hits);
                 return Some(self.decided_by(p, Some(d)));
             }
         }
-        count_hits(hits);
         Some(self.allowed())
+    }
+
+    /// One request-check evaluation, in a span named for the hook.
+    pub(super) fn run_check(
+        &self,
+        p: &Loaded,
+        span_name: &'static str,
+        call: impl FnOnce(
+            &Instance,
+            &mut wasmtime::Store<StoreState>,
+            &str,
+        ) -> wasmtime::Result<Verdict>,
+    ) -> Result<Verdict, EvalError> {
+        let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, span_name);
+        let settings = &p.spec.settings;
+        let result = self
+            .runtime
+            .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
+                call(policy, store, settings)
+            });
+        span.finish(match &result {
+            Ok(Verdict::Allow) => "allow",
+            Ok(Verdict::Deny(_)) => "deny",
+            Err(_) => "error",
+        });
+        result
     }
 
     /// Whether any policy has a post-call hook (otherwise results pass untouched).
@@ -345,7 +525,7 @@ impl Chain {
 
     /// The post-call hook over a result (JSON text).
     pub(crate) fn check_result(&self, subject: &Subject, tool: &Value, result: &str) -> Decision {
-        self.check_result_by(subject, tool, result, |_| true)
+        self.check_tool_result(subject, tool, result, |_| true)
     }
 
     /// Whether the chain holds `builtin:redact-secrets`, which also masks what else an
@@ -361,33 +541,63 @@ impl Chain {
     /// string of any JSON; other policies' `check-result` keeps its contract (a
     /// `tools/call` result). A replacement or a denial applies as for a result.
     pub(crate) fn check_message(&self, subject: &Subject, tool: &Value, message: &str) -> Decision {
-        self.check_result_by(subject, tool, message, redacts_messages)
+        self.check_tool_result(subject, tool, message, redacts_messages)
     }
 
-    /// `check-result` of the policies `which` selects, in chain order.
-    fn check_result_by(
+    /// `check-result` of the policies `which` selects.
+    fn check_tool_result(
         &self,
         subject: &Subject,
         tool: &Value,
         result: &str,
         which: fn(&Loaded) -> bool,
     ) -> Decision {
-        let (mut full, mut lean): (Option<Context>, Option<Context>) = (None, None);
-        let wit_tool = bindings::tool(tool);
+        let mut wit_tools: [Option<Tool>; 2] = [None, None];
+        self.check_result_by(
+            subject,
+            "check-result",
+            result,
+            |p| p.manifest.check_result && which(p),
+            |p, policy, store, ctx, text| {
+                let defs = p.manifest.reads_tool_definitions;
+                let wit_tool =
+                    wit_tools[usize::from(defs)].get_or_insert_with(|| bindings::tool(tool, defs));
+                policy.check_result(store, &p.spec.settings, ctx, wit_tool, text)
+            },
+        )
+    }
+
+    /// The result-hook loop, in chain order over the policies `which` selects: each
+    /// sees the result as the previous one left it; a replacement must be a JSON
+    /// object; the first enforced denial decides.
+    pub(super) fn check_result_by(
+        &self,
+        subject: &Subject,
+        export: &'static str,
+        result: &str,
+        which: impl Fn(&Loaded) -> bool,
+        mut call: impl FnMut(
+            &Loaded,
+            &Instance,
+            &mut wasmtime::Store<StoreState>,
+            &Context,
+            &str,
+        ) -> wasmtime::Result<ResultVerdict>,
+    ) -> Decision {
+        let mut contexts = Contexts::default();
         let mut current: Option<String> = None;
+        let span_name = span_name(export);
         for p in &self.policies {
-            if !p.manifest.check_result || !which(p) {
+            if !which(p) {
                 continue;
             }
-            let reads_tools = p.manifest.reads_connector_tools;
-            let slot = if reads_tools { &mut full } else { &mut lean };
-            let ctx = &*slot.get_or_insert_with(|| self.context(subject, reads_tools));
+            let ctx = contexts.get(subject, &p.manifest);
             let text = current.as_deref().unwrap_or(result);
-            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, "check_result");
+            let span = PolicySpan::enter(&p.name, &p.module.digest, p.spec.mode, span_name);
             let outcome =
                 self.runtime
                     .evaluate(&p.module, &p.name, limits(&p.spec), |policy, store| {
-                        policy.call_check_result(store, &p.spec.settings, ctx, &wit_tool, text)
+                        call(p, policy, store, ctx, text)
                     });
             span.finish(match &outcome {
                 Ok(ResultVerdict::Pass) => "allow",
@@ -401,7 +611,7 @@ impl Chain {
                     let valid = serde_json::from_str::<Value>(&new).is_ok_and(|v| v.is_object());
                     if !valid {
                         let e = EvalError::Invalid("replacement is not a JSON object".into());
-                        if let Some(d) = self.on_failure(p, "check-result", subject, &e) {
+                        if let Some(d) = self.on_failure(p, export, subject, &e) {
                             return self.decided_by(p, Some(d));
                         }
                     } else if p.spec.mode == PolicyMode::Enforce {
@@ -416,7 +626,7 @@ impl Chain {
                     }
                 }
                 Err(e) => {
-                    if let Some(d) = self.on_failure(p, "check-result", subject, &e) {
+                    if let Some(d) = self.on_failure(p, export, subject, &e) {
                         return self.decided_by(p, Some(d));
                     }
                 }
@@ -426,13 +636,6 @@ impl Chain {
             replacement: current,
             ..self.allowed()
         }
-    }
-
-    /// The WIT context; `with_tools: false` leaves `connector.tools` empty, for
-    /// policies that do not read it.
-    fn context(&self, s: &Subject, with_tools: bool) -> Context {
-        let tools = if with_tools { s.tools } else { &[] };
-        bindings::context(s.identity, s.declaration, s.connector, tools)
     }
 
     /// Applies the policy's mode to a denial: `None` when only monitored.
@@ -498,8 +701,37 @@ impl Chain {
     }
 }
 
-fn tool_name(tool: &Value) -> &str {
-    tool.get("name").and_then(Value::as_str).unwrap_or_default()
+/// A hook's span name (`check_result` for `check-result`).
+fn span_name(export: &'static str) -> &'static str {
+    match export {
+        "filter-tools" => "filter_tools",
+        "filter-resources" => "filter_resources",
+        "filter-prompts" => "filter_prompts",
+        "check-call" => "check_call",
+        "check-result" => "check_result",
+        "check-resource" => "check_resource",
+        "check-resource-contents" => "check_resource_contents",
+        "check-prompt" => "check_prompt",
+        "check-prompt-result" => "check_prompt_result",
+        other => other,
+    }
+}
+
+/// The subject's tools as a list to filter.
+fn tools<'a>(subject: &Subject<'a>) -> List<'a> {
+    List {
+        kind: ListKind::Tools,
+        items: subject.tools,
+        version: subject.tools_version,
+    }
+}
+
+/// An item's name for logs: a tool's or prompt's `name`, a resource's URI.
+fn item_name(item: &Value) -> &str {
+    ["name", "uri", "uriTemplate"]
+        .iter()
+        .find_map(|k| item.get(*k).and_then(Value::as_str))
+        .unwrap_or_default()
 }
 
 fn limits(spec: &PolicySpec) -> Limits {
@@ -513,7 +745,9 @@ fn denial(d: bindings::WitDenial) -> Denial {
     let code = i64::from(d.code);
     let status = match code {
         jsonrpc::INSUFFICIENT_SCOPE => 403,
-        jsonrpc::METHOD_NOT_FOUND => 404,
+        jsonrpc::METHOD_NOT_FOUND | jsonrpc::RESOURCE_NOT_FOUND => 404,
+        jsonrpc::INVALID_PARAMS if d.message == "Prompt not found" => 404,
+        jsonrpc::INVALID_PARAMS => 400,
         jsonrpc::QUOTA_EXCEEDED => 429,
         jsonrpc::INTERNAL_ERROR => 500,
         _ => 403,

@@ -4,8 +4,9 @@
 //! - `runtime`: wasmtime engine, module cache, fresh store per evaluation, limits.
 //! - `bindings`: the generated world bindings and conversions to WIT records.
 //! - `chain`: the ordered chain and how verdicts combine (modes, fail-closed).
+//! - `items`: resources and prompts through the chain (0.2 hooks).
 //! - `cache`: reused decisions of policies that declare themselves deterministic.
-//! - `builtin`: the four built-in policies embedded in the binary.
+//! - `builtin`: the five built-in policies embedded in the binary.
 //! - `watch`: what triggers a reload (file changes, SIGHUP); `gateway::reload` does it.
 
 mod bindings;
@@ -13,6 +14,7 @@ pub(crate) mod builtin;
 mod cache;
 mod chain;
 mod epoch;
+mod items;
 mod runtime;
 pub(crate) mod signature;
 pub(crate) mod trust;
@@ -23,7 +25,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 pub(crate) use cache::cached_decisions;
-pub(crate) use chain::{Chain, Decision, Denial, Loaded, Subject};
+pub(crate) use chain::{Chain, Decision, Denial, ListKind, Loaded, Subject};
+pub(crate) use items::{CompletionRequest, PromptRequest, ResourceRequest};
 pub(crate) use runtime::Runtime;
 
 use crate::config::TrustSettings;
@@ -128,11 +131,19 @@ pub(crate) fn build_chain_trusted(
         };
         let verdict = runtime
             .evaluate(&module, &name, limits, |p, store| {
-                p.call_validate_settings(store, &spec.settings)
+                p.validate_settings(store, &spec.settings)
             })
             .map_err(|e| fail(e.into()))?;
         if let Err(msg) = verdict {
             return Err(fail(anyhow::anyhow!("invalid settings: {msg}")));
+        }
+        if module.world_version() == "0.1" {
+            tracing::warn!(
+                target: "portcullis::policy",
+                policy = %spec.name,
+                digest = %module.digest,
+                "policy built against portcullis:policy@0.1 governs tools only: resources and prompts are not checked by it (rebuild it against 0.2)"
+            );
         }
         let manifest = runtime
             .describe(&module, &name, limits, &spec.settings)

@@ -4,7 +4,8 @@
 //! interruption (a ticker thread advances the epoch every [`TICK`] while a policy
 //! runs, `epoch.rs`). Components are
 //! compiled once and cached by the sha256 of their bytes; each gets one shared
-//! [`PolicyPre`] (a pre-linked `InstancePre`). Every evaluation runs in a fresh
+//! pre-linked instance ([`Pre`], of the component's WIT version: 0.2.0, or 0.1.x
+//! for older components). Every evaluation runs in a fresh
 //! [`Store`] with its own memory cap and deadline, so no state survives between
 //! requests or agents. The only imports granted are `host.log` and a WASI with no
 //! environment, no arguments, no files and no network.
@@ -20,7 +21,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Manifest, PolicyHooks, PolicyHooksPre};
+use super::bindings::{Instance, Manifest, Pre, v1, v2};
 pub(super) use super::epoch::TICK;
 use super::epoch::Ticker;
 /// Environment variable naming a directory for wasmtime's compilation cache (off
@@ -64,9 +65,20 @@ pub(crate) enum EvalError {
 pub(crate) struct Module {
     /// Hex sha256 of the component bytes.
     pub digest: String,
-    pre: PolicyHooksPre<StoreState>,
-    /// The `describe` export (0.1.1); `None` for components built against 0.1.0.
+    pre: Pre,
+    /// A 0.1 component's `describe` export (0.1.1); `None` for 0.1.0 (and unused
+    /// for 0.2.0, whose world has it).
     describe: Option<ComponentExportIndex>,
+}
+
+impl Module {
+    /// The WIT version the component implements (`0.2` or `0.1`).
+    pub(crate) fn world_version(&self) -> &'static str {
+        match self.pre {
+            Pre::V2(_) => "0.2",
+            Pre::V1(_) => "0.1",
+        }
+    }
 }
 
 /// Limits of one evaluation.
@@ -115,7 +127,9 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm_err)?;
-        PolicyHooks::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
+        v2::Policy::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(wasm_err)?;
+        v1::PolicyHooks::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(wasm_err)?;
 
         let ticker = Ticker::start(&engine)?;
@@ -128,7 +142,8 @@ impl Runtime {
     }
 
     /// Compiles (or fetches from the cache) a component and links it against the
-    /// policy world. A component of another world is refused here with the reason.
+    /// policy world of 0.2.0, else of 0.1. A component of another world is refused
+    /// here with the reason (the 0.2.0 one: the version authors should target).
     pub(crate) fn load(&self, bytes: &[u8]) -> anyhow::Result<Module> {
         let digest = crate::digest::sha256_hex(bytes);
         if let Some(m) = self.modules.lock().expect("module cache").get(&digest) {
@@ -140,10 +155,18 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("imports something the gateway does not grant: {e:#}"))?;
-        let pre = PolicyHooksPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("does not implement the world portcullis:policy/policy@0.1: {e:#}")
-        })?;
-        let describe = component.get_export_index(None, "describe");
+        let pre = match v2::PolicyPre::new(pre.clone()) {
+            Ok(v2) => Pre::V2(v2),
+            Err(e) => Pre::V1(v1::PolicyHooksPre::new(pre).map_err(|_| {
+                anyhow::anyhow!(
+                    "does not implement the world portcullis:policy/policy@0.2 (nor @0.1): {e:#}"
+                )
+            })?),
+        };
+        let describe = match pre {
+            Pre::V2(_) => None,
+            Pre::V1(_) => component.get_export_index(None, "describe"),
+        };
         let module = Module {
             digest: digest.clone(),
             pre,
@@ -165,24 +188,27 @@ impl Runtime {
     }
 
     /// Instantiates `module` in a fresh store and runs `f` on it.
-    pub(crate) fn evaluate<R>(
+    pub(super) fn evaluate<R>(
         &self,
         module: &Module,
         name: &Arc<str>,
         limits: Limits,
-        f: impl FnOnce(&PolicyHooks, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, EvalError> {
         let _ticking = self.ticker.busy();
         let mut store = self.store(name, limits);
-        let run = module
-            .pre
-            .instantiate(&mut store)
-            .and_then(|policy| f(&policy, &mut store));
-        run.map_err(classify)
+        let instance = match &module.pre {
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Instance::V2),
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Instance::V1),
+        };
+        instance
+            .and_then(|policy| f(&policy, &mut store))
+            .map_err(classify)
     }
 
     /// The policy's own account of its hooks and inputs (`describe`), or
-    /// [`Manifest::everything`] for a component built against 0.1.0.
+    /// [`Manifest::everything`] for a component built against 0.1.0. A 0.1
+    /// component's manifest declares no resource or prompt hook.
     pub(crate) fn describe(
         &self,
         module: &Module,
@@ -190,21 +216,31 @@ impl Runtime {
         limits: Limits,
         settings: &str,
     ) -> Result<Manifest, EvalError> {
+        let pre = match &module.pre {
+            Pre::V2(_) => {
+                return self.evaluate(module, name, limits, |policy, store| match policy {
+                    Instance::V2(p) => p.call_describe(store, settings),
+                    Instance::V1(_) => unreachable!("a 0.2 module instantiates as 0.2"),
+                });
+            }
+            Pre::V1(pre) => pre,
+        };
         let Some(index) = module.describe else {
             return Ok(Manifest::everything());
         };
         let _ticking = self.ticker.busy();
         let mut store = self.store(name, limits);
-        let run = module
-            .pre
+        let run = pre
             .instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| {
                 let func = instance
-                    .get_typed_func::<(&str,), (Manifest,)>(&mut store, index)
+                    .get_typed_func::<(&str,), (v1::portcullis::policy::types::Manifest,)>(
+                        &mut store, index,
+                    )
                     .map_err(|e| e.context("`describe` has the wrong signature"))?;
                 let (manifest,) = func.call(&mut store, (settings,))?;
-                Ok(manifest)
+                Ok(Manifest::from_v1(manifest))
             });
         run.map_err(classify)
     }

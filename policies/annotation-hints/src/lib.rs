@@ -5,7 +5,9 @@
 //! and whose org matches `orgs` (an omitted list matches everyone), a tool is
 //! listed and callable only if each set hint equals its effective value (the MCP
 //! default when unannotated); others are hidden and calls are refused with
-//! `-32601 Tool not found`, the mismatch as audit reason.
+//! `-32601 Tool not found`, the mismatch as audit reason. Hints are a tool
+//! notion: resources and prompts are not governed (their hooks are off in the
+//! manifest).
 
 use portcullis_policy_sdk::tool_rules_manifest;
 use portcullis_policy_sdk::{

@@ -205,3 +205,12 @@ fn result_passes() {
         ResultVerdict::Pass
     );
 }
+
+#[test]
+fn manifest_governs_tools_only() {
+    let m = AnnotationHints::describe(r#"{"read_only": true}"#);
+    assert!(m.filter_tools && m.check_call && m.deterministic);
+    assert!(!m.filter_resources && !m.check_resource && !m.check_resource_contents);
+    assert!(!m.filter_prompts && !m.check_prompt && !m.check_prompt_result);
+    assert!(!m.check_result && !m.reads_connector_tools && !m.reads_tool_definitions);
+}

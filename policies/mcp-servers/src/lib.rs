@@ -6,7 +6,9 @@
 //! rule's hints; see `portcullis_policy_sdk::rule_matches_connector`). A tool is
 //! listed and callable only if a matching rule allows it (name within `required`,
 //! effective hints passing). Anything else is `-32601 Tool not found`. An empty
-//! declaration makes nothing eligible. Settings: `{}`.
+//! declaration makes nothing eligible. The declaration speaks of tools only:
+//! resources and prompts are not governed (their hooks are off in the manifest).
+//! Settings: `{}`.
 
 use portcullis_policy_sdk::tool_rules_manifest;
 use portcullis_policy_sdk::{

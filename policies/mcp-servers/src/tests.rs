@@ -451,3 +451,12 @@ fn result_passes_and_settings_must_be_empty() {
         Err("unknown settings key `mcpServers`".to_string())
     );
 }
+
+#[test]
+fn manifest_governs_tools_only() {
+    let m = McpServers::describe("{}");
+    assert!(m.filter_tools && m.check_call && m.reads_connector_tools && m.deterministic);
+    assert!(!m.filter_resources && !m.check_resource && !m.check_resource_contents);
+    assert!(!m.filter_prompts && !m.check_prompt && !m.check_prompt_result);
+    assert!(!m.check_result && !m.reads_arguments && !m.reads_tool_definitions);
+}

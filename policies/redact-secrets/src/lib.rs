@@ -1,8 +1,16 @@
-//! redact-secrets: a post-call (`check-result`) policy that keeps secrets and
-//! e-mail addresses out of what agents see.
+//! redact-secrets: a result policy that keeps secrets and e-mail addresses out of
+//! what agents see, in `tools/call` results, `resources/read` contents and
+//! `prompts/get` messages.
 //!
-//! Every string value of a `tools/call` result (recursively: `content[].text`,
-//! `structuredContent`, anything else) is scanned for
+//! What is scanned:
+//! - a `tools/call` result (`check-result`): every string value, recursively
+//!   (`content[].text`, `structuredContent`, anything else);
+//! - a `resources/read` result (`check-resource-contents`): the `text` of each
+//!   entry of `contents` (blobs, URIs and MIME types are left untouched);
+//! - a `prompts/get` result (`check-prompt-result`): the `text` of each message's
+//!   `content`, and the `text` of a resource embedded in it (`content.resource.text`).
+//!
+//! What is masked:
 //! - e-mail addresses (`local@domain.tld`), replaced by `[redacted email]`;
 //! - secret-looking tokens, replaced by `[redacted secret]`: OpenAI/Anthropic-style
 //!   keys `sk-` followed by at least 16 of `[A-Za-z0-9_-]`, AWS access key ids
@@ -17,19 +25,20 @@
 //! secret is withheld instead: the agent gets `-32001 Result withheld: contains a
 //! secret` (e-mails are still only masked).
 //!
-//! The gateway also routes through this hook, for this built-in only, the
+//! The gateway also routes through `check-result`, for this built-in only, the
 //! upstream's JSON-RPC error object and the `params` of every notification or
 //! relayed request during the call (its host-side path, `Chain::check_message`):
 //! masking works on any JSON, so those are masked too.
 //!
 //! Settings: `{"emails"?: bool (true), "secrets"?: bool (true),
-//! "on_secret"?: "redact"|"deny" ("redact"), "tools"?: [glob] (every tool)}`.
-//! Listing and calling are not affected.
+//! "on_secret"?: "redact"|"deny" ("redact"), "tools"?: [glob] (every tool)}`;
+//! `tools` limits only which `tools/call` results are scanned (resource contents
+//! and prompt messages always are). Listing and requesting are not affected.
 
 use portcullis_policy_sdk::serde_json::{self, Value};
 use portcullis_policy_sdk::{
-    Context, Level, Manifest, Policy, ResultVerdict, SettingsObject, Tool, export_policy,
-    glob_match_any, log,
+    Context, Level, Manifest, Policy, Prompt, Resource, ResultVerdict, SettingsObject, Tool,
+    export_policy, glob_match_any, log,
 };
 
 /// The policy.
@@ -218,12 +227,102 @@ fn mask_value(value: &mut Value, emails: bool, secrets: bool, found: &mut Found)
     }
 }
 
+/// Masks the `text` of each entry of a ReadResourceResult's `contents`.
+fn mask_resource_contents(value: &mut Value, emails: bool, secrets: bool) -> Found {
+    let mut found = Found::default();
+    for entry in items_mut(value, "contents") {
+        mask_text(entry, emails, secrets, &mut found);
+    }
+    found
+}
+
+/// Masks the `text` of each message's content in a GetPromptResult, and the
+/// `text` of a resource embedded in it.
+fn mask_prompt_messages(value: &mut Value, emails: bool, secrets: bool) -> Found {
+    let mut found = Found::default();
+    for message in items_mut(value, "messages") {
+        let Some(content) = message.get_mut("content") else {
+            continue;
+        };
+        // One content block per message; a list is scanned block by block.
+        let blocks: Vec<&mut Value> = match content {
+            Value::Array(blocks) => blocks.iter_mut().collect(),
+            block => vec![block],
+        };
+        for block in blocks {
+            mask_text(block, emails, secrets, &mut found);
+            if let Some(resource) = block.get_mut("resource") {
+                mask_text(resource, emails, secrets, &mut found);
+            }
+        }
+    }
+    found
+}
+
+/// The elements of the array `value[key]` (none when absent or not an array).
+fn items_mut<'a>(value: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
+    value
+        .get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+}
+
+/// Masks `object.text` when it is a string.
+fn mask_text(object: &mut Value, emails: bool, secrets: bool, found: &mut Found) {
+    if let Some(text @ Value::String(_)) = object.get_mut("text") {
+        mask_value(text, emails, secrets, found);
+    }
+}
+
+/// Parses settings and the result, masks with `masker` and decides: withhold,
+/// replace or pass. `subject` names what was scanned in the reason and the log
+/// (`the result of echo`).
+fn redact(
+    settings: &Settings,
+    result: &str,
+    subject: &str,
+    masker: fn(&mut Value, bool, bool) -> Found,
+) -> ResultVerdict {
+    let Ok(mut value) = serde_json::from_str::<Value>(result) else {
+        return ResultVerdict::deny(
+            -32603,
+            "Internal error",
+            format!("{subject} is not valid JSON"),
+        );
+    };
+    let found = masker(&mut value, settings.emails, settings.secrets);
+    if found.secrets > 0 && settings.deny_secrets {
+        return ResultVerdict::deny(
+            -32001,
+            "Result withheld: contains a secret",
+            format!("{subject} contains {} secret(s)", found.secrets),
+        );
+    }
+    if found == Found::default() {
+        return ResultVerdict::Pass;
+    }
+    log(
+        Level::Info,
+        &format!(
+            "masked {} e-mail address(es) and {} secret(s) in the {subject}",
+            found.emails, found.secrets
+        ),
+    );
+    ResultVerdict::Replace(value.to_string())
+}
+
+/// Validated at load, so unreachable in practice: fail closed.
+fn settings_error(e: String) -> ResultVerdict {
+    ResultVerdict::deny(-32603, "Internal error", e)
+}
+
 impl Policy for RedactSecrets {
     fn validate_settings(settings: &str) -> Result<(), String> {
         Settings::parse(settings).map(|_| ())
     }
 
-    /// Results only.
+    /// The three result hooks only.
     fn describe(_settings: &str) -> Manifest {
         Manifest {
             filter_tools: false,
@@ -232,14 +331,20 @@ impl Policy for RedactSecrets {
             reads_connector_tools: false,
             reads_arguments: false,
             deterministic: true,
+            reads_tool_definitions: false,
+            filter_resources: false,
+            check_resource: false,
+            check_resource_contents: true,
+            filter_prompts: false,
+            check_prompt: false,
+            check_prompt_result: true,
         }
     }
 
     fn check_result(settings: &str, _ctx: &Context, tool: &Tool, result: &str) -> ResultVerdict {
         let s = match Settings::parse(settings) {
             Ok(s) => s,
-            // Validated at load; unreachable in practice. Fail closed.
-            Err(e) => return ResultVerdict::deny(-32603, "Internal error", e),
+            Err(e) => return settings_error(e),
         };
         if s.tools
             .as_deref()
@@ -247,31 +352,41 @@ impl Policy for RedactSecrets {
         {
             return ResultVerdict::Pass;
         }
-        let Ok(mut value) = serde_json::from_str::<Value>(result) else {
-            return ResultVerdict::deny(-32603, "Internal error", "result is not valid JSON");
-        };
-        let found = mask(&mut value, s.emails, s.secrets);
-        if found.secrets > 0 && s.deny_secrets {
-            return ResultVerdict::deny(
-                -32001,
-                "Result withheld: contains a secret",
-                format!(
-                    "result of {} contains {} secret(s)",
-                    tool.name, found.secrets
-                ),
-            );
-        }
-        if found == Found::default() {
-            return ResultVerdict::Pass;
-        }
-        log(
-            Level::Info,
-            &format!(
-                "masked {} e-mail address(es) and {} secret(s) in the result of {}",
-                found.emails, found.secrets, tool.name
+        redact(&s, result, &format!("result of {}", tool.name), mask)
+    }
+
+    fn check_resource_contents(
+        settings: &str,
+        _ctx: &Context,
+        item: &Resource,
+        result: &str,
+    ) -> ResultVerdict {
+        match Settings::parse(settings) {
+            Ok(s) => redact(
+                &s,
+                result,
+                &format!("result of resource {}", item.uri),
+                mask_resource_contents,
             ),
-        );
-        ResultVerdict::Replace(value.to_string())
+            Err(e) => settings_error(e),
+        }
+    }
+
+    fn check_prompt_result(
+        settings: &str,
+        _ctx: &Context,
+        item: &Prompt,
+        result: &str,
+    ) -> ResultVerdict {
+        match Settings::parse(settings) {
+            Ok(s) => redact(
+                &s,
+                result,
+                &format!("result of prompt {}", item.name),
+                mask_prompt_messages,
+            ),
+            Err(e) => settings_error(e),
+        }
     }
 }
 

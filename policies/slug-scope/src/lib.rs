@@ -1,14 +1,17 @@
 //! slug-scope: an agent reaches a connector only through its scopes.
 //!
 //! Scope `mcp:call` reaches every connector; `mcp:call:<connector-id>` reaches only
-//! the connector with exactly that id. Without a matching scope every tool of the
-//! connector is hidden from `tools/list` and `tools/call` is refused with
-//! `-32003 Insufficient scope`. Settings: `{}`.
+//! the connector with exactly that id. Without a matching scope everything of the
+//! connector is out of reach, with `-32003 Insufficient scope`: its tools, resources,
+//! resource templates and prompts are hidden from their lists, and `tools/call`,
+//! `resources/read`, `resources/subscribe`, `prompts/get` and completions are
+//! refused. Every filter and request check answers [`scope_verdict`]; results are
+//! not looked at. Settings: `{}`.
 
-use portcullis_policy_sdk::tool_rules_manifest;
+use portcullis_policy_sdk::item_rules_manifest;
 use portcullis_policy_sdk::{
-    Context, INSUFFICIENT_SCOPE, Manifest, Policy, Tool, Verdict, expect_empty_settings,
-    export_policy,
+    Context, INSUFFICIENT_SCOPE, Manifest, Policy, Prompt, Resource, Tool, Verdict,
+    expect_empty_settings, export_policy,
 };
 
 /// The scope that reaches every connector.
@@ -48,9 +51,9 @@ impl Policy for SlugScope {
         expect_empty_settings(settings)
     }
 
-    /// Listing and calling, from the scopes alone.
+    /// Listing and requesting every kind of item, from the scopes alone.
     fn describe(_settings: &str) -> Manifest {
-        tool_rules_manifest()
+        item_rules_manifest()
     }
 
     fn check_tool(_settings: &str, ctx: &Context, _tool: &Tool) -> Verdict {
@@ -59,6 +62,22 @@ impl Policy for SlugScope {
 
     fn filter_tools(_settings: &str, ctx: &Context) -> Vec<Verdict> {
         vec![scope_verdict(ctx); ctx.connector.tools.len()]
+    }
+
+    fn check_resource_item(_settings: &str, ctx: &Context, _item: &Resource) -> Verdict {
+        scope_verdict(ctx)
+    }
+
+    fn filter_resources(_settings: &str, ctx: &Context, items: &[Resource]) -> Vec<Verdict> {
+        vec![scope_verdict(ctx); items.len()]
+    }
+
+    fn check_prompt_item(_settings: &str, ctx: &Context, _item: &Prompt) -> Verdict {
+        scope_verdict(ctx)
+    }
+
+    fn filter_prompts(_settings: &str, ctx: &Context, items: &[Prompt]) -> Vec<Verdict> {
+        vec![scope_verdict(ctx); items.len()]
     }
 }
 

@@ -20,6 +20,7 @@ mod observability;
 mod pinning;
 mod policy_builtins;
 mod policy_failures;
+mod policy_items;
 mod policy_kit;
 mod policy_manifest;
 mod policy_reload;

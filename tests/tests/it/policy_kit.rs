@@ -268,7 +268,7 @@ fn policy_test_pass_and_fail_paths() {
     let yaml = root().join("policies/redact-secrets/fixtures.yaml");
     let (code, stdout, stderr) = kit(&["policy", "test", p(&redact), p(&yaml)], &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
 
     // Fail: wrong verdict, wrong code, wrong reason, a list and a result mismatch.
     let failing = dir.path().join("failing.toml");
@@ -330,7 +330,7 @@ expect = "ok"
         "denied: arguments mention production host db.prod.internal",
         "code -32001 != -32003",
         "lacks \"somewhere.else\"",
-        "different tools visible",
+        "different items visible",
         "passed unchanged",
         "must not be empty",
     ] {
@@ -395,7 +395,7 @@ fn scaffold_build_inspect_annotate_sign_verify() {
     };
     let report = inspect(&built);
     assert_eq!(
-        report["world"], "portcullis:policy/policy@0.1.1",
+        report["world"], "portcullis:policy/policy@0.2.0",
         "{report}"
     );
     assert_eq!(report["compatible"], true);
@@ -416,7 +416,7 @@ fn scaffold_build_inspect_annotate_sign_verify() {
         .map(|i| i["name"].as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"portcullis:policy/types@0.1.1"),
+        imports.contains(&"portcullis:policy/types@0.2.0"),
         "{imports:?}"
     );
 
@@ -424,7 +424,7 @@ fn scaffold_build_inspect_annotate_sign_verify() {
     let (code, stdout, stderr) = kit(&["policy", "inspect", "--check", p(&built)], &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     for needle in [
-        "world:     portcullis:policy/policy@0.1.1",
+        "world:     portcullis:policy/policy@0.2.0",
         "sha256:",
         "imports:",
         "name:        demo-rust",

@@ -13,8 +13,8 @@
 //! A call mentioning one or more such hosts is denied with `-32001 Denied:
 //! production host`; the audit reason lists the hosts (sorted, without repeats).
 //! Arguments that are not JSON are denied with `-32603 Internal error`.
-//! Listing is not affected. Settings: `{"domains"?: [string]}` (default
-//! `["prod.internal"]`).
+//! Listing, resources and prompts are not affected. Settings:
+//! `{"domains"?: [string]}` (default `["prod.internal"]`).
 
 use std::collections::BTreeSet;
 
@@ -114,6 +114,13 @@ impl Policy for ArgsGuard {
             reads_connector_tools: false,
             reads_arguments: true,
             deterministic: true,
+            reads_tool_definitions: false,
+            filter_resources: false,
+            check_resource: false,
+            check_resource_contents: false,
+            filter_prompts: false,
+            check_prompt: false,
+            check_prompt_result: false,
         }
     }
 

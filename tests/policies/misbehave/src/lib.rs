@@ -2,9 +2,13 @@
 //! demand.
 //!
 //! Settings: `{"behaviour": "allow"|"deny"|"loop"|"alloc"|"trap"|"redact",
-//! "tools"?: [glob]}` (`behaviour` defaults to `allow`). The behaviour applies in
-//! `filter_tools` and `check_call` to tools whose name matches `tools` (every tool
-//! when omitted); other tools are allowed.
+//! "tools"?: [glob], "resources"?: [glob], "prompts"?: [glob]}` (`behaviour`
+//! defaults to `allow`). The behaviour applies in `filter_tools` and `check_call`
+//! to tools whose name matches `tools` (every tool when omitted); in
+//! `filter_resources` and `check_resource` to resources whose URI or name matches
+//! `resources`, in `filter_prompts` and `check_prompt` to prompts whose name
+//! matches `prompts` (none when omitted, so resources and prompts are only
+//! misbehaved on when asked). Everything else is allowed.
 //!
 //! - `deny`: `-32001 Denied by test policy`.
 //! - `loop`: spins forever (until the host's fuel/epoch limit stops it).
@@ -19,7 +23,8 @@ use std::hint::black_box;
 
 use portcullis_policy_sdk::serde_json::{self, Value};
 use portcullis_policy_sdk::{
-    Context, Policy, ResultVerdict, SettingsObject, Tool, Verdict, export_policy, glob_match_any,
+    Context, Policy, Prompt, Resource, ResultVerdict, SettingsObject, Tool, Verdict, export_policy,
+    glob_match_any,
 };
 
 /// The fixture policy.
@@ -38,6 +43,8 @@ enum Behaviour {
 struct Settings {
     behaviour: Behaviour,
     tools: Option<Vec<String>>,
+    resources: Vec<String>,
+    prompts: Vec<String>,
 }
 
 impl Settings {
@@ -58,8 +65,15 @@ impl Settings {
             }
         };
         let tools = o.string_list("tools")?;
+        let resources = o.string_list("resources")?.unwrap_or_default();
+        let prompts = o.string_list("prompts")?.unwrap_or_default();
         o.finish()?;
-        Ok(Settings { behaviour, tools })
+        Ok(Settings {
+            behaviour,
+            tools,
+            resources,
+            prompts,
+        })
     }
 
     fn applies_to(&self, tool: &str) -> bool {
@@ -72,16 +86,37 @@ impl Settings {
         if !self.applies_to(&tool.name) {
             return Verdict::Allow;
         }
+        self.behave(&tool.name)
+    }
+
+    fn resource_verdict(&self, item: &Resource) -> Verdict {
+        if !glob_match_any(&self.resources, &item.uri)
+            && !glob_match_any(&self.resources, &item.name)
+        {
+            return Verdict::Allow;
+        }
+        self.behave(&item.uri)
+    }
+
+    fn prompt_verdict(&self, item: &Prompt) -> Verdict {
+        if !glob_match_any(&self.prompts, &item.name) {
+            return Verdict::Allow;
+        }
+        self.behave(&item.name)
+    }
+
+    /// The behaviour on the item named `what`.
+    fn behave(&self, what: &str) -> Verdict {
         match self.behaviour {
             Behaviour::Allow | Behaviour::Redact => Verdict::Allow,
             Behaviour::Deny => Verdict::deny(
                 -32001,
                 "Denied by test policy",
-                format!("test policy denies {}", tool.name),
+                format!("test policy denies {what}"),
             ),
             Behaviour::Loop => spin(),
             Behaviour::Alloc => hog(),
-            Behaviour::Trap => panic!("test policy traps on {}", tool.name),
+            Behaviour::Trap => panic!("test policy traps on {what}"),
         }
     }
 }
@@ -180,6 +215,20 @@ impl Policy for Misbehave {
         }
     }
 
+    fn check_resource_item(settings: &str, _ctx: &Context, item: &Resource) -> Verdict {
+        match Settings::parse(settings) {
+            Ok(s) => s.resource_verdict(item),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn check_prompt_item(settings: &str, _ctx: &Context, item: &Prompt) -> Verdict {
+        match Settings::parse(settings) {
+            Ok(s) => s.prompt_verdict(item),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     fn check_result(settings: &str, _ctx: &Context, tool: &Tool, result: &str) -> ResultVerdict {
         let s = match Settings::parse(settings) {
             Ok(s) => s,
@@ -264,5 +313,28 @@ mod tests {
             s.verdict(&portcullis_policy_sdk::testing::tool("get"))
                 .is_allow()
         );
+    }
+
+    #[test]
+    fn resources_and_prompts_only_when_named() {
+        use portcullis_policy_sdk::testing::{connector, prompt, resource, simple_context};
+        let ctx = simple_context(connector("conn_a", "https://x", vec![]));
+        let secret = resource("file:///secret.txt", "secret");
+        let report = resource("file:///report.md", "report");
+        // Without `resources` / `prompts` nothing but tools misbehaves.
+        let deny = r#"{"behaviour":"deny"}"#;
+        assert!(Misbehave::check_resource_item(deny, &ctx, &secret).is_allow());
+        assert!(Misbehave::check_prompt_item(deny, &ctx, &prompt("p")).is_allow());
+        let deny = r#"{"behaviour":"deny","resources":["*secret*"],"prompts":["admin_*"]}"#;
+        let v = Misbehave::filter_resources(deny, &ctx, &[secret.clone(), report]);
+        let d = v[0].denial().unwrap();
+        assert_eq!(d.reason, "test policy denies file:///secret.txt");
+        assert!(v[1].is_allow());
+        // By name too.
+        let by_name = r#"{"behaviour":"deny","resources":["secret"]}"#;
+        assert!(!Misbehave::check_resource_item(by_name, &ctx, &secret).is_allow());
+        let v = Misbehave::filter_prompts(deny, &ctx, &[prompt("admin_x"), prompt("user")]);
+        assert_eq!(v[0].denial().unwrap().reason, "test policy denies admin_x");
+        assert!(v[1].is_allow());
     }
 }

@@ -10,10 +10,11 @@
 //    configured domains and is longer than that suffix (*.prod.internal).
 // A call mentioning such hosts is denied with -32001 "Denied: production host";
 // the audit reason lists the hosts (sorted, without repeats). Arguments that are
-// not JSON are denied with -32603 "Internal error". Listing is not affected.
+// not JSON are denied with -32603 "Internal error". Listing, resources and
+// prompts are not affected (their hooks allow and pass, and are declared absent).
 // Settings: {"domains"?: [string]} (default ["prod.internal"]).
 
-import { log } from 'portcullis:policy/host@0.1.1';
+import { log } from 'portcullis:policy/host@0.2.0';
 
 const CODE = -32001;
 const MESSAGE = 'Denied: production host';
@@ -122,6 +123,13 @@ export function describe(settings) {
     readsConnectorTools: false,
     readsArguments: true,
     deterministic: true,
+    readsToolDefinitions: false,
+    filterResources: false,
+    checkResource: false,
+    checkResourceContents: false,
+    filterPrompts: false,
+    checkPrompt: false,
+    checkPromptResult: false,
   };
 }
 
@@ -136,5 +144,30 @@ export function checkCall(settings, ctx, tool, args) {
 }
 
 export function checkResult(settings, ctx, tool, result) {
+  return { tag: 'pass' };
+}
+
+// Resources and prompts: declared absent above, so never called; allow and pass.
+export function filterResources(settings, ctx, items) {
+  return items.map(() => ({ tag: 'allow' }));
+}
+
+export function checkResource(settings, ctx, item, action) {
+  return { tag: 'allow' };
+}
+
+export function checkResourceContents(settings, ctx, item, result) {
+  return { tag: 'pass' };
+}
+
+export function filterPrompts(settings, ctx, items) {
+  return items.map(() => ({ tag: 'allow' }));
+}
+
+export function checkPrompt(settings, ctx, item, action) {
+  return { tag: 'allow' };
+}
+
+export function checkPromptResult(settings, ctx, item, result) {
   return { tag: 'pass' };
 }

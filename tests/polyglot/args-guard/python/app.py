@@ -12,7 +12,8 @@ identically. The rule, exactly:
 
 A call mentioning such hosts is denied with -32001 "Denied: production host";
 the audit reason lists the hosts (sorted, without repeats). Arguments that are
-not JSON are denied with -32603 "Internal error". Listing is not affected.
+not JSON are denied with -32603 "Internal error". Listing, resources and
+prompts are not affected (their hooks allow and pass, and are declared absent).
 Settings: {"domains"?: [string]} (default ["prod.internal"]).
 """
 
@@ -139,6 +140,13 @@ class WitWorld(wit_world.WitWorld):
             reads_connector_tools=False,
             reads_arguments=True,
             deterministic=True,
+            reads_tool_definitions=False,
+            filter_resources=False,
+            check_resource=False,
+            check_resource_contents=False,
+            filter_prompts=False,
+            check_prompt=False,
+            check_prompt_result=False,
         )
 
     def filter_tools(self, settings, ctx):
@@ -151,4 +159,23 @@ class WitWorld(wit_world.WitWorld):
         return v
 
     def check_result(self, settings, ctx, tool, result):
+        return types.ResultVerdict_Pass()
+
+    # Resources and prompts: declared absent above, so never called; allow and pass.
+    def filter_resources(self, settings, ctx, items):
+        return [types.Verdict_Allow() for _ in items]
+
+    def check_resource(self, settings, ctx, item, action):
+        return types.Verdict_Allow()
+
+    def check_resource_contents(self, settings, ctx, item, result):
+        return types.ResultVerdict_Pass()
+
+    def filter_prompts(self, settings, ctx, items):
+        return [types.Verdict_Allow() for _ in items]
+
+    def check_prompt(self, settings, ctx, item, action):
+        return types.Verdict_Allow()
+
+    def check_prompt_result(self, settings, ctx, item, result):
         return types.ResultVerdict_Pass()
