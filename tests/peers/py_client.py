@@ -97,6 +97,35 @@ def server_request_callbacks(args, seen: list) -> dict:
     return callbacks
 
 
+async def pages(fetch, member: str) -> list:
+    out, cursor = [], None
+    while True:
+        res = await fetch(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        out += [dump(i) for i in getattr(res, member)]
+        cursor = res.next_cursor
+        if not cursor:
+            return out
+
+
+async def items(session, args) -> dict:
+    """The resources, prompts and completion subcommands; a JSON-RPC error is output as {"error": ...}."""
+    try:
+        if args.cmd == "resources":
+            return {"resources": await pages(session.list_resources, "resources"),
+                    "resourceTemplates": await pages(session.list_resource_templates, "resource_templates")}
+        if args.cmd == "prompts":
+            return {"prompts": await pages(session.list_prompts, "prompts")}
+        if args.cmd == "read":
+            return dump(await session.read_resource(args.uri))
+        if args.cmd == "get":
+            return dump(await session.get_prompt(args.name, json.loads(args.arguments)))
+        ref = (types.PromptReference(type="ref/prompt", name=args.ref) if args.kind == "prompt"
+               else types.ResourceTemplateReference(type="ref/resource", uri=args.ref))
+        return dump(await session.complete(ref, {"name": args.argument, "value": args.value}))
+    except MCPError as e:
+        return {"error": dump(e.error)}
+
+
 async def run(args) -> int:
     seen = []
     callbacks = server_request_callbacks(args, seen)
@@ -126,6 +155,9 @@ async def run(args) -> int:
                 if not cursor:
                     break
             print(json.dumps({"tools": tools}), flush=True)
+            return 0
+        if args.cmd != "call":
+            print(json.dumps(await items(session, args)), flush=True)
             return 0
         try:
             res = await session.call_tool(args.name, json.loads(args.arguments))
@@ -157,6 +189,18 @@ def main() -> int:
     c = sub.add_parser("call")
     c.add_argument("name")
     c.add_argument("arguments", nargs="?", default="{}")
+    sub.add_parser("resources", help="every resource and resource template")
+    sub.add_parser("prompts", help="every prompt")
+    r = sub.add_parser("read", help="resources/read")
+    r.add_argument("uri")
+    g = sub.add_parser("get", help="prompts/get")
+    g.add_argument("name")
+    g.add_argument("arguments", nargs="?", default="{}")
+    k = sub.add_parser("complete", help="completion/complete")
+    k.add_argument("kind", choices=["prompt", "resource"])
+    k.add_argument("ref", help="the prompt name or the resource template URI")
+    k.add_argument("argument")
+    k.add_argument("value")
     args = p.parse_args()
     try:
         return asyncio.run(run(args))

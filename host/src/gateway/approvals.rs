@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::Gateway;
-use super::catalog::ToolSet;
+use super::catalog::ItemSet;
 use crate::config::{Connector, ToolPinning};
 
 impl Gateway {
@@ -103,9 +103,9 @@ impl Gateway {
             .await
             .map_err(|e| anyhow::anyhow!("connector {}: {e}", c.id))?;
         Ok(set
-            .tools
+            .items
             .iter()
-            .map(|t| ToolSet::name(t).to_string())
+            .map(|t| ItemSet::name(t).to_string())
             .collect())
     }
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::catalog::ToolSet;
+use super::catalog::{ItemSet, Kind};
 use super::limits::Permit;
 use super::pipeline::{End, Governed, Refusal, Stage};
 use super::relay::Relayer;
@@ -45,7 +45,7 @@ enum Event {
 /// A call resolved to its connector and tool.
 struct Target {
     connector: Arc<Connector>,
-    set: Arc<ToolSet>,
+    set: Arc<ItemSet>,
     /// The tool's position in `set`.
     position: usize,
     /// The agent's params as written, member by member; only `name` is replaced.
@@ -64,7 +64,7 @@ struct Call {
 impl Target {
     /// The tool's upstream name.
     fn tool(&self) -> &str {
-        ToolSet::name(&self.set.tools[self.position])
+        ItemSet::name(&self.set.items[self.position])
     }
 }
 
@@ -178,7 +178,7 @@ impl Gateway {
             .await?;
         let set = self
             .catalog
-            .refetch(&connector.id)
+            .refetch(&connector.id, Kind::Tools)
             .await
             .map_err(unavailable)?;
         let Some(position) = set.position(tool) else {
@@ -202,7 +202,7 @@ impl Gateway {
         governed: &mut Governed,
         session: &AgentSession,
         connector: &Arc<Connector>,
-        set: &Arc<ToolSet>,
+        set: &Arc<ItemSet>,
         tool: &str,
         members: &Members,
     ) -> Stage<()> {
@@ -269,8 +269,8 @@ impl Gateway {
                 accepts_sse,
             };
             let on_message = move |msg: Message| {
-                if super::catalog::is_list_changed(&msg) {
-                    catalog.invalidate(&connector_id);
+                if let Some(kinds) = super::catalog::list_changed(&msg) {
+                    catalog.invalidate_kinds(&connector_id, kinds);
                     return None;
                 }
                 match msg {
@@ -303,7 +303,7 @@ impl Gateway {
                 outcome,
                 &chain,
                 owned,
-                target.position,
+                Hook::Tool(target.position),
             )
             .await;
             if let Some(text) = governed.finish(&gateway.audit, end).await {
@@ -338,22 +338,39 @@ impl Gateway {
     }
 }
 
-/// The check stage: the post-call hook over the upstream's result (which may block
-/// or rewrite it), and how the call ends for the audit and the agent.
-async fn check(
+/// What the check stage's result hook is about.
+pub(super) enum Hook {
+    /// A `tools/call` of the tool at this position (`check-result`).
+    Tool(usize),
+    /// A `resources/read` or `prompts/get` (their result hooks), or nothing to hook
+    /// (`None`: a completion); the item's name or URI names it to the redaction of
+    /// errors.
+    Item(Option<decide::Hooked>, String),
+}
+
+/// The check stage: the result hook over the upstream's result (which may block
+/// or rewrite it), and how the request ends for the audit and the agent.
+pub(super) async fn check(
     governed: &mut Governed,
     connector: &str,
     outcome: Result<Outcome, UpstreamError>,
     chain: &Arc<Chain>,
     owned: decide::Owned,
-    tool: usize,
+    hook: Hook,
 ) -> End {
     match outcome {
         Ok(Outcome::Result(raw)) => {
-            if !chain.checks_results() {
-                return End::Result(Box::<str>::from(raw).into());
-            }
-            let decision = decide::check_result(chain, owned, tool, raw.get().to_string()).await;
+            let text = raw.get().to_string();
+            let decision = match hook {
+                Hook::Tool(_) if !chain.checks_results() => {
+                    return End::Result(Box::<str>::from(raw).into());
+                }
+                Hook::Tool(tool) => decide::check_result(chain, owned, tool, text).await,
+                Hook::Item(Some(hooked), _) => {
+                    decide::check_item_result(chain, owned, hooked, text).await
+                }
+                Hook::Item(None, _) => return End::Result(Box::<str>::from(raw).into()),
+            };
             if let Some(denial) = decision.denial {
                 governed.audited.decided(&decision.policy, &decision.digest);
                 return End::Refused(denial.into());
@@ -371,7 +388,13 @@ async fn check(
             }
         }
         Ok(Outcome::Error(error)) if chain.redacts_messages() => {
-            let decision = decide::check_message(chain, owned, tool, error.to_string()).await;
+            let message = error.to_string();
+            let decision = match hook {
+                Hook::Tool(tool) => decide::check_message(chain, owned, tool, message).await,
+                Hook::Item(_, item) => {
+                    decide::check_item_message(chain, owned, item, message).await
+                }
+            };
             if let Some(denial) = decision.denial {
                 governed.audited.decided(&decision.policy, &decision.digest);
                 return End::Refused(denial.into());
@@ -396,7 +419,7 @@ async fn check(
 /// A call that timed out or that the agent cancelled: the upstream is told
 /// (`notifications/cancelled`) from a task of its own, bounded by the connector's
 /// timeout, so an upstream that stopped answering holds up nothing.
-fn tell_cancelled(
+pub(super) fn tell_cancelled(
     upstream: &Arc<UpstreamSession>,
     upstream_id: i64,
     connector: &Connector,
@@ -550,7 +573,7 @@ impl Drop for Detachable {
 
 /// The agent-facing error for an upstream failure. Never includes credentials: the
 /// messages are built from status codes and transport errors only.
-fn upstream_error(e: &UpstreamError) -> RpcError {
+pub(super) fn upstream_error(e: &UpstreamError) -> RpcError {
     match e {
         UpstreamError::Timeout => RpcError::new(jsonrpc::INTERNAL_ERROR, "timeout"),
         UpstreamError::TooLarge(_) => RpcError::new(
@@ -580,7 +603,7 @@ fn upstream_error(e: &UpstreamError) -> RpcError {
 
 /// What a cancelled request's HTTP exchange ends with: an empty SSE stream, or for
 /// a JSON-only client an error, since it must get some answer.
-fn cancelled(id: &Value, accepts_sse: bool) -> Reply {
+pub(super) fn cancelled(id: &Value, accepts_sse: bool) -> Reply {
     if accepts_sse {
         let (_tx, rx) = mpsc::channel(1);
         Reply::Stream(rx)

@@ -1,10 +1,12 @@
-//! The tool catalog: each connector's `tools/list`, fetched through all its pages over
-//! the gateway's own upstream session and cached until the upstream announces
-//! `notifications/tools/list_changed` or an operator asks for a refresh. A reload
-//! adds, removes or replaces connectors (`insert`, `remove`): readers see one set
-//! or the other, never a mix.
+//! The catalog: each connector's lists of the four kinds ([`Kind`]: tools, resources,
+//! resource templates, prompts), each fetched through all its pages over the
+//! gateway's own upstream session and cached until the upstream announces the kind's
+//! `list_changed` or an operator asks for a refresh. A reload adds, removes or
+//! replaces connectors (`insert`, `remove`): readers see one set or the other, never
+//! a mix. Only tool lists are screened by pinning. A kind the upstream did not
+//! declare in its capabilities is an empty list, never an upstream call.
 //!
-//! Tools are kept as the JSON the upstream sent, so fields the gateway does not know
+//! Items are kept as the JSON the upstream sent, so fields the gateway does not know
 //! reach agents unchanged.
 //!
 //! Concurrent requests for a list that is not cached share one fetch. A fetch that
@@ -31,6 +33,10 @@ use crate::upstream::{Message, Outcome, UpstreamError, UpstreamSession};
 /// Upper bound on pages followed for one connector, against a looping cursor.
 const MAX_PAGES: usize = 1000;
 
+/// How long `initialize` does not wait again for an upstream whose capabilities
+/// could not be had.
+pub(crate) const CAPABILITIES_RETRY: Duration = Duration::from_secs(30);
+
 /// How long a failed fetch of a connector's list is answered from memory.
 pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(5);
 
@@ -38,72 +44,198 @@ pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(5);
 /// to tools missing from it ([`Catalog::refetch`]).
 pub(crate) const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One connector's cached tool list.
+/// What a connector lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Tools,
+    Resources,
+    Templates,
+    Prompts,
+}
+
+impl Kind {
+    /// The list method.
+    pub(crate) fn method(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools/list",
+            Kind::Resources => "resources/list",
+            Kind::Templates => "resources/templates/list",
+            Kind::Prompts => "prompts/list",
+        }
+    }
+
+    /// The member of the list result holding the items.
+    pub(crate) fn member(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools",
+            Kind::Resources => "resources",
+            Kind::Templates => "resourceTemplates",
+            Kind::Prompts => "prompts",
+        }
+    }
+
+    /// The item member that identifies an item.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Kind::Tools | Kind::Prompts => "name",
+            Kind::Resources => "uri",
+            Kind::Templates => "uriTemplate",
+        }
+    }
+
+    /// The server capability that offers the kind.
+    pub(crate) fn capability(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools",
+            Kind::Resources | Kind::Templates => "resources",
+            Kind::Prompts => "prompts",
+        }
+    }
+
+    /// The kind a `notifications/<capability>/list_changed` names (resources: both
+    /// resource lists).
+    fn changed(method: &str) -> Option<&'static [Kind]> {
+        match method {
+            "notifications/tools/list_changed" => Some(&[Kind::Tools]),
+            "notifications/resources/list_changed" => Some(&[Kind::Resources, Kind::Templates]),
+            "notifications/prompts/list_changed" => Some(&[Kind::Prompts]),
+            _ => None,
+        }
+    }
+
+    /// The policy hook that filters the kind.
+    pub(crate) fn list_kind(self) -> crate::policy::ListKind {
+        use crate::policy::ListKind;
+        match self {
+            Kind::Tools => ListKind::Tools,
+            Kind::Resources => ListKind::Resources,
+            Kind::Templates => ListKind::Templates,
+            Kind::Prompts => ListKind::Prompts,
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// One connector's cached list of one kind.
 #[derive(Debug)]
-pub(crate) struct ToolSet {
-    /// Tools as received (each an object with a string `name`).
-    pub tools: Vec<Value>,
+pub(crate) struct ItemSet {
+    pub kind: Kind,
+    /// Items as received (each an object with a non-empty string key member).
+    pub items: Vec<Value>,
     index: HashMap<String, usize>,
     /// Increases with every fetch, for cursors and policy caches.
     pub version: u64,
     /// The sha256 of the list as the upstream sent it (before pinning withheld
     /// anything): a re-fetch that finds it unchanged changes nothing.
     fetched: [u8; 32],
-    /// Each tool's JSON text as received, and renamed `<slug><sep><name>` for `/mcp`:
-    /// serialized once per list version, so `tools/list` only concatenates text.
+    /// Each item's JSON text as received, and as agents see it on `/mcp` (names
+    /// `<slug><sep><name>`, URIs qualified: `names.rs`): serialized once per list
+    /// version, so a list request only concatenates text.
     plain: OnceLock<Vec<Box<str>>>,
-    prefixed: OnceLock<(String, Vec<Box<str>>)>,
+    renamed: OnceLock<(String, Vec<Box<str>>)>,
 }
 
-impl ToolSet {
-    fn new(tools: Vec<Value>, version: u64, fetched: [u8; 32]) -> Self {
-        let index = tools
+impl ItemSet {
+    fn new(kind: Kind, items: Vec<Value>, version: u64, fetched: [u8; 32]) -> Self {
+        let index = items
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| Some((t.get("name")?.as_str()?.to_string(), i)))
+            .filter_map(|(i, t)| Some((t.get(kind.key())?.as_str()?.to_string(), i)))
             .collect();
-        ToolSet {
-            tools,
+        ItemSet {
+            kind,
+            items,
             index,
             version,
             fetched,
             plain: OnceLock::new(),
-            prefixed: OnceLock::new(),
+            renamed: OnceLock::new(),
         }
     }
 
-    /// Every tool's JSON text, as the upstream sent it (unknown fields kept).
-    pub(crate) fn plain_json(&self) -> &[Box<str>] {
-        self.plain
-            .get_or_init(|| self.tools.iter().map(|t| t.to_string().into()).collect())
+    /// An empty list (a connector whose upstream lists nothing of the kind).
+    pub(crate) fn empty(kind: Kind) -> ItemSet {
+        ItemSet::new(kind, Vec::new(), 0, [0; 32])
     }
 
-    /// Every tool's JSON text with its name prefixed by `prefix` (`<slug><sep>`; the
-    /// same for every caller, as a connector's slug and the separator are fixed).
-    pub(crate) fn prefixed_json(&self, prefix: &str) -> &[Box<str>] {
-        let (made_with, texts) = self.prefixed.get_or_init(|| {
+    /// The item keyed `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+        self.position(key).map(|i| &self.items[i])
+    }
+
+    /// Every item's JSON text, as the upstream sent it (unknown fields kept).
+    pub(crate) fn plain_json(&self) -> &[Box<str>] {
+        self.plain
+            .get_or_init(|| self.items.iter().map(|t| t.to_string().into()).collect())
+    }
+
+    /// Every item's JSON text as `/mcp` shows it: its key renamed by `rename` (the
+    /// same for every caller, as a connector's slug and the separator are fixed;
+    /// `made_with` names it, to catch a second renaming in tests).
+    pub(crate) fn renamed_json(
+        &self,
+        made_with: &str,
+        rename: impl Fn(&str) -> String,
+    ) -> &[Box<str>] {
+        let key = self.kind.key();
+        let (made, texts) = self.renamed.get_or_init(|| {
             let texts = self
-                .tools
+                .items
                 .iter()
                 .map(|t| {
                     let mut renamed = t.clone();
-                    renamed["name"] = Value::String(format!("{prefix}{}", ToolSet::name(t)));
+                    renamed[key] = Value::String(rename(ItemSet::key_str(t, key)));
                     renamed.to_string().into()
                 })
                 .collect();
-            (prefix.to_string(), texts)
+            (made_with.to_string(), texts)
         });
-        debug_assert_eq!(made_with, prefix, "one prefix per connector");
+        debug_assert_eq!(made, made_with, "one renaming per connector");
         texts
     }
 
-    /// Where the tool called `name` is in `tools` (calls carry this, not a copy).
-    pub(crate) fn position(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
+    /// Where the item keyed `key` is in `items` (requests carry this, not a copy).
+    pub(crate) fn position(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
     }
 
-    pub(crate) fn name(tool: &Value) -> &str {
-        tool.get("name").and_then(Value::as_str).unwrap_or_default()
+    /// A tool's or prompt's name.
+    pub(crate) fn name(item: &Value) -> &str {
+        ItemSet::key_str(item, "name")
+    }
+
+    /// An item's string member `key` (empty when missing).
+    pub(crate) fn key_str<'v>(item: &'v Value, key: &str) -> &'v str {
+        item.get(key).and_then(Value::as_str).unwrap_or_default()
+    }
+}
+
+/// One kind's cached list of a connector, and how it is being fetched.
+#[derive(Default)]
+struct Slot {
+    set: ArcSwapOption<ItemSet>,
+    fetch_lock: Mutex<()>,
+    /// When a request last made the list be fetched again ([`Catalog::refetch`]).
+    last_refetch: std::sync::Mutex<Option<Instant>>,
+    /// The last fetch's error and when it ended, while no list is cached.
+    failure: std::sync::Mutex<Option<(Instant, UpstreamError)>>,
+}
+
+impl Slot {
+    /// The last fetch's error, if it ended less than [`FAILURE_TTL`] ago.
+    fn recent_failure(&self) -> Option<UpstreamError> {
+        let failure = self.failure.lock().expect("catalog failure lock");
+        match &*failure {
+            Some((at, e)) if at.elapsed() < FAILURE_TTL => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn set_failure(&self, failure: Option<UpstreamError>) {
+        *self.failure.lock().expect("catalog failure lock") = failure.map(|e| (Instant::now(), e));
     }
 }
 
@@ -111,12 +243,13 @@ struct Entry {
     /// The connector as currently configured (its `timeout_ms` bounds fetches).
     connector: ArcSwap<Connector>,
     session: Arc<UpstreamSession>,
-    tools: ArcSwapOption<ToolSet>,
-    fetch_lock: Mutex<()>,
-    /// When a call last made the list be fetched again ([`Catalog::refetch`]).
-    last_refetch: std::sync::Mutex<Option<Instant>>,
-    /// The last fetch's error and when it ended, while no list is cached.
-    failure: std::sync::Mutex<Option<(Instant, UpstreamError)>>,
+    /// One per [`Kind`], in its order.
+    slots: [Slot; 4],
+    /// The upstream's capabilities, once its catalog session has initialised.
+    capabilities: ArcSwapOption<Value>,
+    /// When asking for them last failed (`initialize` then does not wait for this
+    /// upstream again for [`CAPABILITIES_RETRY`]).
+    capabilities_failed: std::sync::Mutex<Option<Instant>>,
     /// The task watching the upstream's `list_changed`, while one runs.
     watcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -126,10 +259,9 @@ impl Entry {
         Entry {
             connector: ArcSwap::new(connector),
             session,
-            tools: ArcSwapOption::empty(),
-            fetch_lock: Mutex::new(()),
-            last_refetch: std::sync::Mutex::new(None),
-            failure: std::sync::Mutex::new(None),
+            slots: Default::default(),
+            capabilities: ArcSwapOption::empty(),
+            capabilities_failed: std::sync::Mutex::new(None),
             watcher: std::sync::Mutex::new(None),
         }
     }
@@ -142,17 +274,25 @@ impl Entry {
         self.connector.load().timeout
     }
 
-    /// The last fetch's error, if it ended less than [`FAILURE_TTL`] ago.
-    fn recent_failure(&self) -> Option<UpstreamError> {
-        let failure = self.failure.lock().expect("catalog failure lock");
-        match &*failure {
-            Some((at, e)) if at.elapsed() < FAILURE_TTL => Some(e.clone()),
-            _ => None,
-        }
+    fn slot(&self, kind: Kind) -> &Slot {
+        &self.slots[kind.slot()]
     }
 
-    fn set_failure(&self, failure: Option<UpstreamError>) {
-        *self.failure.lock().expect("catalog failure lock") = failure.map(|e| (Instant::now(), e));
+    /// The upstream's capabilities (initialising the catalog session if needed,
+    /// bounded by the connector's timeout), remembered for [`Catalog::offered`].
+    async fn capabilities(&self) -> Result<Arc<Value>, UpstreamError> {
+        if let Some(caps) = self.capabilities.load_full() {
+            return Ok(caps);
+        }
+        let asked = tokio::time::timeout(self.timeout(), self.session.capabilities())
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout));
+        let mut failed = self.capabilities_failed.lock().expect("capabilities lock");
+        *failed = asked.is_err().then(Instant::now);
+        drop(failed);
+        let caps = Arc::new(asked?);
+        self.capabilities.store(Some(caps.clone()));
+        Ok(caps)
     }
 
     /// Stops the watcher and ends the gateway's upstream session (in the background,
@@ -172,8 +312,9 @@ impl Entry {
 /// sessions it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Changed {
-    /// A connector's list or rules (every session of `/mcp` and of its own endpoint).
-    Connector(String),
+    /// A connector's list of one kind, or (`None`) its rules or every list (every
+    /// session of `/mcp` and of its own endpoint).
+    Connector(String, Option<Kind>),
     /// An agent's rules (its sessions).
     Agent(String),
 }
@@ -258,83 +399,146 @@ impl Catalog {
         }
     }
 
-    /// The cached tools of a connector, fetched first if not cached; a recent failed
-    /// fetch's error at once (module doc).
-    pub(crate) async fn tools(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
+    /// The cached tools of a connector ([`Catalog::list`]).
+    pub(crate) async fn tools(&self, connector_id: &str) -> Result<Arc<ItemSet>, UpstreamError> {
+        self.list(connector_id, Kind::Tools).await
+    }
+
+    /// The cached list of one kind of a connector, fetched first if not cached; a
+    /// recent failed fetch's error at once (module doc).
+    pub(crate) async fn list(
+        &self,
+        connector_id: &str,
+        kind: Kind,
+    ) -> Result<Arc<ItemSet>, UpstreamError> {
         let entry = self.entry(connector_id)?;
-        if let Some(tools) = entry.tools.load_full() {
-            return Ok(tools);
+        let slot = entry.slot(kind);
+        if let Some(set) = slot.set.load_full() {
+            return Ok(set);
         }
-        if let Some(e) = entry.recent_failure() {
+        if let Some(e) = slot.recent_failure() {
             return Err(e);
         }
         // One fetch at a time; who waited for it takes its list or its error.
-        let _guard = entry.fetch_lock.lock().await;
-        if let Some(tools) = entry.tools.load_full() {
-            return Ok(tools);
+        let _guard = slot.fetch_lock.lock().await;
+        if let Some(set) = slot.set.load_full() {
+            return Ok(set);
         }
-        if let Some(e) = entry.recent_failure() {
+        if let Some(e) = slot.recent_failure() {
             return Err(e);
         }
-        let set = match self.fetch(&entry).await {
+        let set = match self.fetch(&entry, kind).await {
             Ok(set) => set,
             Err(e) => {
-                entry.set_failure(Some(e.clone()));
+                slot.set_failure(Some(e.clone()));
                 return Err(e);
             }
         };
-        entry.set_failure(None);
-        entry.tools.store(Some(set.clone()));
+        slot.set_failure(None);
+        slot.set.store(Some(set.clone()));
         Ok(set)
     }
 
-    /// Fetches a connector's list again because a call named a tool missing from it,
-    /// at most once per [`REFETCH_INTERVAL`] (otherwise the cached list is the
-    /// answer). A list that comes back unchanged changes nothing: the cached set, its
-    /// version (so cursors and cached decisions) stay and nobody is told. A changed
-    /// one replaces it and subscribers are told (`list_changed` to agents). A failed
-    /// re-fetch keeps the cached list.
-    pub(crate) async fn refetch(&self, connector_id: &str) -> Result<Arc<ToolSet>, UpstreamError> {
+    /// Fetches a connector's list of one kind again because a request named an item
+    /// missing from it, at most once per [`REFETCH_INTERVAL`] (otherwise the cached
+    /// list is the answer). A list that comes back unchanged changes nothing: the
+    /// cached set, its version (so cursors and cached decisions) stay and nobody is
+    /// told. A changed one replaces it and subscribers are told (`list_changed` to
+    /// agents). A failed re-fetch keeps the cached list.
+    pub(crate) async fn refetch(
+        &self,
+        connector_id: &str,
+        kind: Kind,
+    ) -> Result<Arc<ItemSet>, UpstreamError> {
         let entry = self.entry(connector_id)?;
-        let guard = entry.fetch_lock.lock().await;
-        let Some(current) = entry.tools.load_full() else {
+        let slot = entry.slot(kind);
+        let guard = slot.fetch_lock.lock().await;
+        let Some(current) = slot.set.load_full() else {
             drop(guard);
-            return self.tools(connector_id).await;
+            return self.list(connector_id, kind).await;
         };
         {
-            let mut last = entry.last_refetch.lock().expect("catalog refetch lock");
+            let mut last = slot.last_refetch.lock().expect("catalog refetch lock");
             if last.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
                 return Ok(current);
             }
             *last = Some(Instant::now());
         }
-        let set = match self.fetch(&entry).await {
+        let set = match self.fetch(&entry, kind).await {
             Ok(set) if set.fetched == current.fetched => return Ok(current),
             Ok(set) => set,
             Err(_) => return Ok(current),
         };
-        entry.tools.store(Some(set.clone()));
-        self.announce(connector_id);
-        tracing::info!(connector = connector_id, "tool list changed upstream");
+        slot.set.store(Some(set.clone()));
+        self.announce_kind(connector_id, kind);
+        tracing::info!(
+            connector = connector_id,
+            list = kind.method(),
+            "list changed upstream"
+        );
         Ok(set)
     }
 
-    /// Fetches a connector's whole list (bounded by its timeout) and screens it
-    /// (`pinning.rs`): a new tool set with the next version.
-    async fn fetch(&self, entry: &Entry) -> Result<Arc<ToolSet>, UpstreamError> {
+    /// Whether the connector's upstream offers `capability` (`tools`, `resources`,
+    /// `prompts`, `completions`, `logging`), asking it if not known yet.
+    pub(crate) async fn offers(
+        &self,
+        connector_id: &str,
+        capability: &str,
+    ) -> Result<bool, UpstreamError> {
+        let caps = self.entry(connector_id)?.capabilities().await?;
+        Ok(caps.get(capability).is_some_and(|c| !c.is_null()))
+    }
+
+    /// Whether the connector's upstream capabilities are known, or asking for them
+    /// failed less than [`CAPABILITIES_RETRY`] ago (so there is no point waiting).
+    pub(crate) fn knows_capabilities(&self, connector_id: &str) -> bool {
+        self.entry(connector_id).is_ok_and(|e| {
+            e.capabilities.load().is_some()
+                || e.capabilities_failed
+                    .lock()
+                    .expect("capabilities lock")
+                    .is_some_and(|at| at.elapsed() < CAPABILITIES_RETRY)
+        })
+    }
+
+    /// Whether the connector's upstream is known to offer `capability`, without
+    /// asking (`initialize` answers from this: unknown is not offered).
+    pub(crate) fn offered(&self, connector_id: &str, capability: &str) -> bool {
+        let Ok(entry) = self.entry(connector_id) else {
+            return false;
+        };
+        entry
+            .capabilities
+            .load()
+            .as_ref()
+            .is_some_and(|caps| caps.get(capability).is_some_and(|c| !c.is_null()))
+    }
+
+    /// Fetches a connector's whole list of one kind (bounded by its timeout) and, for
+    /// tools, screens it (`pinning.rs`): a new set with the next version. A kind whose
+    /// capability the upstream did not declare is an empty list, not a request.
+    async fn fetch(&self, entry: &Entry, kind: Kind) -> Result<Arc<ItemSet>, UpstreamError> {
         let connector = entry.connector.load_full();
-        let fetched = tokio::time::timeout(connector.timeout, fetch_all(&entry.session))
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout));
-        let tools = fetched.inspect_err(|e| {
-            crate::telemetry::metrics::upstream_error(&connector.id, e.kind());
-        })?;
+        let items = if kind == Kind::Tools || self.offers(&connector.id, kind.capability()).await? {
+            let fetched = tokio::time::timeout(connector.timeout, fetch_all(&entry.session, kind))
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout));
+            fetched.inspect_err(|e| {
+                crate::telemetry::metrics::upstream_error(&connector.id, e.kind());
+            })?
+        } else {
+            Vec::new()
+        };
         let text =
-            serde_json::to_string(&tools).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            serde_json::to_string(&items).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let digest = crate::digest::sha256(text.as_bytes());
-        let served = self.pinning.screen(&connector, tools).await?;
+        let served = match kind {
+            Kind::Tools => self.pinning.screen(&connector, items).await?,
+            _ => items,
+        };
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(Arc::new(ToolSet::new(served, version, digest)))
+        Ok(Arc::new(ItemSet::new(kind, served, version, digest)))
     }
 
     /// Tells subscribers that what agents see of a connector may have changed (its
@@ -342,7 +546,14 @@ impl Catalog {
     pub(crate) fn announce(&self, connector_id: &str) {
         let _ = self
             .changed
-            .send(Changed::Connector(connector_id.to_string()));
+            .send(Changed::Connector(connector_id.to_string(), None));
+    }
+
+    /// Tells subscribers that a connector's list of one kind changed.
+    fn announce_kind(&self, connector_id: &str, kind: Kind) {
+        let _ = self
+            .changed
+            .send(Changed::Connector(connector_id.to_string(), Some(kind)));
     }
 
     /// Tells subscribers that what an agent sees may have changed (its rules were
@@ -351,14 +562,30 @@ impl Catalog {
         let _ = self.changed.send(Changed::Agent(agent.to_string()));
     }
 
-    /// Drops a connector's cached list (and a remembered failure) and tells
-    /// subscribers.
+    /// Drops a connector's cached lists of every kind (and remembered failures) and
+    /// its remembered capabilities, and tells subscribers.
     pub(crate) fn invalidate(&self, connector_id: &str) {
         if let Ok(entry) = self.entry(connector_id) {
-            entry.set_failure(None);
-            entry.tools.store(None);
+            for slot in &entry.slots {
+                slot.set_failure(None);
+                slot.set.store(None);
+            }
+            entry.capabilities.store(None);
             self.announce(connector_id);
-            tracing::info!(connector = connector_id, "tool list invalidated");
+            tracing::info!(connector = connector_id, "lists invalidated");
+        }
+    }
+
+    /// Drops a connector's cached lists of `kinds` (the upstream announced a change).
+    pub(crate) fn invalidate_kinds(&self, connector_id: &str, kinds: &[Kind]) {
+        if let Ok(entry) = self.entry(connector_id) {
+            for kind in kinds {
+                let slot = entry.slot(*kind);
+                slot.set_failure(None);
+                slot.set.store(None);
+                self.announce_kind(connector_id, *kind);
+            }
+            tracing::info!(connector = connector_id, lists = ?kinds, "lists changed upstream");
         }
     }
 
@@ -439,10 +666,11 @@ impl Catalog {
     /// for good, even after it recovered.
     async fn watch_once(&self, entry: &Entry) -> Result<bool, UpstreamError> {
         let limit = entry.timeout();
-        let caps = tokio::time::timeout(limit, entry.session.capabilities())
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout))?;
-        if caps.pointer("/tools/listChanged") != Some(&Value::Bool(true)) {
+        let caps = entry.capabilities().await?;
+        let announces = ["tools", "resources", "prompts"]
+            .iter()
+            .any(|c| caps.get(*c).and_then(|c| c.get("listChanged")) == Some(&Value::Bool(true)));
+        if !announces {
             return Ok(false);
         }
         let listen = tokio::time::timeout(limit, entry.session.listen())
@@ -452,8 +680,8 @@ impl Catalog {
             return Ok(false);
         };
         while let Some(msg) = stream.next().await? {
-            if is_list_changed(&msg) {
-                self.invalidate(&entry.id());
+            if let Some(kinds) = list_changed(&msg) {
+                self.invalidate_kinds(&entry.id(), kinds);
             } else if let Message::Request { id, method, .. } = msg {
                 // No agent is behind this session: answer, so the upstream never waits.
                 let session = entry.session.clone();
@@ -475,13 +703,18 @@ impl Catalog {
     }
 }
 
-/// Whether an upstream message announces a changed tool list.
-pub(crate) fn is_list_changed(msg: &Message) -> bool {
-    matches!(msg, Message::Notification { method, .. } if method == "notifications/tools/list_changed")
+/// The kinds whose list an upstream message announces changed, if it does.
+pub(crate) fn list_changed(msg: &Message) -> Option<&'static [Kind]> {
+    match msg {
+        Message::Notification { method, .. } => Kind::changed(method),
+        _ => None,
+    }
 }
 
-async fn fetch_all(session: &UpstreamSession) -> Result<Vec<Value>, UpstreamError> {
-    let mut tools = Vec::new();
+/// Every page of one kind's list; items without a non-empty key are dropped.
+async fn fetch_all(session: &UpstreamSession, kind: Kind) -> Result<Vec<Value>, UpstreamError> {
+    let (method, member, key) = (kind.method(), kind.member(), kind.key());
+    let mut items = Vec::new();
     let mut cursor: Option<Value> = None;
     for _ in 0..MAX_PAGES {
         let params = match &cursor {
@@ -489,23 +722,23 @@ async fn fetch_all(session: &UpstreamSession) -> Result<Vec<Value>, UpstreamErro
             None => json!({}),
         };
         let id = session.next_request_id();
-        let outcome = session.request(id, "tools/list", &params, Some).await?;
+        let outcome = session.request(id, method, &params, Some).await?;
         let page: Value = match outcome {
             Outcome::Result(raw) => serde_json::from_str(raw.get())
                 .map_err(|e| UpstreamError::Protocol(e.to_string()))?,
             Outcome::Error(e) => {
-                return Err(UpstreamError::Protocol(format!("tools/list failed: {e}")));
+                return Err(UpstreamError::Protocol(format!("{method} failed: {e}")));
             }
         };
-        let Some(list) = page.get("tools").and_then(Value::as_array) else {
-            return Err(UpstreamError::Protocol(
-                "tools/list result has no tools array".into(),
-            ));
+        let Some(list) = page.get(member).and_then(Value::as_array) else {
+            return Err(UpstreamError::Protocol(format!(
+                "{method} result has no {member} array"
+            )));
         };
-        tools.extend(
+        items.extend(
             list.iter()
                 .filter(|t| {
-                    t.get("name")
+                    t.get(key)
                         .and_then(Value::as_str)
                         .is_some_and(|n| !n.is_empty())
                 })
@@ -513,10 +746,10 @@ async fn fetch_all(session: &UpstreamSession) -> Result<Vec<Value>, UpstreamErro
         );
         match page.get("nextCursor") {
             Some(c) if !c.is_null() && cursor.as_ref() != Some(c) => cursor = Some(c.clone()),
-            _ => return Ok(tools),
+            _ => return Ok(items),
         }
     }
     Err(UpstreamError::Protocol(format!(
-        "tools/list has more than {MAX_PAGES} pages"
+        "{method} has more than {MAX_PAGES} pages"
     )))
 }

@@ -10,18 +10,20 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Gateway;
-use super::catalog::ToolSet;
+use super::catalog::ItemSet;
 use crate::auth::Identity;
 use crate::config::Connector;
 use crate::mcp::jsonrpc;
-use crate::policy::{Chain, Decision, Denial, Subject};
+use crate::policy::{
+    Chain, CompletionRequest, Decision, Denial, PromptRequest, ResourceRequest, Subject,
+};
 
 /// Everything a chain evaluation reads, owned so it can move to another thread.
 #[derive(Clone)]
 pub(super) struct Owned {
     identity: Arc<Identity>,
     connector: Arc<Connector>,
-    tools: Arc<ToolSet>,
+    tools: Arc<ItemSet>,
 }
 
 impl Owned {
@@ -30,14 +32,14 @@ impl Owned {
             identity: &self.identity,
             declaration: self.identity.declaration.as_deref().map(Vec::as_slice),
             connector: &self.connector,
-            tools: &self.tools.tools,
+            tools: &self.tools.items,
             tools_version: self.tools.version,
         }
     }
 
-    /// The tool at `position` in the connector's list (`ToolSet::position`).
+    /// The tool at `position` in the connector's list (`ItemSet::position`).
     fn tool(&self, position: usize) -> &Value {
-        &self.tools.tools[position]
+        &self.tools.items[position]
     }
 
     /// The tool a call names: listed, or a stand-in for a name the list lacks.
@@ -63,7 +65,7 @@ impl Gateway {
         &self,
         identity: &Arc<Identity>,
         connector: &Arc<Connector>,
-        tools: &Arc<ToolSet>,
+        tools: &Arc<ItemSet>,
     ) -> Owned {
         Owned {
             identity: identity.clone(),
@@ -73,9 +75,155 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// [`Gateway::owned`] for a resource or prompt request or list: the connector's
+    /// tools (what `ctx.connector.tools` carries) when its upstream is known to list
+    /// tools and they can be had, else none.
+    pub(super) async fn owned_for_items(
+        &self,
+        session: &super::sessions::AgentSession,
+        connector: &Arc<Connector>,
+    ) -> Owned {
+        let tools = match self.catalog.offered(&connector.id, "tools") {
+            true => self.catalog.tools(&connector.id).await.ok(),
+            false => None,
+        };
+        let tools = tools.unwrap_or_else(|| Arc::new(ItemSet::empty(super::catalog::Kind::Tools)));
+        self.owned(&session.identity(), connector, &tools)
+    }
+}
+
+/// Which items of `set` (a connector's resources, templates or prompts) the agent
+/// may see; `owned` carries the connector's tools for policies that read them.
+pub(super) async fn filter_items(chain: &Arc<Chain>, owned: Owned, set: Arc<ItemSet>) -> Vec<bool> {
+    let kind = set.kind.list_kind();
+    let n = set.items.len();
+    if let Some(visible) =
+        chain.filter_items_cached(&owned.subject(), kind, &set.items, set.version)
+    {
+        return visible;
+    }
+    let chain = chain.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| chain.filter_items(&owned.subject(), kind, &set.items, set.version))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "policy evaluation panicked; hiding the connector's items");
+        vec![false; n]
+    })
+}
+
+/// A resource or prompt request, owned for the blocking pool: the item (JSON as
+/// listed, or a stand-in) and what is asked of it.
+pub(super) enum Ask {
+    ReadResource(Value),
+    CompleteResource(Value, Completion),
+    GetPrompt(Value, String),
+    CompletePrompt(Value, Completion),
+}
+
+/// A `completion/complete` request's argument, typed value and resolved arguments.
+pub(super) struct Completion {
+    pub argument: String,
+    pub value: String,
+    /// JSON object text (`{}` when none).
+    pub context: String,
+}
+
+impl Completion {
+    fn request(&self) -> CompletionRequest<'_> {
+        CompletionRequest {
+            argument: &self.argument,
+            value: &self.value,
+            context: &self.context,
+        }
+    }
+}
+
+impl Ask {
+    fn is_prompt(&self) -> bool {
+        matches!(self, Ask::GetPrompt(..) | Ask::CompletePrompt(..))
+    }
+
+    fn decide(&self, chain: &Chain, subject: &Subject) -> Decision {
+        match self {
+            Ask::ReadResource(item) => chain.check_resource(subject, item, ResourceRequest::Read),
+            Ask::CompleteResource(item, c) => {
+                chain.check_resource(subject, item, ResourceRequest::Complete(c.request()))
+            }
+            Ask::GetPrompt(item, arguments) => {
+                chain.check_prompt(subject, item, PromptRequest::Get(arguments))
+            }
+            Ask::CompletePrompt(item, c) => {
+                chain.check_prompt(subject, item, PromptRequest::Complete(c.request()))
+            }
+        }
+    }
+}
+
+/// Whether a resource or prompt request may proceed (no evaluation when no policy
+/// checks that kind).
+pub(super) async fn check_item(chain: &Arc<Chain>, owned: Owned, ask: Ask) -> Decision {
+    if !chain.checks_items(ask.is_prompt()) {
+        return allowed(chain);
+    }
+    on_blocking_pool(chain, move |c| ask.decide(c, &owned.subject())).await
+}
+
+/// What a result hook is about: a read resource or a got prompt (JSON as listed, or
+/// a stand-in).
+pub(super) enum Hooked {
+    Resource(Value),
+    Prompt(Value),
+}
+
+/// The result hook of `hooked`'s kind over a result (JSON text); passes at once when
+/// no policy has that hook.
+pub(super) async fn check_item_result(
+    chain: &Arc<Chain>,
+    owned: Owned,
+    hooked: Hooked,
+    result: String,
+) -> Decision {
+    if !chain.checks_item_results(matches!(hooked, Hooked::Prompt(_))) {
+        return allowed(chain);
+    }
+    on_blocking_pool(chain, move |c| match &hooked {
+        Hooked::Resource(item) => c.check_resource_contents(&owned.subject(), item, &result),
+        Hooked::Prompt(item) => c.check_prompt_result(&owned.subject(), item, &result),
+    })
+    .await
+}
+
+/// The built-in redaction over an upstream's JSON-RPC error answering a resource or
+/// prompt request (`Chain::check_message`, with a stand-in tool named by the item).
+pub(super) async fn check_item_message(
+    chain: &Arc<Chain>,
+    owned: Owned,
+    item: String,
+    message: String,
+) -> Decision {
+    on_blocking_pool(chain, move |c| {
+        let stand_in = serde_json::json!({ "name": item });
+        c.check_message(&owned.subject(), &stand_in, &message)
+    })
+    .await
+}
+
+fn allowed(chain: &Chain) -> Decision {
+    Decision {
+        denial: None,
+        policy: chain.names.clone(),
+        digest: chain.digest.clone(),
+        replacement: None,
+    }
+}
+
 /// Which tools the agent may see.
 pub(super) async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
-    let n = owned.tools.tools.len();
+    let n = owned.tools.items.len();
     if let Some(visible) = chain.filter_tools_cached(&owned.subject()) {
         return visible;
     }

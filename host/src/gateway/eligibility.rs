@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::Gateway;
-use super::catalog::ToolSet;
+use super::catalog::ItemSet;
 
 impl Gateway {
     pub(crate) async fn eligibility(&self, agent: &str) -> anyhow::Result<String> {
@@ -41,11 +41,11 @@ impl Gateway {
             let owned = self.owned(&identity, c, &set);
             let verdicts = super::decide::filter_tools(&chain, owned).await;
             let visible: Vec<&str> = set
-                .tools
+                .items
                 .iter()
                 .zip(verdicts)
                 .filter(|(_, v)| *v)
-                .map(|(t, _)| ToolSet::name(t))
+                .map(|(t, _)| ItemSet::name(t))
                 .collect();
             let verdict = if visible.is_empty() {
                 "not eligible"
@@ -58,7 +58,7 @@ impl Gateway {
                 c.id,
                 c.slug,
                 visible.len(),
-                set.tools.len(),
+                set.items.len(),
                 visible.join(", ")
             )?;
         }

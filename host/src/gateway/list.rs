@@ -1,9 +1,13 @@
-//! `tools/list`: the catalogs of the endpoint's connectors, filtered by the policy
-//! chain (one batched evaluation per connector and policy), renamed with the slug
-//! prefix on `/mcp`, and paginated towards the agent with an opaque cursor.
+//! The list methods (`tools/list`, `resources/list`, `resources/templates/list`,
+//! `prompts/list`): the catalogs of the endpoint's connectors, filtered by the policy
+//! chain (one batched evaluation per connector and policy), renamed on `/mcp` (names
+//! prefixed with the slug, URIs qualified: `names.rs`), and paginated towards the
+//! agent with an opaque cursor.
 //!
 //! On `/mcp` a connector that cannot be reached is left out of the list (and logged)
 //! so one broken upstream does not hide all the others; on `/mcp/<id>` it is an error.
+//! Resources and prompts are listed from the connectors whose upstream declared the
+//! capability; when none of the endpoint's did, the method is not found (-32601).
 
 use std::sync::Arc;
 
@@ -12,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use super::catalog::ToolSet;
+use super::catalog::{ItemSet, Kind};
 use super::pipeline::{Governed, Refusal, Stage};
 use super::sessions::{AgentSession, Endpoint};
 use super::{Gateway, Reply, decide, names};
@@ -20,63 +24,115 @@ use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::params::Params;
 
-/// One connector's list as resolved for a request, and which of its tools the agent
+/// One connector's list as resolved for a request, and which of its items the agent
 /// may see.
 struct Listed {
-    set: Arc<ToolSet>,
+    set: Arc<ItemSet>,
     visible: Vec<bool>,
-    /// `<slug><sep>` on `/mcp`; nothing on `/mcp/<id>`.
-    prefix: Option<String>,
+    /// The connector's slug on `/mcp` (items are renamed); nothing on `/mcp/<id>`.
+    slug: Option<String>,
 }
 
 impl Gateway {
-    pub(super) async fn tools_list(
+    /// A list method (`kind.method()`).
+    pub(super) async fn list(
         self: &Arc<Self>,
         session: &Arc<AgentSession>,
         id: &Value,
         params: &Params,
+        kind: Kind,
     ) -> Reply {
-        let mut governed = Governed::start(session, "tools/list", id.clone());
-        let end = self.list_tools(&mut governed, session, params).await;
+        let mut governed = Governed::start(session, kind.method(), id.clone());
+        let end = self.list_kind(&mut governed, session, params, kind).await;
         governed.reply(&self.audit, end.into()).await
     }
 
     /// resolve (the connectors' lists) → decide (the chain filters each) → reply (a
     /// page of what is visible). Lists come from the catalog: nothing is forwarded
     /// and no quota is used.
-    async fn list_tools(
+    async fn list_kind(
         &self,
         governed: &mut Governed,
         session: &AgentSession,
         params: &Params,
+        kind: Kind,
     ) -> Stage<String> {
-        let connectors = self.endpoint_connectors(&session.endpoint);
         if let Endpoint::One(c) = &session.endpoint {
             governed.audited.connector(c);
         }
-        let sets = self.resolve_lists(session, &connectors).await?;
+        let connectors = self
+            .offering(session, kind.capability(), kind.method())
+            .await?;
+        let sets = self.resolve_lists(session, &connectors, kind).await?;
         let chain = self.policy.current();
         governed.decided_by_chain(&chain);
         let mut listed = Vec::with_capacity(sets.len());
         for (connector, set) in sets {
-            let owned = self.owned(&session.identity(), &connector, &set);
-            let visible = decide::filter_tools(&chain, owned).await;
-            let prefix = match session.endpoint {
-                Endpoint::All => Some(names::prefixed(
-                    &connector.slug,
-                    &self.config.server.tool_separator,
-                    "",
-                )),
+            let visible = match kind {
+                Kind::Tools => {
+                    let owned = self.owned(&session.identity(), &connector, &set);
+                    decide::filter_tools(&chain, owned).await
+                }
+                _ => {
+                    let owned = self.owned_for_items(session, &connector).await;
+                    decide::filter_items(&chain, owned, set.clone()).await
+                }
+            };
+            let slug = match session.endpoint {
+                Endpoint::All => Some(connector.slug.clone()),
                 Endpoint::One(_) => None,
             };
-            listed.push(Listed {
-                set,
-                visible,
-                prefix,
-            });
+            listed.push(Listed { set, visible, slug });
         }
         let versions: Vec<u64> = listed.iter().map(|l| l.set.version).collect();
-        self.page_of(&listed, &stamp(&versions, &chain.digest), params)
+        self.page_of(
+            kind,
+            &listed,
+            &stamp(kind, &versions, &chain.digest),
+            params,
+        )
+    }
+
+    /// The endpoint's connectors whose upstream offers `capability`: every one for
+    /// tools; on `/mcp` the ones known to (an upstream that cannot be asked is left
+    /// out); none is -32601, as for an unknown method.
+    pub(super) async fn offering(
+        &self,
+        session: &AgentSession,
+        capability: &str,
+        method: &str,
+    ) -> Stage<Vec<Arc<Connector>>> {
+        let connectors = self.endpoint_connectors(&session.endpoint);
+        if capability == "tools" {
+            return Ok(connectors);
+        }
+        let offers = join_all(
+            connectors
+                .iter()
+                .map(|c| self.catalog.offers(&c.id, capability)),
+        )
+        .await;
+        let mut out = Vec::with_capacity(connectors.len());
+        for (connector, offer) in connectors.into_iter().zip(offers) {
+            match offer {
+                Ok(true) => out.push(connector),
+                Ok(false) => {}
+                Err(e) if session.endpoint == Endpoint::All => {
+                    tracing::warn!(connector = %connector.id, error = %e, "connector left out of {method}");
+                }
+                Err(e) => return Err(list_unavailable(e)),
+            }
+        }
+        if out.is_empty() {
+            let error = RpcError::new(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            );
+            return Err(
+                Refusal::new(error, 404).because(format!("no connector offers {capability}"))
+            );
+        }
+        Ok(out)
     }
 
     /// The resolve stage: each connector's cached list. On `/mcp` a connector that
@@ -85,44 +141,60 @@ impl Gateway {
         &self,
         session: &AgentSession,
         connectors: &[Arc<Connector>],
-    ) -> Stage<Vec<(Arc<Connector>, Arc<ToolSet>)>> {
-        let sets = join_all(connectors.iter().map(|c| self.catalog.tools(&c.id))).await;
+        kind: Kind,
+    ) -> Stage<Vec<(Arc<Connector>, Arc<ItemSet>)>> {
+        let sets = join_all(connectors.iter().map(|c| self.catalog.list(&c.id, kind))).await;
         let mut out = Vec::with_capacity(sets.len());
         for (connector, set) in connectors.iter().zip(sets) {
             match set {
                 Ok(set) => out.push((connector.clone(), set)),
                 Err(e) if session.endpoint == Endpoint::All => {
-                    tracing::warn!(connector = %connector.id, error = %e, "connector left out of tools/list");
+                    tracing::warn!(connector = %connector.id, error = %e, "connector left out of {}", kind.method());
                 }
-                Err(e) => {
-                    let error = RpcError::new(
-                        jsonrpc::INTERNAL_ERROR,
-                        format!("Upstream unavailable: {e}"),
-                    );
-                    return Err(Refusal::new(error, e.audit_status()));
-                }
+                Err(e) => return Err(list_unavailable(e)),
             }
         }
         Ok(out)
     }
 
     /// The page the agent's cursor asks for, as the result's JSON text.
-    fn page_of(&self, listed: &[Listed], stamp: &str, params: &Params) -> Stage<String> {
-        // Each visible tool's JSON text, in connector order.
-        let mut tools: Vec<&str> = Vec::new();
+    fn page_of(
+        &self,
+        kind: Kind,
+        listed: &[Listed],
+        stamp: &str,
+        params: &Params,
+    ) -> Stage<String> {
+        let sep = &self.config.server.tool_separator;
+        // Each visible item's JSON text, in connector order.
+        let mut items: Vec<&str> = Vec::new();
         for l in listed {
-            let texts = match &l.prefix {
-                Some(p) => l.set.prefixed_json(p),
-                None => l.set.plain_json(),
+            let texts = match (&l.slug, kind) {
+                (None, _) => l.set.plain_json(),
+                (Some(slug), Kind::Tools | Kind::Prompts) => l
+                    .set
+                    .renamed_json(slug, |name| names::prefixed(slug, sep, name)),
+                (Some(slug), Kind::Resources | Kind::Templates) => {
+                    l.set.renamed_json(slug, |uri| names::qualify(slug, uri))
+                }
             };
             let shown = texts.iter().zip(&l.visible).filter(|(_, v)| **v);
-            tools.extend(shown.map(|(t, _)| &**t));
+            items.extend(shown.map(|(t, _)| &**t));
         }
-        let offset = offset(params, stamp, tools.len())?;
-        let end = (offset + self.config.server.list_page_size).min(tools.len());
-        let cursor = (end < tools.len()).then(|| encode_cursor(end, stamp));
-        Ok(page(&tools[offset..end], cursor.as_deref()))
+        let offset = offset(params, stamp, items.len())?;
+        let end = (offset + self.config.server.list_page_size).min(items.len());
+        let cursor = (end < items.len()).then(|| encode_cursor(end, stamp));
+        Ok(page(kind.member(), &items[offset..end], cursor.as_deref()))
     }
+}
+
+/// An upstream that cannot be listed or asked: -32603, audited with its status.
+pub(super) fn list_unavailable(e: crate::upstream::UpstreamError) -> Refusal {
+    let error = RpcError::new(
+        jsonrpc::INTERNAL_ERROR,
+        format!("Upstream unavailable: {e}"),
+    );
+    Refusal::new(error, e.audit_status())
 }
 
 /// Where the agent's cursor points. Absent or null: the first page. Present but
@@ -139,7 +211,7 @@ fn offset(params: &Params, stamp: &str, len: usize) -> Stage<usize> {
             _ => Err(Refusal::new(
                 RpcError::new(
                     jsonrpc::INVALID_PARAMS,
-                    "Invalid cursor (the tool list changed; list again from the start)",
+                    "Invalid cursor (the list changed; list again from the start)",
                 ),
                 400,
             )),
@@ -147,13 +219,15 @@ fn offset(params: &Params, stamp: &str, len: usize) -> Stage<usize> {
     }
 }
 
-/// The result `{"tools":[...],"nextCursor"?}`, written from the tools' JSON texts
-/// without building a `Value` tree.
-fn page(tools: &[&str], cursor: Option<&str>) -> String {
-    let len: usize = tools.iter().map(|t| t.len() + 1).sum();
-    let mut out = String::with_capacity(len + 64);
-    out.push_str(r#"{"tools":["#);
-    for (i, t) in tools.iter().enumerate() {
+/// The result `{"<member>":[...],"nextCursor"?}`, written from the items' JSON
+/// texts without building a `Value` tree.
+fn page(member: &str, items: &[&str], cursor: Option<&str>) -> String {
+    let len: usize = items.iter().map(|t| t.len() + 1).sum();
+    let mut out = String::with_capacity(len + member.len() + 64);
+    out.push_str("{\"");
+    out.push_str(member);
+    out.push_str("\":[");
+    for (i, t) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -168,9 +242,10 @@ fn page(tools: &[&str], cursor: Option<&str>) -> String {
     out
 }
 
-/// Identifies the exact list a cursor points into.
-fn stamp(versions: &[u64], chain_digest: &str) -> String {
-    let text = format!("{versions:?}{chain_digest}");
+/// Identifies the exact list a cursor points into (a cursor of one method is
+/// invalid for another).
+fn stamp(kind: Kind, versions: &[u64], chain_digest: &str) -> String {
+    let text = format!("{}{versions:?}{chain_digest}", kind.method());
     hex::encode(&crate::digest::sha256(text.as_bytes())[..8])
 }
 
@@ -196,21 +271,26 @@ mod tests {
             r#"{"name":"a.x","z":1,"inputSchema":{"type":"object"}}"#,
             r#"{"name":"a.y"}"#,
         ];
-        let text = page(&tools, Some("abc"));
+        let text = page("tools", &tools, Some("abc"));
         assert_eq!(
             text,
             r#"{"tools":[{"name":"a.x","z":1,"inputSchema":{"type":"object"}},{"name":"a.y"}],"nextCursor":"abc"}"#
         );
-        let v: Value = serde_json::from_str(&page(&[], None)).unwrap();
-        assert_eq!(v, json!({"tools": []}));
+        let v: Value = serde_json::from_str(&page("prompts", &[], None)).unwrap();
+        assert_eq!(v, json!({"prompts": []}));
     }
 
     #[test]
     fn cursors_round_trip_and_expire() {
-        let s = stamp(&[1, 2], "abc");
+        let s = stamp(Kind::Tools, &[1, 2], "abc");
         let c = Value::String(encode_cursor(500, &s));
         assert_eq!(decode_cursor(&c, &s), Some(500));
-        assert_eq!(decode_cursor(&c, &stamp(&[1, 3], "abc")), None);
+        assert_eq!(decode_cursor(&c, &stamp(Kind::Tools, &[1, 3], "abc")), None);
+        assert_eq!(
+            decode_cursor(&c, &stamp(Kind::Prompts, &[1, 2], "abc")),
+            None,
+            "a tools/list cursor is not a prompts/list cursor"
+        );
         assert_eq!(decode_cursor(&Value::String("garbage".into()), &s), None);
         assert_eq!(decode_cursor(&json!(5), &s), None);
     }

@@ -3,9 +3,10 @@
 //! `server` hands each JSON-RPC message here with the caller's session. Requests are
 //! dispatched by method: `initialize` opens a session, `ping` is answered, and each
 //! governed method goes through the stages of `pipeline` (resolve → decide → admit
-//! → forward → check → reply and record) with its own parts: `tools/list` (`list`)
-//! merges and filters the connectors' catalogs, `tools/call` (`call`) routes, checks
-//! and forwards one call. Every governance decision goes through the policy chain;
+//! → forward → check → reply and record) with its own parts: the list methods
+//! (`list`) merge and filter the connectors' catalogs, `tools/call` (`call`) routes,
+//! checks and forwards one call, `resources/read`, `prompts/get` and
+//! `completion/complete` (`items`) one resource or prompt. Every governance decision goes through the policy chain;
 //! every governed request ends in exactly one audit row.
 
 mod approvals;
@@ -13,6 +14,7 @@ mod call;
 pub(crate) mod catalog;
 mod decide;
 mod eligibility;
+mod items;
 pub(crate) mod limits;
 mod list;
 pub(crate) mod names;
@@ -23,6 +25,7 @@ mod relay;
 pub(crate) mod reload;
 mod rules;
 pub(crate) mod sessions;
+mod uri_template;
 
 use std::sync::Arc;
 
@@ -40,8 +43,12 @@ use crate::policy::PolicyEngine;
 use crate::quota::Quota;
 use crate::upstream::{Credential, CredentialProvider, UpstreamSession};
 use crate::vault::Vault;
-use catalog::Catalog;
+use catalog::{Catalog, Kind};
 use sessions::{AgentSession, Endpoint, SessionStore, TooManySessions};
+
+/// How long `initialize` waits for an upstream whose capabilities are not known
+/// yet (`Gateway::learn_capabilities`).
+const LEARN_CAPABILITIES: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the transport sends back for one message.
 pub(crate) enum Reply {
@@ -149,7 +156,7 @@ impl Gateway {
     }
 
     /// Handles `initialize`: negotiates the version and opens a session.
-    pub(crate) fn initialize(
+    pub(crate) async fn initialize(
         &self,
         identity: Arc<Identity>,
         endpoint: Endpoint,
@@ -175,9 +182,10 @@ impl Gateway {
             ),
             Endpoint::One(c) => format!("Portcullis gateway, connector {c}."),
         };
+        self.learn_capabilities(&endpoint).await;
         let result = json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": true}},
+            "capabilities": self.advertised(&endpoint),
             "serverInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
             "instructions": instructions,
         });
@@ -197,7 +205,19 @@ impl Gateway {
     ) -> Reply {
         match method {
             "ping" => Reply::Json(jsonrpc::result(&id, &json!({}))),
-            "tools/list" => self.tools_list(session, &id, &params).await,
+            "tools/list" => self.list(session, &id, &params, Kind::Tools).await,
+            "resources/list" => self.list(session, &id, &params, Kind::Resources).await,
+            "resources/templates/list" => self.list(session, &id, &params, Kind::Templates).await,
+            "prompts/list" => self.list(session, &id, &params, Kind::Prompts).await,
+            "resources/read" | "prompts/get" | "completion/complete" => {
+                let method = match method {
+                    "resources/read" => "resources/read",
+                    "prompts/get" => "prompts/get",
+                    _ => "completion/complete",
+                };
+                let _permit = permit;
+                self.item_request(session, id, method, params).await
+            }
             "tools/call" => {
                 self.tools_call(session, id, params, accepts_sse, permit)
                     .await
@@ -310,6 +330,49 @@ impl Gateway {
                 recipe.make(&self.client, current, declared)
             })
             .ok_or_else(pipeline::Refusal::session_ended)
+    }
+
+    /// Asks the endpoint's connectors whose capabilities the catalog does not know
+    /// yet (in parallel, each bounded by [`LEARN_CAPABILITIES`]): an upstream that
+    /// cannot say in that time is advertised as offering tools only.
+    async fn learn_capabilities(&self, endpoint: &Endpoint) {
+        let unknown: Vec<Arc<Connector>> = self
+            .endpoint_connectors(endpoint)
+            .into_iter()
+            .filter(|c| !self.catalog.knows_capabilities(&c.id))
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let asks = unknown.iter().map(|c| {
+            let limit = c.timeout.min(LEARN_CAPABILITIES);
+            tokio::time::timeout(limit, self.catalog.offers(&c.id, "tools"))
+        });
+        futures_util::future::join_all(asks).await;
+    }
+
+    /// The capabilities `initialize` advertises on `endpoint`: tools always; each
+    /// of resources, prompts and completions when one of the endpoint's connectors
+    /// is known to offer it (the catalog learns an upstream's capabilities when its
+    /// session first initialises, at start-up or first use).
+    pub(crate) fn advertised(&self, endpoint: &Endpoint) -> Value {
+        let connectors = self.endpoint_connectors(endpoint);
+        let offered = |capability: &str| {
+            connectors
+                .iter()
+                .any(|c| self.catalog.offered(&c.id, capability))
+        };
+        let mut caps = json!({"tools": {"listChanged": true}});
+        if offered("resources") {
+            caps["resources"] = json!({"listChanged": true});
+        }
+        if offered("prompts") {
+            caps["prompts"] = json!({"listChanged": true});
+        }
+        if offered("completions") {
+            caps["completions"] = json!({});
+        }
+        caps
     }
 
     /// Connectors reachable from a session's endpoint.

@@ -83,7 +83,7 @@ impl Pinning {
         let listed: Vec<Listed> = tools
             .into_iter()
             .map(|tool| Listed {
-                name: super::catalog::ToolSet::name(&tool).to_string(),
+                name: super::catalog::ItemSet::name(&tool).to_string(),
                 sha256: fingerprint(&tool),
                 tool,
             })

@@ -63,6 +63,40 @@ impl Chain {
             .expect("evaluating chains always decide")
     }
 
+    /// [`Chain::filter_items`] from reused decisions only: `None` when a policy
+    /// would have to be evaluated (the caller then evaluates off the async workers).
+    pub(crate) fn filter_items_cached(
+        &self,
+        subject: &Subject,
+        kind: ListKind,
+        items: &[Value],
+        version: u64,
+    ) -> Option<Vec<bool>> {
+        let list = List {
+            kind,
+            items,
+            version,
+        };
+        self.filter_with(subject, &list, false)
+    }
+
+    /// Whether any policy has a request check for resources (`prompts`: for prompts);
+    /// otherwise every request is allowed without evaluating anything.
+    pub(crate) fn checks_items(&self, prompts: bool) -> bool {
+        self.policies().iter().any(|p| match prompts {
+            true => p.manifest.check_prompt,
+            false => p.manifest.check_resource,
+        })
+    }
+
+    /// Whether any policy has a result hook for resources (`prompts`: for prompts).
+    pub(crate) fn checks_item_results(&self, prompts: bool) -> bool {
+        self.policies().iter().any(|p| match prompts {
+            true => p.manifest.check_prompt_result,
+            false => p.manifest.check_resource_contents,
+        })
+    }
+
     /// Whether a read, subscription or completion of a resource may proceed.
     /// `item` is the listed resource or template (JSON; see [`resource_record`]).
     pub(crate) fn check_resource(

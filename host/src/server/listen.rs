@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use http::header::ACCEPT;
 use http::{HeaderMap, Response, StatusCode};
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use super::body::{Body, sse_stream};
 use super::transport::{http_error, sse_response};
 use crate::gateway::Gateway;
-use crate::gateway::catalog::Changed;
+use crate::gateway::catalog::{Changed, Kind};
 use crate::gateway::limits::Permit;
 use crate::gateway::sessions::{AgentSession, Endpoint};
 use crate::mcp::jsonrpc;
@@ -43,31 +44,49 @@ pub(super) fn open(
     let mut ended = session.ended();
     let (tx, rx) = mpsc::channel(16);
     let endpoint = session.endpoint.clone();
+    let advertised = gw.advertised(&endpoint);
     let agent = session.agent.clone();
     let stream = session.next_stream();
     drop(session);
     tokio::spawn(async move {
         let _permit = permit;
-        let note = jsonrpc::notification("notifications/tools/list_changed", None);
         loop {
             let relevant = tokio::select! {
                 _ = ended.wait_for(|e| *e) => return,
                 _ = tx.closed() => return,
                 change = changes.recv() => match change {
-                    Ok(Changed::Connector(connector)) => match &endpoint {
-                        Endpoint::All => true,
-                        Endpoint::One(id) => *id == connector,
+                    Ok(Changed::Connector(connector, kind)) => match &endpoint {
+                        Endpoint::All => Some(kind),
+                        Endpoint::One(id) => (*id == connector).then_some(kind),
                     },
-                    Ok(Changed::Agent(changed)) => changed == agent,
+                    Ok(Changed::Agent(changed)) => (changed == agent).then_some(None),
                     // Missed some: tell the agent to re-list, which is always safe.
-                    Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };
-            if relevant && tx.send(note.clone()).await.is_err() {
-                return;
+            let Some(kind) = relevant else { continue };
+            for note in notes(kind, &advertised) {
+                if tx.send(note).await.is_err() {
+                    return;
+                }
             }
         }
     });
     sse_response(sse_stream(rx, Some(KEEPALIVE), stream))
+}
+
+/// The `list_changed` notifications one change makes: its kind's (resources for
+/// both resource lists), or every advertised kind's when the change names none.
+/// Only kinds the session was advertised are announced.
+fn notes(kind: Option<Kind>, advertised: &Value) -> Vec<String> {
+    let capabilities: &[&str] = match kind {
+        Some(k) => &[k.capability()],
+        None => &["tools", "resources", "prompts"],
+    };
+    capabilities
+        .iter()
+        .filter(|c| advertised.get(**c).is_some())
+        .map(|c| jsonrpc::notification(&format!("notifications/{c}/list_changed"), None))
+        .collect()
 }

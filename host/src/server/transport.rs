@@ -231,7 +231,7 @@ async fn dispatch(
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
-        return match gw.initialize(identity, endpoint, id, params) {
+        return match gw.initialize(identity, endpoint, id, params).await {
             Ok((session, text)) => {
                 telemetry::spans::session(span, &session.id, &session.protocol_version);
                 let mut resp = json_response(text);

@@ -386,7 +386,7 @@ async fn a_stalled_connector_is_asked_once_and_its_failure_remembered() {
     // An operator refresh forgets it: the next list asks again.
     gw.proc.signal("USR1");
     gw.proc.wait_line(Duration::from_secs(10), |l| {
-        l.contains("tool list invalidated") && l.contains("conn_stalled")
+        l.contains("lists invalidated") && l.contains("conn_stalled")
     });
     let names = agents[2].tool_names().await;
     assert!(

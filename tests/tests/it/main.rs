@@ -25,5 +25,6 @@ mod policy_kit;
 mod policy_manifest;
 mod policy_reload;
 mod quota;
+mod resources_prompts;
 mod transports;
 mod vault;

@@ -1,0 +1,539 @@
+//! `resources/read`, `prompts/get` and `completion/complete`: the pipeline's stages
+//! for one resource or prompt.
+//!
+//! - **resolve**: the connector and the upstream's URI or name: on `/mcp` a
+//!   qualified URI (`names::unqualify`) or a prefixed prompt name, on `/mcp/<id>` the
+//!   upstream's own. The item policies judge is the listed one (a resource, else the
+//!   template a URI matches with the concrete URI, else a stand-in named by the URI; a
+//!   prompt the list lacks is first put to the chain with a stand-in, then looked for
+//!   in a fresh list, then -32602 `Prompt not found`). A connector whose upstream
+//!   does not offer the capability answers -32601, as for an unknown method.
+//! - **decide**: the chain's `check-resource` / `check-prompt`.
+//! - **admit**: the session is open and the org's quota has room: each of these
+//!   requests counts, like a tool call.
+//! - **forward**: the request over the session's upstream session, with the
+//!   upstream's URI or name in place of the agent's, bounded by the connector's
+//!   timeout; `notifications/cancelled` from the agent ends it. What the upstream
+//!   sends meanwhile is not relayed: `list_changed` empties the catalog's list, a
+//!   server-to-client request is answered at once (`answer_unrelayed`), other
+//!   notifications are dropped.
+//! - **check**: `check-resource-contents` / `check-prompt-result` (`call::check`);
+//!   on `/mcp` the URIs of the result's contents and embedded resources are
+//!   qualified, so they resolve through the gateway.
+//!
+//! The forward stage runs in a task of its own, so a request whose agent went away
+//! still ends upstream and is audited.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::call::{Hook, check, tell_cancelled};
+use super::catalog::{ItemSet, Kind};
+use super::decide::{self, Ask, Completion, Hooked};
+use super::pipeline::{End, Governed, Refusal, Stage};
+use super::sessions::{AgentSession, Endpoint, InFlight};
+use super::{Gateway, Reply, names, uri_template};
+use crate::config::Connector;
+use crate::mcp::jsonrpc::{self, RpcError};
+use crate::mcp::params::{self, Members, Params};
+use crate::telemetry;
+use crate::upstream::{Message, Outcome, UpstreamError};
+
+/// A request resolved and decided, ready to admit and forward.
+struct Resolved {
+    connector: Arc<Connector>,
+    method: &'static str,
+    /// The agent's params with the upstream's URI or name in place.
+    members: Members,
+    /// The item's upstream URI or name (audit, spans).
+    item: String,
+    /// What the result hook judges (`None`: nothing, a completion).
+    hooked: Option<Hooked>,
+    /// A connector that cannot complete: the empty completion, not forwarded.
+    empty: bool,
+}
+
+/// What the agent named.
+enum Named {
+    Resource(String),
+    Prompt(String),
+}
+
+impl Gateway {
+    /// `resources/read`, `prompts/get` or `completion/complete`.
+    pub(super) async fn item_request(
+        self: &Arc<Self>,
+        session: &Arc<AgentSession>,
+        id: Value,
+        method: &'static str,
+        params: Params,
+    ) -> Reply {
+        let mut governed = Governed::start(session, method, id.clone());
+        let resolved = match self
+            .resolve_item(&mut governed, session, method, &params)
+            .await
+        {
+            Ok(r) => r,
+            Err(refusal) => return governed.reply(&self.audit, End::Refused(refusal)).await,
+        };
+        if let Err(refusal) = self.admit(session).await {
+            return governed.reply(&self.audit, End::Refused(refusal)).await;
+        }
+        let gateway = self.clone();
+        let session = session.clone();
+        let task = tokio::spawn(
+            async move {
+                let end = gateway
+                    .forward_item(&mut governed, &session, resolved)
+                    .await;
+                governed.finish(&gateway.audit, end).await
+            }
+            .in_current_span(),
+        );
+        match task.await {
+            Ok(Some(text)) => Reply::Json(text),
+            Ok(None) => super::call::cancelled(&id, false),
+            Err(e) => {
+                tracing::error!(error = %e, "resource or prompt request task failed");
+                let error = RpcError::new(jsonrpc::INTERNAL_ERROR, "Internal error");
+                Reply::Json(jsonrpc::error(Some(&id), &error))
+            }
+        }
+    }
+
+    /// The resolve and decide stages.
+    async fn resolve_item(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        method: &'static str,
+        params: &Params,
+    ) -> Stage<Resolved> {
+        let Some(mut members) = params.members() else {
+            return Err(invalid("params must be an object"));
+        };
+        let named = match method {
+            "resources/read" => Named::Resource(string(&members, "uri")?),
+            "prompts/get" => Named::Prompt(string(&members, "name")?),
+            _ => completion_ref(&members)?,
+        };
+        let (connector, upstream_key) = self.route_item(governed, session, &named)?;
+        let capability = match method {
+            "completion/complete" => "completions",
+            _ if matches!(named, Named::Resource(_)) => "resources",
+            _ => "prompts",
+        };
+        let offers = self
+            .catalog
+            .offers(&connector.id, capability)
+            .await
+            .map_err(super::list::list_unavailable)?;
+        if !offers {
+            // On `/mcp` a completion routed to a connector that cannot complete gets
+            // the empty completion, as long as another connector can (else -32601).
+            if capability == "completions" && session.endpoint == Endpoint::All {
+                self.offering(session, capability, method).await?;
+            } else {
+                return Err(method_not_found(method, &connector.id, capability));
+            }
+        }
+        let owned = self.owned_for_items(session, &connector).await;
+        let chain = self.policy.current();
+        let (ask, hooked) = match (method, &named) {
+            ("resources/read", _) => {
+                let item = self.resource_item(&connector, &upstream_key).await;
+                (
+                    Ask::ReadResource(item.clone()),
+                    Some(Hooked::Resource(item)),
+                )
+            }
+            ("prompts/get", _) => {
+                let arguments = members
+                    .get("arguments")
+                    .map(|a| a.get().to_string())
+                    .unwrap_or_else(|| "{}".into());
+                let item = self
+                    .prompt_item(
+                        governed,
+                        &chain,
+                        owned.clone(),
+                        &connector,
+                        &upstream_key,
+                        &arguments,
+                    )
+                    .await?;
+                (
+                    Ask::GetPrompt(item.clone(), arguments),
+                    Some(Hooked::Prompt(item)),
+                )
+            }
+            (_, Named::Resource(_)) => {
+                let item = self.template_item(&connector, &upstream_key).await;
+                (Ask::CompleteResource(item, completion(&members)?), None)
+            }
+            (_, Named::Prompt(_)) => {
+                let item = self.listed_prompt(&connector, &upstream_key).await;
+                (Ask::CompletePrompt(item, completion(&members)?), None)
+            }
+        };
+        governed.decide(decide::check_item(&chain, owned, ask).await)?;
+        replace_key(&mut members, &named, &upstream_key);
+        Ok(Resolved {
+            connector,
+            method,
+            members,
+            item: upstream_key,
+            hooked,
+            empty: !offers,
+        })
+    }
+
+    /// The connector a URI or prompt name routes to, and the upstream's URI or name.
+    fn route_item(
+        &self,
+        governed: &mut Governed,
+        session: &AgentSession,
+        named: &Named,
+    ) -> Stage<(Arc<Connector>, String)> {
+        let (text, not_found) = match named {
+            Named::Resource(uri) => (uri, resource_not_found as fn() -> Refusal),
+            Named::Prompt(name) => (name, prompt_not_found as fn() -> Refusal),
+        };
+        governed.audited.tool(text);
+        let routed = match (&session.endpoint, named) {
+            (Endpoint::One(id), _) => self.connector(id).map(|c| (c, text.clone())),
+            (Endpoint::All, Named::Resource(uri)) => {
+                names::unqualify(uri).and_then(|(slug, up)| {
+                    let c = self.connectors.load().by_slug.get(slug)?.clone();
+                    Some((c, up.into_owned()))
+                })
+            }
+            (Endpoint::All, Named::Prompt(name)) => {
+                names::split(name, &self.config.server.tool_separator).and_then(|(slug, up)| {
+                    let c = self.connectors.load().by_slug.get(slug)?.clone();
+                    Some((c, up.to_string()))
+                })
+            }
+        };
+        let Some((connector, key)) = routed else {
+            let shown = crate::text::bounded(text);
+            return Err(not_found().because(format!("no connector for {shown}")));
+        };
+        governed.audited.connector(&connector.id);
+        governed.audited.tool(&key);
+        Ok((connector, key))
+    }
+
+    /// A resource as listed, else the template it matches (with the concrete
+    /// URI), else a stand-in named by the URI. A list that cannot be had counts as
+    /// empty: the upstream decides whether the URI exists.
+    async fn resource_item(&self, connector: &Connector, uri: &str) -> Value {
+        if let Ok(set) = self.catalog.list(&connector.id, Kind::Resources).await
+            && let Some(item) = set.get(uri)
+        {
+            return item.clone();
+        }
+        if let Ok(set) = self.catalog.list(&connector.id, Kind::Templates).await
+            && let Some(t) = set
+                .items
+                .iter()
+                .find(|t| uri_template::matches(ItemSet::key_str(t, "uriTemplate"), uri))
+        {
+            let mut item = t.clone();
+            if let Some(o) = item.as_object_mut() {
+                o.remove("uriTemplate");
+                o.insert("uri".into(), json!(uri));
+            }
+            return item;
+        }
+        json!({ "uri": uri, "name": uri })
+    }
+
+    /// A template as listed (a completion names its template), else a stand-in.
+    async fn template_item(&self, connector: &Connector, template: &str) -> Value {
+        match self.catalog.list(&connector.id, Kind::Templates).await {
+            Ok(set) if set.get(template).is_some() => {
+                set.get(template).cloned().unwrap_or_default()
+            }
+            _ => json!({ "uriTemplate": template, "name": template }),
+        }
+    }
+
+    /// A prompt as listed, else a stand-in (completions: the upstream decides).
+    async fn listed_prompt(&self, connector: &Connector, name: &str) -> Value {
+        match self.catalog.list(&connector.id, Kind::Prompts).await {
+            Ok(set) => set.get(name).cloned(),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| json!({ "name": name }))
+    }
+
+    /// The prompt `prompts/get` names, as listed. One the list lacks is first put
+    /// to the chain with a stand-in (scope before existence, as for tools), then
+    /// looked for in a fresh list (`Catalog::refetch`), then not found.
+    async fn prompt_item(
+        &self,
+        governed: &mut Governed,
+        chain: &Arc<crate::policy::Chain>,
+        owned: decide::Owned,
+        connector: &Connector,
+        name: &str,
+        arguments: &str,
+    ) -> Stage<Value> {
+        let set = self
+            .catalog
+            .list(&connector.id, Kind::Prompts)
+            .await
+            .map_err(super::list::list_unavailable)?;
+        if let Some(item) = set.get(name) {
+            return Ok(item.clone());
+        }
+        let stand_in = json!({ "name": name });
+        let shown = crate::text::bounded(name).into_owned();
+        let ask = Ask::GetPrompt(stand_in, arguments.to_string());
+        governed
+            .decide(decide::check_item(chain, owned, ask).await)
+            .map_err(|r| r.also(format!("upstream has no prompt {shown}")))?;
+        let set = self
+            .catalog
+            .refetch(&connector.id, Kind::Prompts)
+            .await
+            .map_err(super::list::list_unavailable)?;
+        set.get(name)
+            .cloned()
+            .ok_or_else(|| prompt_not_found().because(format!("upstream has no prompt {shown}")))
+    }
+
+    /// The forward and check stages.
+    async fn forward_item(
+        &self,
+        governed: &mut Governed,
+        session: &Arc<AgentSession>,
+        r: Resolved,
+    ) -> End {
+        if r.empty {
+            return End::Result(
+                json!({"completion": {"values": [], "hasMore": false}}).to_string(),
+            );
+        }
+        let upstream = match self.upstream(session, &r.connector) {
+            Ok(u) => u,
+            Err(refusal) => return End::Refused(refusal),
+        };
+        let upstream_id = upstream.next_request_id();
+        let span = telemetry::spans::upstream(&r.connector, &r.item, upstream_id);
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        session.start_request(governed.id(), InFlight { cancel: cancel_tx });
+        let catalog = self.catalog.clone();
+        let connector_id = r.connector.id.clone();
+        let on_message = move |msg: Message| {
+            if let Some(kinds) = super::catalog::list_changed(&msg) {
+                catalog.invalidate_kinds(&connector_id, kinds);
+                return None;
+            }
+            // A request is answered at once by the session; the rest is not relayed.
+            matches!(msg, Message::Request { .. }).then_some(msg)
+        };
+        let request = upstream
+            .request(upstream_id, r.method, &r.members, on_message)
+            .instrument(span.clone());
+        let sent = Instant::now();
+        let outcome = tokio::select! {
+            o = tokio::time::timeout(r.connector.timeout, request) => o.unwrap_or(Err(UpstreamError::Timeout)),
+            Ok(()) = cancel_rx => Err(UpstreamError::Cancelled),
+        };
+        session.finish_request(governed.id());
+        let end = crate::upstream::span_end(&outcome);
+        telemetry::spans::upstream_done(&span, &r.connector.id, end, sent.elapsed());
+        tell_cancelled(&upstream, upstream_id, &r.connector, &outcome);
+        let outcome = match (&session.endpoint, outcome) {
+            (Endpoint::All, Ok(Outcome::Result(raw))) => {
+                Ok(qualified(raw, &r.connector.slug).unwrap_or_else(|e| e))
+            }
+            (_, outcome) => outcome,
+        };
+        let owned = self.owned_for_items(session, &r.connector).await;
+        let chain = self.policy.current();
+        let hook = Hook::Item(r.hooked, r.item);
+        check(governed, &r.connector.id, outcome, &chain, owned, hook).await
+    }
+}
+
+/// A result with the URIs of its resource contents and embedded resources
+/// qualified for `/mcp` (`contents[].uri`, `messages[].content.uri`,
+/// `messages[].content.resource.uri`); the result unchanged (as `Err`) when it has
+/// none or is not an object.
+fn qualified(raw: Box<serde_json::value::RawValue>, slug: &str) -> Result<Outcome, Outcome> {
+    let text = raw.get();
+    if !text.contains("\"uri\"") {
+        return Err(Outcome::Result(raw));
+    }
+    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+        return Err(Outcome::Result(raw));
+    };
+    let qualify = |holder: &mut Value| {
+        if let Some(uri) = holder.get_mut("uri")
+            && let Some(u) = uri.as_str()
+        {
+            *uri = Value::String(names::qualify(slug, u));
+        }
+    };
+    if let Some(contents) = value.get_mut("contents").and_then(Value::as_array_mut) {
+        contents.iter_mut().for_each(qualify);
+    }
+    if let Some(messages) = value.get_mut("messages").and_then(Value::as_array_mut) {
+        for content in messages.iter_mut().filter_map(|m| m.get_mut("content")) {
+            match content.get_mut("resource") {
+                Some(resource) => qualify(resource),
+                None => qualify(content),
+            }
+        }
+    }
+    Ok(Outcome::Result(params::to_raw(&value)))
+}
+
+/// The params' `ref` of a completion: a prompt (`ref/prompt`, `name`) or a resource
+/// template (`ref/resource`, `uri`).
+fn completion_ref(members: &Members) -> Stage<Named> {
+    let reference: Value = params::member(members, "ref").unwrap_or(Value::Null);
+    let text = |k: &str| reference.get(k).and_then(Value::as_str).map(String::from);
+    match reference.get("type").and_then(Value::as_str) {
+        Some("ref/prompt") => text("name").map(Named::Prompt),
+        Some("ref/resource") => text("uri").map(Named::Resource),
+        _ => None,
+    }
+    .ok_or_else(|| invalid("\"ref\" must be a ref/prompt with a name or a ref/resource with a uri"))
+}
+
+/// A completion's argument, typed value and resolved arguments.
+fn completion(members: &Members) -> Stage<Completion> {
+    let argument: Value = params::member(members, "argument").unwrap_or(Value::Null);
+    let text = |k: &str| argument.get(k).and_then(Value::as_str).map(String::from);
+    let (Some(name), Some(value)) = (text("name"), text("value")) else {
+        return Err(invalid("\"argument\" must have a string name and value"));
+    };
+    let context = params::member::<Value>(members, "context")
+        .and_then(|c| c.get("arguments").cloned())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    Ok(Completion {
+        argument: name,
+        value,
+        context: context.to_string(),
+    })
+}
+
+/// The upstream's URI or name in place of the agent's.
+fn replace_key(members: &mut Members, named: &Named, key: &str) {
+    match named {
+        Named::Resource(_) if members.contains_key("uri") => {
+            members.insert("uri".into(), params::to_raw(key));
+        }
+        Named::Prompt(_) if members.contains_key("name") => {
+            members.insert("name".into(), params::to_raw(key));
+        }
+        _ => {
+            let Some(mut reference) = params::member::<Value>(members, "ref") else {
+                return;
+            };
+            let field = if matches!(named, Named::Resource(_)) {
+                "uri"
+            } else {
+                "name"
+            };
+            reference[field] = json!(key);
+            members.insert("ref".into(), params::to_raw(&reference));
+        }
+    }
+}
+
+fn string(members: &Members, key: &str) -> Stage<String> {
+    params::member::<String>(members, key)
+        .ok_or_else(|| invalid(&format!("\"{key}\" must be a string")))
+}
+
+fn invalid(what: &str) -> Refusal {
+    let error = RpcError::new(jsonrpc::INVALID_PARAMS, format!("Invalid params: {what}"));
+    Refusal::new(error, 400)
+}
+
+fn resource_not_found() -> Refusal {
+    Refusal::new(
+        RpcError::new(jsonrpc::RESOURCE_NOT_FOUND, "Resource not found"),
+        404,
+    )
+}
+
+fn prompt_not_found() -> Refusal {
+    Refusal::new(
+        RpcError::new(jsonrpc::INVALID_PARAMS, "Prompt not found"),
+        404,
+    )
+}
+
+fn method_not_found(method: &str, connector: &str, capability: &str) -> Refusal {
+    let error = RpcError::new(
+        jsonrpc::METHOD_NOT_FOUND,
+        format!("Method not found: {method}"),
+    );
+    Refusal::new(error, 404).because(format!("connector {connector} does not offer {capability}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_uris_are_qualified_for_mcp() {
+        let raw = params::to_raw(&json!({
+            "contents": [{"uri": "file:///a.txt", "text": "x"}],
+            "messages": [
+                {"role": "user", "content": {"type": "resource", "resource": {"uri": "ui://app/x", "text": "y"}}},
+                {"role": "user", "content": {"type": "resource_link", "uri": "file:///b", "name": "b"}},
+                {"role": "user", "content": {"type": "text", "text": "z"}}
+            ],
+            "other": {"uri": "kept"}
+        }));
+        let Ok(Outcome::Result(raw)) = qualified(raw, "docs") else {
+            panic!("rewritten");
+        };
+        let v: Value = serde_json::from_str(raw.get()).unwrap();
+        assert_eq!(v["contents"][0]["uri"], "portcullis://docs/file:///a.txt");
+        assert_eq!(
+            v["messages"][0]["content"]["resource"]["uri"],
+            "ui://docs/app/x"
+        );
+        assert_eq!(
+            v["messages"][1]["content"]["uri"],
+            "portcullis://docs/file:///b"
+        );
+        assert_eq!(v["other"]["uri"], "kept");
+        let plain = params::to_raw(&json!({"messages": []}));
+        assert!(qualified(plain, "docs").is_err(), "nothing to rewrite");
+    }
+
+    #[test]
+    fn completion_refs_name_a_prompt_or_a_template() {
+        let members = |v: Value| -> Members { serde_json::from_value(v).unwrap() };
+        let m = members(
+            json!({"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": "v"}}),
+        );
+        assert!(matches!(completion_ref(&m), Ok(Named::Prompt(n)) if n == "p"));
+        let c = completion(&m).unwrap();
+        assert_eq!(
+            (c.argument.as_str(), c.value.as_str(), c.context.as_str()),
+            ("a", "v", "{}")
+        );
+        let mut m =
+            members(json!({"ref": {"type": "ref/resource", "uri": "portcullis://d/x/{id}"}}));
+        assert!(matches!(completion_ref(&m), Ok(Named::Resource(_))));
+        replace_key(&mut m, &Named::Resource(String::new()), "x/{id}");
+        let r: Value = params::member(&m, "ref").unwrap();
+        assert_eq!(r, json!({"type": "ref/resource", "uri": "x/{id}"}));
+        assert!(completion_ref(&members(json!({"ref": {"type": "ref/other"}}))).is_err());
+    }
+}
