@@ -306,6 +306,7 @@ impl Gateway {
                 Hook::Tool(target.position),
             )
             .await;
+            let end = qualified(&session.endpoint, &connector.slug, end);
             if let Some(text) = governed.finish(&gateway.audit, end).await {
                 let _ = tx.send(Event::Final(text)).await;
             }
@@ -413,6 +414,18 @@ pub(super) async fn check(
             tracing::warn!(connector, kind = e.kind(), error = %e, "upstream call failed");
             End::Refused(Refusal::new(upstream_error(&e), e.audit_status()).because(e.to_string()))
         }
+    }
+}
+
+/// On `/mcp`, a result with the URIs it hands out qualified (`names::qualify_result`):
+/// after the check stage, so policies see the upstream's URIs.
+pub(super) fn qualified(endpoint: &Endpoint, slug: &str, end: End) -> End {
+    match (endpoint, end) {
+        (Endpoint::All, End::Result(text)) => match names::qualify_result(&text, slug) {
+            Some(rewritten) => End::Result(rewritten),
+            None => End::Result(text),
+        },
+        (_, end) => end,
     }
 }
 

@@ -172,13 +172,14 @@ impl ItemSet {
             .get_or_init(|| self.items.iter().map(|t| t.to_string().into()).collect())
     }
 
-    /// Every item's JSON text as `/mcp` shows it: its key renamed by `rename` (the
-    /// same for every caller, as a connector's slug and the separator are fixed;
-    /// `made_with` names it, to catch a second renaming in tests).
+    /// Every item's JSON text as `/mcp` shows it: its key renamed by `rename`, then
+    /// `adjust`ed (the same for every caller, as a connector's slug and the separator
+    /// are fixed; `made_with` names them, to catch a second renaming in tests).
     pub(crate) fn renamed_json(
         &self,
         made_with: &str,
         rename: impl Fn(&str) -> String,
+        adjust: impl Fn(&mut Value),
     ) -> &[Box<str>] {
         let key = self.kind.key();
         let (made, texts) = self.renamed.get_or_init(|| {
@@ -188,6 +189,7 @@ impl ItemSet {
                 .map(|t| {
                     let mut renamed = t.clone();
                     renamed[key] = Value::String(rename(ItemSet::key_str(t, key)));
+                    adjust(&mut renamed);
                     renamed.to_string().into()
                 })
                 .collect();

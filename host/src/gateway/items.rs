@@ -17,9 +17,9 @@
 //!   sends meanwhile is not relayed: `list_changed` empties the catalog's list, a
 //!   server-to-client request is answered at once (`answer_unrelayed`), other
 //!   notifications are dropped.
-//! - **check**: `check-resource-contents` / `check-prompt-result` (`call::check`);
-//!   on `/mcp` the URIs of the result's contents and embedded resources are
-//!   qualified, so they resolve through the gateway.
+//! - **check**: `check-resource-contents` / `check-prompt-result` (`call::check`),
+//!   which see the upstream's URIs; then, on `/mcp`, the URIs the result hands out
+//!   are qualified (`names::qualify_result`), so they resolve through the gateway.
 //!
 //! The forward stage runs in a task of its own, so a request whose agent went away
 //! still ends upstream and is audited.
@@ -41,7 +41,7 @@ use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::params::{self, Members, Params};
 use crate::telemetry;
-use crate::upstream::{Message, Outcome, UpstreamError};
+use crate::upstream::{Message, UpstreamError};
 
 /// A request resolved and decided, ready to admit and forward.
 struct Resolved {
@@ -350,50 +350,12 @@ impl Gateway {
         let end = crate::upstream::span_end(&outcome);
         telemetry::spans::upstream_done(&span, &r.connector.id, end, sent.elapsed());
         tell_cancelled(&upstream, upstream_id, &r.connector, &outcome);
-        let outcome = match (&session.endpoint, outcome) {
-            (Endpoint::All, Ok(Outcome::Result(raw))) => {
-                Ok(qualified(raw, &r.connector.slug).unwrap_or_else(|e| e))
-            }
-            (_, outcome) => outcome,
-        };
         let owned = self.owned_for_items(session, &r.connector).await;
         let chain = self.policy.current();
         let hook = Hook::Item(r.hooked, r.item);
-        check(governed, &r.connector.id, outcome, &chain, owned, hook).await
+        let end = check(governed, &r.connector.id, outcome, &chain, owned, hook).await;
+        super::call::qualified(&session.endpoint, &r.connector.slug, end)
     }
-}
-
-/// A result with the URIs of its resource contents and embedded resources
-/// qualified for `/mcp` (`contents[].uri`, `messages[].content.uri`,
-/// `messages[].content.resource.uri`); the result unchanged (as `Err`) when it has
-/// none or is not an object.
-fn qualified(raw: Box<serde_json::value::RawValue>, slug: &str) -> Result<Outcome, Outcome> {
-    let text = raw.get();
-    if !text.contains("\"uri\"") {
-        return Err(Outcome::Result(raw));
-    }
-    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
-        return Err(Outcome::Result(raw));
-    };
-    let qualify = |holder: &mut Value| {
-        if let Some(uri) = holder.get_mut("uri")
-            && let Some(u) = uri.as_str()
-        {
-            *uri = Value::String(names::qualify(slug, u));
-        }
-    };
-    if let Some(contents) = value.get_mut("contents").and_then(Value::as_array_mut) {
-        contents.iter_mut().for_each(qualify);
-    }
-    if let Some(messages) = value.get_mut("messages").and_then(Value::as_array_mut) {
-        for content in messages.iter_mut().filter_map(|m| m.get_mut("content")) {
-            match content.get_mut("resource") {
-                Some(resource) => qualify(resource),
-                None => qualify(content),
-            }
-        }
-    }
-    Ok(Outcome::Result(params::to_raw(&value)))
 }
 
 /// The params' `ref` of a completion: a prompt (`ref/prompt`, `name`) or a resource
@@ -486,35 +448,6 @@ fn method_not_found(method: &str, connector: &str, capability: &str) -> Refusal 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn result_uris_are_qualified_for_mcp() {
-        let raw = params::to_raw(&json!({
-            "contents": [{"uri": "file:///a.txt", "text": "x"}],
-            "messages": [
-                {"role": "user", "content": {"type": "resource", "resource": {"uri": "ui://app/x", "text": "y"}}},
-                {"role": "user", "content": {"type": "resource_link", "uri": "file:///b", "name": "b"}},
-                {"role": "user", "content": {"type": "text", "text": "z"}}
-            ],
-            "other": {"uri": "kept"}
-        }));
-        let Ok(Outcome::Result(raw)) = qualified(raw, "docs") else {
-            panic!("rewritten");
-        };
-        let v: Value = serde_json::from_str(raw.get()).unwrap();
-        assert_eq!(v["contents"][0]["uri"], "portcullis://docs/file:///a.txt");
-        assert_eq!(
-            v["messages"][0]["content"]["resource"]["uri"],
-            "ui://docs/app/x"
-        );
-        assert_eq!(
-            v["messages"][1]["content"]["uri"],
-            "portcullis://docs/file:///b"
-        );
-        assert_eq!(v["other"]["uri"], "kept");
-        let plain = params::to_raw(&json!({"messages": []}));
-        assert!(qualified(plain, "docs").is_err(), "nothing to rewrite");
-    }
 
     #[test]
     fn completion_refs_name_a_prompt_or_a_template() {

@@ -171,11 +171,18 @@ impl Gateway {
         for l in listed {
             let texts = match (&l.slug, kind) {
                 (None, _) => l.set.plain_json(),
-                (Some(slug), Kind::Tools | Kind::Prompts) => l
-                    .set
-                    .renamed_json(slug, |name| names::prefixed(slug, sep, name)),
+                (Some(slug), Kind::Tools) => l.set.renamed_json(
+                    slug,
+                    |name| names::prefixed(slug, sep, name),
+                    |tool| names::qualify_tool_meta(tool, slug),
+                ),
+                (Some(slug), Kind::Prompts) => {
+                    l.set
+                        .renamed_json(slug, |name| names::prefixed(slug, sep, name), |_| ())
+                }
                 (Some(slug), Kind::Resources | Kind::Templates) => {
-                    l.set.renamed_json(slug, |uri| names::qualify(slug, uri))
+                    l.set
+                        .renamed_json(slug, |uri| names::qualify(slug, uri), |_| ())
                 }
             };
             let shown = texts.iter().zip(&l.visible).filter(|(_, v)| **v);

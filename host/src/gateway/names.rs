@@ -10,6 +10,9 @@
 //! fragment, template expressions and all). `ui://` URIs (MCP Apps user interfaces,
 //! which hosts recognise by that scheme) keep it: `ui://<slug>/<rest>`. On
 //! `/mcp/<id>` URIs are the upstream's, unchanged.
+//!
+//! URIs the gateway hands out inside results are qualified the same way
+//! ([`qualify_result`], [`qualify_tool_meta`]), so they resolve through it.
 
 /// `slug` + `sep` + `tool`.
 pub(crate) fn prefixed(slug: &str, sep: &str, tool: &str) -> String {
@@ -50,9 +53,121 @@ pub(crate) fn unqualify(uri: &str) -> Option<(&str, std::borrow::Cow<'_, str>)> 
     (!slug.is_empty() && !path.is_empty()).then(|| (slug, format!("{UI_SCHEME}{path}").into()))
 }
 
+/// A result with the URIs it hands out qualified: `contents[].uri`
+/// (`resources/read`), and in `content[]` (`tools/call`) and `messages[].content`
+/// (`prompts/get`) a `resource_link`'s `uri` and an embedded resource's
+/// `resource.uri`. `None` when there is nothing to qualify (the result is then
+/// forwarded byte for byte); a result that does not parse is left alone.
+pub(crate) fn qualify_result(text: &str, slug: &str) -> Option<String> {
+    if !text.contains("\"uri\"") {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let mut changed = false;
+    let mut qualify_in = |holder: &mut serde_json::Value| {
+        if let Some(uri) = holder.get_mut("uri")
+            && let Some(u) = uri.as_str()
+        {
+            *uri = serde_json::Value::String(qualify(slug, u));
+            changed = true;
+        }
+    };
+    if let Some(contents) = value.get_mut("contents").and_then(|c| c.as_array_mut()) {
+        contents.iter_mut().for_each(&mut qualify_in);
+    }
+    let object = value.as_object_mut()?;
+    let mut blocks: Vec<&mut serde_json::Value> = Vec::new();
+    for (key, member) in object.iter_mut() {
+        match (key.as_str(), member.as_array_mut()) {
+            ("content", Some(content)) => blocks.extend(content.iter_mut()),
+            ("messages", Some(messages)) => {
+                blocks.extend(messages.iter_mut().filter_map(|m| m.get_mut("content")))
+            }
+            _ => {}
+        }
+    }
+    for block in blocks {
+        match block.get("type").and_then(|t| t.as_str()) {
+            Some("resource_link") => qualify_in(block),
+            Some("resource") => {
+                if let Some(resource) = block.get_mut("resource") {
+                    qualify_in(resource);
+                }
+            }
+            _ => {}
+        }
+    }
+    changed.then(|| value.to_string())
+}
+
+/// A tool's `_meta` reference to its MCP Apps user interface (`ui.resourceUri`,
+/// and the older `ui/resourceUri`), qualified.
+pub(crate) fn qualify_tool_meta(tool: &mut serde_json::Value, slug: &str) {
+    let Some(meta) = tool.get_mut("_meta").and_then(|m| m.as_object_mut()) else {
+        return;
+    };
+    let rewrite = |uri: &mut serde_json::Value| {
+        if let Some(u) = uri.as_str() {
+            *uri = serde_json::Value::String(qualify(slug, u));
+        }
+    };
+    if let Some(uri) = meta.get_mut("ui").and_then(|ui| ui.get_mut("resourceUri")) {
+        rewrite(uri);
+    }
+    if let Some(uri) = meta.get_mut("ui/resourceUri") {
+        rewrite(uri);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn handed_out_uris_are_qualified_in_every_result_shape() {
+        let text = json!({
+            "contents": [{"uri": "file:///a.txt", "text": "x"}],
+            "content": [
+                {"type": "resource_link", "uri": "file:///b", "name": "b"},
+                {"type": "resource", "resource": {"uri": "ui://app/x", "text": "y"}},
+                {"type": "text", "text": "has a uri in it", "uri": "not a link"}
+            ],
+            "messages": [{"role": "user", "content": {"type": "resource_link", "uri": "file:///c", "name": "c"}}],
+            "structuredContent": {"uri": "kept"}
+        })
+        .to_string();
+        let v: Value = serde_json::from_str(&qualify_result(&text, "docs").unwrap()).unwrap();
+        assert_eq!(v["contents"][0]["uri"], "portcullis://docs/file:///a.txt");
+        assert_eq!(v["content"][0]["uri"], "portcullis://docs/file:///b");
+        assert_eq!(v["content"][1]["resource"]["uri"], "ui://docs/app/x");
+        assert_eq!(v["content"][2]["uri"], "not a link");
+        assert_eq!(
+            v["messages"][0]["content"]["uri"],
+            "portcullis://docs/file:///c"
+        );
+        assert_eq!(v["structuredContent"]["uri"], "kept");
+        assert_eq!(
+            qualify_result(r#"{"content":[{"type":"text","text":"hi"}]}"#, "d"),
+            None
+        );
+        assert_eq!(
+            qualify_result(r#"{"content":[{"type":"text","uri":"x"}]}"#, "d"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_tools_ui_reference_is_qualified_in_both_spellings() {
+        let mut tool = json!({"name": "t", "_meta": {"ui": {"resourceUri": "ui://t/app.html", "x": 1}, "ui/resourceUri": "ui://t/app.html"}});
+        qualify_tool_meta(&mut tool, "apps");
+        assert_eq!(tool["_meta"]["ui"]["resourceUri"], "ui://apps/t/app.html");
+        assert_eq!(tool["_meta"]["ui"]["x"], 1);
+        assert_eq!(tool["_meta"]["ui/resourceUri"], "ui://apps/t/app.html");
+        let mut plain = json!({"name": "t"});
+        qualify_tool_meta(&mut plain, "apps");
+        assert_eq!(plain, json!({"name": "t"}));
+    }
 
     #[test]
     fn uris_round_trip_verbatim() {

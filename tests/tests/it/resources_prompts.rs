@@ -389,3 +389,101 @@ async fn scope_quota_and_methods_no_connector_offers() {
             && f.get("status").map(String::as_str) == Some("429")
     });
 }
+
+/// URIs the gateway hands out inside tool results (resource links, embedded
+/// resources) and a tool's MCP Apps UI reference come back qualified on `/mcp` and
+/// resolve through it; on `/mcp/<id>` they are the upstream's.
+#[tokio::test]
+async fn uris_handed_out_by_tools_resolve_through_the_gateway() {
+    let http = Upstream::everything();
+    let apps =
+        portcullis_tests::installed("tests/node/node_modules/.bin/mcp-server-basic-vanillajs");
+    let (key, hash) = new_key();
+    let cfg = Config::new()
+        .agent(Agent::new("reporter", &hash))
+        .connector(Connector::new("conn_http", "Http", &http.url))
+        .connector(Connector::stdio(
+            "conn_apps",
+            "Apps",
+            &apps.to_string_lossy(),
+            &["--stdio"],
+        ))
+        .render();
+    let gw = Gateway::start(&cfg);
+    let mut m = session(&gw.url(None), &key).await;
+
+    let links = m.call("http.get-resource-links", json!({"count": 2})).await;
+    let uris: Vec<String> = links["result"]["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{links}"))
+        .iter()
+        .filter(|b| b["type"] == "resource_link")
+        .filter_map(|b| b["uri"].as_str().map(String::from))
+        .collect();
+    assert_eq!(uris.len(), 2, "{links}");
+    let embedded = m
+        .call(
+            "http.get-resource-reference",
+            json!({"resourceType": "Text", "resourceId": 3}),
+        )
+        .await;
+    let blocks = embedded["result"]["content"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let inner = blocks
+        .iter()
+        .find(|b| b["type"] == "resource")
+        .unwrap_or_else(|| panic!("an embedded resource: {embedded}"));
+    let uris = [
+        uris,
+        vec![
+            inner["resource"]["uri"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ],
+    ]
+    .concat();
+    for uri in &uris {
+        assert!(uri.starts_with("portcullis://http/demo://"), "{uri}");
+        let read = m.request("resources/read", json!({ "uri": uri })).await;
+        assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
+    }
+
+    // MCP Apps: the tool's UI reference, read through the gateway.
+    let tools = m.list_tools().await;
+    let app_tool = tools
+        .iter()
+        .find(|t| t["name"].as_str().is_some_and(|n| n.starts_with("apps.")))
+        .unwrap_or_else(|| panic!("an apps tool: {tools:?}"));
+    let ui = app_tool["_meta"]["ui"]["resourceUri"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(ui.starts_with("ui://apps/"), "{app_tool}");
+    let page = m.request("resources/read", json!({ "uri": ui })).await;
+    let content = &page["result"]["contents"][0];
+    assert_eq!(content["uri"], ui, "{page}");
+    assert!(
+        content["mimeType"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("text/html"),
+        "{page}"
+    );
+    assert!(
+        content["text"].as_str().unwrap_or_default().contains("<"),
+        "{page}"
+    );
+
+    let mut own = session(&gw.url(Some("conn_apps")), &key).await;
+    let tools = own.list_tools().await;
+    let original = tools
+        .iter()
+        .find_map(|t| t["_meta"]["ui"]["resourceUri"].as_str())
+        .unwrap_or_default();
+    assert!(
+        original.starts_with("ui://") && !original.starts_with("ui://apps/"),
+        "{tools:?}"
+    );
+}
