@@ -17,6 +17,9 @@ the socket accepts connections; `--port 0` picks a free port and prints it.
                       `rpc_error` {code?, message?} (JSON-RPC error), all read-only, and
                       `register_tool` {name} (registers a new tool `name` at run time; it
                       answers {"called": name})
+  --items             also serve resources and prompts: `items://catalog` (every item, JSON),
+                      the template `items://item/{id}` (one item), and the prompt
+                      `summarise_item` {id} (one user message naming the item)
 """
 
 import argparse
@@ -38,7 +41,7 @@ def ann(ro=None, de=None, idem=None, ow=None) -> ToolAnnotations:
 ITEMS = [{"id": "1", "name": "alpha"}, {"id": "2", "name": "beta"}, {"id": "3", "name": "gamma"}]
 
 
-def build_server(test_tools: bool) -> MCPServer:
+def build_server(test_tools: bool, items: bool = False) -> MCPServer:
     srv = MCPServer("portcullis-test-upstream", version="1.0.0", log_level="WARNING")
 
     @srv.tool(annotations=ann(ro=True, de=False, idem=True, ow=False))
@@ -88,6 +91,24 @@ def build_server(test_tools: bool) -> MCPServer:
     def read_config() -> dict[str, Any]:
         """Read the (fake) configuration."""
         return {"config": {"mode": "test", "version": 1}}
+
+    if items:
+        @srv.resource("items://catalog", name="catalog", mime_type="application/json")
+        def catalog() -> str:
+            """Every item."""
+            return json.dumps(ITEMS)
+
+        @srv.resource("items://item/{id}", name="item", mime_type="application/json")
+        def item(id: str) -> str:
+            """One item by id."""
+            for it in ITEMS:
+                if it["id"] == id:
+                    return json.dumps(it)
+            raise ValueError(f"no item {id}")
+
+        @srv.prompt(name="summarise_item", description="Ask for a summary of one item")
+        def summarise_item(id: str) -> str:
+            return f"Summarise item {id} in one sentence."
 
     if test_tools:
         @srv.tool(annotations=ann(ro=True, de=False, idem=True, ow=False))
@@ -173,10 +194,11 @@ async def main() -> None:
     p.add_argument("--stateless", action="store_true")
     p.add_argument("--log-requests", action="store_true")
     p.add_argument("--test-tools", action="store_true")
+    p.add_argument("--items", action="store_true")
     a = p.parse_args()
     port = a.port if a.port is not None else (a.port_pos if a.port_pos is not None else 0)
 
-    srv = build_server(a.test_tools)
+    srv = build_server(a.test_tools, a.items)
     # host="127.0.0.1" keeps the SDK's DNS-rebinding check: Host must be 127.0.0.1:*/localhost:*/[::1]:*
     # (else 421), Origin, when present, http://127.0.0.1:*/localhost:*/[::1]:* (else 403).
     app = srv.streamable_http_app(json_response=a.json_response, stateless_http=a.stateless, host="127.0.0.1")

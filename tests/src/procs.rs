@@ -238,6 +238,26 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The admin listener's `/metrics` text (the gateway must run with `.admin()`).
+    pub async fn metrics(&self) -> String {
+        use http_body_util::BodyExt;
+        let admin = self.admin.clone().expect("admin listener");
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<hyper::body::Bytes>>();
+        let resp = client
+            .get(format!("{admin}/metrics").parse().expect("admin URL"))
+            .await
+            .expect("GET /metrics");
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("metrics body")
+            .to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     /// Writes `config` (full TOML, or a [`crate::Config`]; use `listen =
     /// "127.0.0.1:0"`) to a temp dir and starts the gateway on it.
     pub fn start(config: &(impl Display + ?Sized)) -> Gateway {

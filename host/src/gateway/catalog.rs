@@ -492,6 +492,27 @@ impl Catalog {
         Ok(caps.get(capability).is_some_and(|c| !c.is_null()))
     }
 
+    /// Whether the connector's upstream declares `pointer` (a JSON pointer into its
+    /// capabilities, e.g. `/resources/subscribe`) `true`, asking it if not known yet.
+    pub(crate) async fn offers_feature(
+        &self,
+        connector_id: &str,
+        pointer: &str,
+    ) -> Result<bool, UpstreamError> {
+        let caps = self.entry(connector_id)?.capabilities().await?;
+        Ok(caps.pointer(pointer) == Some(&Value::Bool(true)))
+    }
+
+    /// [`Catalog::offers_feature`] without asking (unknown: no).
+    pub(crate) fn offered_feature(&self, connector_id: &str, pointer: &str) -> bool {
+        self.entry(connector_id).is_ok_and(|e| {
+            e.capabilities
+                .load()
+                .as_ref()
+                .is_some_and(|caps| caps.pointer(pointer) == Some(&Value::Bool(true)))
+        })
+    }
+
     /// Whether the connector's upstream capabilities are known, or asking for them
     /// failed less than [`CAPABILITIES_RETRY`] ago (so there is no point waiting).
     pub(crate) fn knows_capabilities(&self, connector_id: &str) -> bool {

@@ -119,6 +119,7 @@ pub(super) async fn filter_items(chain: &Arc<Chain>, owned: Owned, set: Arc<Item
 /// listed, or a stand-in) and what is asked of it.
 pub(super) enum Ask {
     ReadResource(Value),
+    SubscribeResource(Value),
     CompleteResource(Value, Completion),
     GetPrompt(Value, String),
     CompletePrompt(Value, Completion),
@@ -150,6 +151,9 @@ impl Ask {
     fn decide(&self, chain: &Chain, subject: &Subject) -> Decision {
         match self {
             Ask::ReadResource(item) => chain.check_resource(subject, item, ResourceRequest::Read),
+            Ask::SubscribeResource(item) => {
+                chain.check_resource(subject, item, ResourceRequest::Subscribe)
+            }
             Ask::CompleteResource(item, c) => {
                 chain.check_resource(subject, item, ResourceRequest::Complete(c.request()))
             }

@@ -44,21 +44,21 @@ use crate::telemetry;
 use crate::upstream::{Message, UpstreamError};
 
 /// A request resolved and decided, ready to admit and forward.
-struct Resolved {
-    connector: Arc<Connector>,
-    method: &'static str,
+pub(super) struct Resolved {
+    pub(super) connector: Arc<Connector>,
+    pub(super) method: &'static str,
     /// The agent's params with the upstream's URI or name in place.
-    members: Members,
+    pub(super) members: Members,
     /// The item's upstream URI or name (audit, spans).
-    item: String,
+    pub(super) item: String,
     /// What the result hook judges (`None`: nothing, a completion).
-    hooked: Option<Hooked>,
+    pub(super) hooked: Option<Hooked>,
     /// A connector that cannot complete: the empty completion, not forwarded.
-    empty: bool,
+    pub(super) empty: bool,
 }
 
 /// What the agent named.
-enum Named {
+pub(super) enum Named {
     Resource(String),
     Prompt(String),
 }
@@ -193,7 +193,7 @@ impl Gateway {
     }
 
     /// The connector a URI or prompt name routes to, and the upstream's URI or name.
-    fn route_item(
+    pub(super) fn route_item(
         &self,
         governed: &mut Governed,
         session: &AgentSession,
@@ -231,7 +231,7 @@ impl Gateway {
     /// A resource as listed, else the template it matches (with the concrete
     /// URI), else a stand-in named by the URI. A list that cannot be had counts as
     /// empty: the upstream decides whether the URI exists.
-    async fn resource_item(&self, connector: &Connector, uri: &str) -> Value {
+    pub(super) async fn resource_item(&self, connector: &Connector, uri: &str) -> Value {
         if let Ok(set) = self.catalog.list(&connector.id, Kind::Resources).await
             && let Some(item) = set.get(uri)
         {
@@ -309,7 +309,7 @@ impl Gateway {
     }
 
     /// The forward and check stages.
-    async fn forward_item(
+    pub(super) async fn forward_item(
         &self,
         governed: &mut Governed,
         session: &Arc<AgentSession>,
@@ -390,7 +390,7 @@ fn completion(members: &Members) -> Stage<Completion> {
 }
 
 /// The upstream's URI or name in place of the agent's.
-fn replace_key(members: &mut Members, named: &Named, key: &str) {
+pub(super) fn replace_key(members: &mut Members, named: &Named, key: &str) {
     match named {
         Named::Resource(_) if members.contains_key("uri") => {
             members.insert("uri".into(), params::to_raw(key));
@@ -413,12 +413,12 @@ fn replace_key(members: &mut Members, named: &Named, key: &str) {
     }
 }
 
-fn string(members: &Members, key: &str) -> Stage<String> {
+pub(super) fn string(members: &Members, key: &str) -> Stage<String> {
     params::member::<String>(members, key)
         .ok_or_else(|| invalid(&format!("\"{key}\" must be a string")))
 }
 
-fn invalid(what: &str) -> Refusal {
+pub(super) fn invalid(what: &str) -> Refusal {
     let error = RpcError::new(jsonrpc::INVALID_PARAMS, format!("Invalid params: {what}"));
     Refusal::new(error, 400)
 }
@@ -437,7 +437,7 @@ fn prompt_not_found() -> Refusal {
     )
 }
 
-fn method_not_found(method: &str, connector: &str, capability: &str) -> Refusal {
+pub(super) fn method_not_found(method: &str, connector: &str, capability: &str) -> Refusal {
     let error = RpcError::new(
         jsonrpc::METHOD_NOT_FOUND,
         format!("Method not found: {method}"),

@@ -18,6 +18,7 @@ mod items;
 pub(crate) mod limits;
 mod list;
 pub(crate) mod names;
+mod notices;
 pub(crate) mod pinning;
 mod pipeline;
 mod recipes;
@@ -25,6 +26,7 @@ mod relay;
 pub(crate) mod reload;
 mod rules;
 pub(crate) mod sessions;
+mod subscribe;
 mod uri_template;
 
 use std::sync::Arc;
@@ -209,6 +211,12 @@ impl Gateway {
             "resources/list" => self.list(session, &id, &params, Kind::Resources).await,
             "resources/templates/list" => self.list(session, &id, &params, Kind::Templates).await,
             "prompts/list" => self.list(session, &id, &params, Kind::Prompts).await,
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let subscribe = method == "resources/subscribe";
+                self.resource_subscription(session, id, params, subscribe)
+                    .await
+            }
+            "logging/setLevel" => self.set_level(session, id, params).await,
             "resources/read" | "prompts/get" | "completion/complete" => {
                 let method = match method {
                     "resources/read" => "resources/read",
@@ -352,7 +360,8 @@ impl Gateway {
     }
 
     /// The capabilities `initialize` advertises on `endpoint`: tools always; each
-    /// of resources, prompts and completions when one of the endpoint's connectors
+    /// of resources (with `subscribe`), prompts, completions and logging when one of
+    /// the endpoint's connectors
     /// is known to offer it (the catalog learns an upstream's capabilities when its
     /// session first initialises, at start-up or first use).
     pub(crate) fn advertised(&self, endpoint: &Endpoint) -> Value {
@@ -365,6 +374,15 @@ impl Gateway {
         let mut caps = json!({"tools": {"listChanged": true}});
         if offered("resources") {
             caps["resources"] = json!({"listChanged": true});
+            let subscribe = connectors
+                .iter()
+                .any(|c| self.catalog.offered_feature(&c.id, "/resources/subscribe"));
+            if subscribe {
+                caps["resources"]["subscribe"] = json!(true);
+            }
+        }
+        if offered("logging") {
+            caps["logging"] = json!({});
         }
         if offered("prompts") {
             caps["prompts"] = json!({"listChanged": true});

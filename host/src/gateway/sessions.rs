@@ -68,6 +68,9 @@ pub(crate) struct AgentSession {
     relayed: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     /// Requests relayed so far (numbers their ids).
     relays: AtomicU64,
+    /// Subscriptions, log level and the listeners of upstream notices
+    /// (`gateway/notices.rs`).
+    pub(crate) notices: super::notices::Notices,
 }
 
 impl AgentSession {
@@ -216,6 +219,7 @@ impl AgentSession {
     pub(crate) async fn close(&self) {
         self.ended.send_replace(true);
         self.relayed.lock().expect("relayed lock").clear();
+        self.notices.stop();
         let upstreams: Vec<_> = self
             .upstreams
             .lock()
@@ -314,6 +318,7 @@ impl SessionStore {
             streams: AtomicU64::new(0),
             relayed: Mutex::new(HashMap::new()),
             relays: AtomicU64::new(0),
+            notices: Default::default(),
         });
         let mut open = self.open.write().expect("sessions lock");
         // An agent at its own limit is told so, even when the gateway is full too.

@@ -1,7 +1,8 @@
 //! The GET stream of a session: server-to-client messages not tied to a request.
-//! The gateway sends `notifications/tools/list_changed` on it when a connector of the
-//! session's endpoint changes its tools or rules, and when the agent's own rules are
-//! reloaded. Keep-alive comments every 15 seconds; the
+//! The gateway sends `notifications/<kind>/list_changed` on it when a connector of
+//! the session's endpoint changes a list or its rules, and when the agent's own rules
+//! are reloaded, and relays the upstream notices the session asked for
+//! (`gateway/notices.rs`: resource updates, log messages). Keep-alive comments every 15 seconds; the
 //! stream ends when the session does.
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub(super) fn open(
         );
     }
     let mut changes = gw.catalog.subscribe();
+    let mut notices = session.notices.stream();
     let mut ended = session.ended();
     let (tx, rx) = mpsc::channel(16);
     let endpoint = session.endpoint.clone();
@@ -51,23 +53,37 @@ pub(super) fn open(
     tokio::spawn(async move {
         let _permit = permit;
         loop {
-            let relevant = tokio::select! {
+            let out: Vec<String> = tokio::select! {
                 _ = ended.wait_for(|e| *e) => return,
                 _ = tx.closed() => return,
-                change = changes.recv() => match change {
-                    Ok(Changed::Connector(connector, kind)) => match &endpoint {
-                        Endpoint::All => Some(kind),
-                        Endpoint::One(id) => (*id == connector).then_some(kind),
-                    },
-                    Ok(Changed::Agent(changed)) => (changed == agent).then_some(None),
-                    // Missed some: tell the agent to re-list, which is always safe.
-                    Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
+                notice = notices.recv() => match notice {
+                    Ok(text) => vec![text],
+                    // Fell behind: the oldest were dropped; carry on with the rest.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(dropped = n, "GET stream behind on upstream notices");
+                        continue;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                change = changes.recv() => {
+                    let relevant = match change {
+                        Ok(Changed::Connector(connector, kind)) => match &endpoint {
+                            Endpoint::All => Some(kind),
+                            Endpoint::One(id) => (*id == connector).then_some(kind),
+                        },
+                        Ok(Changed::Agent(changed)) => (changed == agent).then_some(None),
+                        // Missed some: tell the agent to re-list, which is always safe.
+                        Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    match relevant {
+                        Some(kind) => notes(kind, &advertised),
+                        None => continue,
+                    }
+                }
             };
-            let Some(kind) = relevant else { continue };
-            for note in notes(kind, &advertised) {
-                if tx.send(note).await.is_err() {
+            for text in out {
+                if tx.send(text).await.is_err() {
                     return;
                 }
             }

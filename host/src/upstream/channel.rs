@@ -186,6 +186,11 @@ impl ChannelSession {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether every agent session of the connector shares this one.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     pub(crate) async fn capabilities(&self) -> Result<Value, UpstreamError> {
         Ok(Value::clone(&self.ready().await?.capabilities))
     }

@@ -109,6 +109,16 @@ impl UpstreamSession {
         }
     }
 
+    /// Whether one upstream session serves every agent session of the connector
+    /// (a stdio process with `share_process`): what it sends outside a request
+    /// cannot be told apart by agent.
+    pub(crate) fn is_shared(&self) -> bool {
+        match self {
+            UpstreamSession::Http(_) => false,
+            UpstreamSession::Channel(s) => s.is_shared(),
+        }
+    }
+
     /// Ends the session even when it is shared (shutdown, connector removed).
     pub(crate) async fn terminate(&self) {
         match self {

@@ -83,13 +83,7 @@ async fn set_description(upstream: &str, tool: &str, description: &str) {
 }
 
 async fn metrics(gw: &Gateway) -> String {
-    let url = format!("{}/metrics", gw.admin.as_ref().expect("admin"));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    use http_body_util::BodyExt;
-    let resp = client.get(url.parse().unwrap()).await.expect("admin");
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
+    gw.metrics().await
 }
 
 fn pin_rows(gw: &Gateway) -> Vec<String> {

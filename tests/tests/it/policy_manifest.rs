@@ -7,10 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use portcullis_tests::client::{session, sorted_names};
 use portcullis_tests::rpc::{assert_call_ok, assert_rpc_error};
 use portcullis_tests::upstreams::add_upstream_tools;
@@ -35,18 +31,7 @@ fn follow_live(c: Connector) -> Connector {
 }
 
 async fn metrics(gw: &Gateway) -> String {
-    let admin = gw.admin.clone().expect("admin listener");
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client
-        .request(
-            hyper::Request::get(format!("{admin}/metrics"))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .expect("GET /metrics");
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
+    gw.metrics().await
 }
 
 /// The value of the sample `name` whose labels include `labels`; 0 when absent.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use portcullis_tests::audit_lines::{fields, wait_audit};
 
-use portcullis_tests::client::session;
+use portcullis_tests::client::{session, wait_stream_message};
 use portcullis_tests::procs::{everything_bin, inspector, py_client};
 use portcullis_tests::{Agent, Config, Connector, Gateway, Mcp, Policy, Upstream, new_key};
 use serde_json::{Value, json};
@@ -486,4 +486,182 @@ async fn uris_handed_out_by_tools_resolve_through_the_gateway() {
         original.starts_with("ui://") && !original.starts_with("ui://apps/"),
         "{tools:?}"
     );
+}
+
+/// Subscriptions and logging: the GET stream of the session that subscribed gets
+/// `notifications/resources/updated` (qualified) from a Streamable HTTP and a stdio
+/// upstream, another session does not; `logging/setLevel` reaches the upstream and
+/// its log messages reach the agent; -32601 where the upstream offers neither.
+#[tokio::test]
+async fn subscriptions_and_log_messages_reach_the_session_that_asked() {
+    let http = Upstream::everything();
+    let tools_only = Upstream::rust(&[]);
+    let everything = everything_bin().to_string_lossy().into_owned();
+    let (key, hash) = new_key();
+    let cfg = Config::new()
+        .agent(Agent::new("reporter", &hash))
+        .connector(Connector::new("conn_http", "Http", &http.url))
+        .connector(Connector::stdio(
+            "conn_stdio",
+            "Stdio",
+            &everything,
+            &["stdio"],
+        ))
+        .connector(Connector::new("conn_tools", "Tools", &tools_only.url))
+        .render();
+    let gw = Gateway::start(&cfg);
+    let mut a = session(&gw.url(None), &key).await;
+    let init = a.request("initialize", json!({})).await;
+    assert_eq!(
+        init["result"]["capabilities"]["resources"]["subscribe"], true,
+        "{init}"
+    );
+    assert!(
+        init["result"]["capabilities"].get("logging").is_some(),
+        "{init}"
+    );
+    let b = session(&gw.url(None), &key).await;
+    let mut a_stream = a.open_stream().await.into_body();
+    let mut b_stream = b.open_stream().await.into_body();
+
+    let mut subscribed = Vec::new();
+    for slug in ["http", "stdio"] {
+        let uri = format!("portcullis://{slug}/demo://resource/static/document/architecture.md");
+        let msg = a
+            .request("resources/subscribe", json!({ "uri": uri }))
+            .await;
+        assert_eq!(msg["result"], json!({}), "{msg}");
+        let toggled = a
+            .call(&format!("{slug}.toggle-subscriber-updates"), json!({}))
+            .await;
+        assert!(toggled.get("result").is_some(), "{toggled}");
+        subscribed.push(uri);
+    }
+    for uri in &subscribed {
+        let updated = wait_stream_message(&mut a_stream, Duration::from_secs(12), |m| {
+            m["method"] == "notifications/resources/updated" && m["params"]["uri"] == uri.as_str()
+        })
+        .await;
+        assert!(updated.is_some(), "no update for {uri}");
+    }
+    let leaked = wait_stream_message(&mut b_stream, Duration::from_millis(500), |m| {
+        m["method"] == "notifications/resources/updated"
+    })
+    .await;
+    assert!(leaked.is_none(), "another session got {leaked:?}");
+    let msg = a
+        .request("resources/unsubscribe", json!({ "uri": subscribed[0] }))
+        .await;
+    assert_eq!(msg["result"], json!({}), "{msg}");
+    wait_audit(&gw, Duration::from_secs(10), |l| {
+        let f = fields(l);
+        f.get("method").map(String::as_str) == Some("resources/subscribe")
+            && f.get("connector").map(String::as_str) == Some("conn_stdio")
+            && f.get("status").map(String::as_str) == Some("200")
+    });
+
+    // Logging: every level from debug, then simulated log messages arrive.
+    let msg = a
+        .request("logging/setLevel", json!({"level": "debug"}))
+        .await;
+    assert_eq!(msg["result"], json!({}), "{msg}");
+    let toggled = a.call("stdio.toggle-simulated-logging", json!({})).await;
+    assert!(toggled.get("result").is_some(), "{toggled}");
+    let logged = wait_stream_message(&mut a_stream, Duration::from_secs(12), |m| {
+        m["method"] == "notifications/message"
+            && m["params"]["data"]
+                .as_str()
+                .is_some_and(|d| d.contains("-level message") || d.contains("level-message"))
+    })
+    .await;
+    assert!(logged.is_some(), "no log message");
+    let msg = a
+        .request("logging/setLevel", json!({"level": "loud"}))
+        .await;
+    assert_eq!(msg["error"]["code"], -32602, "{msg}");
+
+    // A tools-only upstream: neither method exists there.
+    let mut own = session(&gw.url(Some("conn_tools")), &key).await;
+    let msg = own
+        .request("resources/subscribe", json!({"uri": "file:///x"}))
+        .await;
+    assert_eq!(msg["error"]["code"], -32601, "{msg}");
+    let msg = own
+        .request("logging/setLevel", json!({"level": "info"}))
+        .await;
+    assert_eq!(msg["error"]["code"], -32601, "{msg}");
+}
+
+/// A Python server (the `mcp` SDK's MCPServer) with its own resources, template and
+/// prompt, through `/mcp` and its own endpoint; requests are counted per method in
+/// `/metrics`.
+#[tokio::test]
+async fn a_python_mcpserver_resources_and_prompts() {
+    let py = Upstream::fastmcp(&["--items"]);
+    let (key, hash) = new_key();
+    let cfg = Config::new()
+        .admin()
+        .agent(Agent::new("reporter", &hash))
+        .connector(Connector::new("conn_py", "Py", &py.url))
+        .render();
+    let gw = Gateway::start(&cfg);
+    let mut m = session(&gw.url(None), &key).await;
+    let uris = keys(
+        &list_all(&mut m, "resources/list", "resources").await,
+        "uri",
+    );
+    assert_eq!(uris, ["portcullis://py/items://catalog"], "{uris:?}");
+    let templates = list_all(&mut m, "resources/templates/list", "resourceTemplates").await;
+    assert_eq!(
+        keys(&templates, "uriTemplate"),
+        ["portcullis://py/items://item/{id}"]
+    );
+    let read = m
+        .request(
+            "resources/read",
+            json!({"uri": "portcullis://py/items://item/2"}),
+        )
+        .await;
+    let text = read["result"]["contents"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("beta"), "{read}");
+    let prompts = keys(&list_all(&mut m, "prompts/list", "prompts").await, "name");
+    assert_eq!(prompts, ["py.summarise_item"], "{prompts:?}");
+    let got = m
+        .request(
+            "prompts/get",
+            json!({"name": "py.summarise_item", "arguments": {"id": "3"}}),
+        )
+        .await;
+    let text = got["result"]["messages"][0]["content"]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("item 3"), "{got}");
+
+    let mut own = session(&gw.url(Some("conn_py")), &key).await;
+    let read = own
+        .request("resources/read", json!({"uri": "items://catalog"}))
+        .await;
+    assert!(
+        read["result"]["contents"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gamma"),
+        "{read}"
+    );
+
+    let text = gw.metrics().await;
+    for method in [
+        "resources/read",
+        "prompts/get",
+        "resources/list",
+        "prompts/list",
+    ] {
+        let counted = text.lines().any(|l| {
+            l.starts_with("portcullis_requests_total")
+                && l.contains(&format!("method=\"{method}\""))
+        });
+        assert!(counted, "{method} in /metrics:\n{text}");
+    }
 }
