@@ -38,6 +38,9 @@
 #   list-c1      tools/list, 1 session: through the gateway the merged list of
 #                10 connectors x 100 tools (1,000 tools); direct: one upstream's 100
 #   list-sat     the same with $SAT sessions
+#   read-16      resources/read of one text resource, 16 sessions (the upstream runs
+#                with --items 8; on /mcp the URI is portcullis://c0/test://doc/1)
+#   get-16       prompts/get greet {name}, 16 sessions
 #   sessions-1k  1,000 concurrent sessions opened, held idle, then tools/call echo
 #   reload-load  (production) call-sat while the config is hot-reloaded every 0.5 s
 #                (the whole config: agents, connectors, quotas and the chain),
@@ -173,7 +176,7 @@ HASH="$(awk '/^key_sha256:/ {print $2}' "$WORK/key.txt")"
 [ -n "$KEY" ] && [ -n "$HASH" ] || { echo "bench.sh: portcullis keys new gave no key" >&2; exit 1; }
 
 start upstream "$BIN/portcullis-test-upstream" --listen 127.0.0.1:0 --response json \
-  --extra-tools $((TOOLS_PER_CONNECTOR - 14)) --name bench-upstream
+  --extra-tools $((TOOLS_PER_CONNECTOR - 14)) --name bench-upstream --items 8
 UP_URL="$URL"
 UP_PID="$PID"
 # The same upstream with a fixed 5 ms answer time (a realistic tool), for the
@@ -392,6 +395,12 @@ sessions_1k() {
   echo "   $target/sessions-1k: RSS ${before} KB -> ${idle} KB with $IDLE_SESSIONS idle sessions, ${load} KB under load" >&2
 }
 
+# qualified PREFIX URI: URI as agents name it on /mcp (`c0.` -> portcullis://c0/URI);
+# an empty prefix (direct) leaves it as it is.
+qualified() {
+  if [ -z "$1" ]; then echo "$2"; else echo "portcullis://${1%.}/$2"; fi
+}
+
 # scenarios TARGET URL TOOL_PREFIX [SCENARIO...]: the given scenarios (default: all five).
 scenarios() {
   local target="$1" url="$2" p="$3"; shift 3
@@ -406,6 +415,8 @@ scenarios() {
       list-c1) measure "$target" list-c1 "$url" --sessions 1 --method list ;;
       list-sat) measure "$target" list-sat "$url" --sessions "$SAT" --method list ;;
       call-delay) measure "$target" call-delay "$url" --sessions 64 --method call --tool "${p}echo" --args '{"text":"hello"}' ;;
+      read-16) measure "$target" read-16 "$url" --sessions 16 --method read --uri "$(qualified "$p" test://doc/1)" ;;
+      get-16) measure "$target" get-16 "$url" --sessions 16 --method get --tool "${p}greet" --args '{"name":"bench"}' ;;
       *) echo "bench.sh: unknown scenario $sc" >&2; exit 2 ;;
     esac
   done
@@ -619,6 +630,7 @@ LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"   # other
 echo "== direct: $UP_URL" >&2
 printf '{"target":"direct","pid_kind":"upstream","rss_fresh_kb":%s}\n' "$(rss_kb "$UP_PID")" >> "$MEMORY"
 scenarios direct "$UP_URL" ""
+scenarios direct "$UP_URL" "" read-16 get-16
 sessions_1k direct "$UP_URL" "echo" "$UP_PID"
 # run_targets: which scenarios each target runs (the full set where a ratio matters).
 nginx_target
@@ -629,7 +641,8 @@ gateway quota-exact "$CFG/quota-exact.toml" call-sat
 gateway tracing "$CFG/tracing.toml" call-sat call-c1
 gateway nopin "$CFG/nopin.toml" --no-memory list-c1 list-sat
 gateway stdio "$CFG/stdio.toml" --no-memory call-sat call-c1
-gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat
+gateway builtins "$CFG/builtins.toml" call-sat call-c1 list-c1 list-sat read-16 get-16
+gateway empty "$CFG/empty.toml" --no-memory read-16 get-16
 gateway builtins-cold "$CFG/builtins-cold.toml" call-sat call-c1 list-c1
 gateway production "$CFG/production.toml" --sessions --reload "$CFG/production-plus.toml"
 # A realistic tool: the upstream answers after 5 ms; 64 sessions.

@@ -39,6 +39,8 @@ SCENARIOS = [
     ("sessions-1k", "tools/call echo, 1,000 sessions"),
     ("reload-load", "tools/call echo, saturation, config hot-reloaded every 0.5 s"),
     ("call-delay", "tools/call echo, upstream answering in 5 ms, 64 sessions"),
+    ("read-16", "resources/read (text), 16 sessions"),
+    ("get-16", "prompts/get with an argument, 16 sessions"),
 ]
 # Direct lists one upstream (100 tools), the gateway merges ten: no ratio to direct.
 NO_DIRECT_RATIO = {"list-c1", "list-sat"}

@@ -67,12 +67,15 @@ struct Args {
     /// What every request does.
     #[arg(long, value_enum, default_value_t = Kind::Call)]
     method: Kind,
-    /// Tool name for `--method call`.
+    /// Tool name for `--method call`, prompt name for `--method get`.
     #[arg(long, default_value = "echo")]
     tool: String,
-    /// Tool arguments (a JSON object) for `--method call`.
+    /// Arguments (a JSON object) for `--method call` and `--method get`.
     #[arg(long, default_value = "{}")]
     args: String,
+    /// Resource URI for `--method read`.
+    #[arg(long, default_value = "")]
+    uri: String,
     /// Measured seconds (at most 3600). Default 10 unless --requests is given.
     #[arg(long)]
     duration: Option<f64>,
@@ -106,6 +109,10 @@ enum Kind {
     Call,
     /// tools/list (first page).
     List,
+    /// resources/read --uri.
+    Read,
+    /// prompts/get --tool (the prompt's name) with --args.
+    Get,
 }
 
 /// A validated run.
@@ -145,17 +152,26 @@ impl Plan {
         if timeout.is_zero() {
             return Err("--timeout must be positive".into());
         }
+        let arguments = || -> Result<Value, String> {
+            let arguments: Value =
+                serde_json::from_str(&args.args).map_err(|e| format!("--args is not JSON: {e}"))?;
+            if !arguments.is_object() {
+                return Err("--args must be a JSON object".into());
+            }
+            Ok(arguments)
+        };
         let (method, params) = match args.method {
             Kind::Call => {
-                let arguments: Value = serde_json::from_str(&args.args)
-                    .map_err(|e| format!("--args is not JSON: {e}"))?;
-                if !arguments.is_object() {
-                    return Err("--args must be a JSON object".into());
-                }
-                let params = json!({ "name": args.tool, "arguments": arguments });
+                let params = json!({ "name": args.tool, "arguments": arguments()? });
                 ("tools/call", params.to_string())
             }
             Kind::List => ("tools/list", "{}".to_string()),
+            Kind::Read if args.uri.is_empty() => return Err("--method read needs --uri".into()),
+            Kind::Read => ("resources/read", json!({ "uri": args.uri }).to_string()),
+            Kind::Get => {
+                let params = json!({ "name": args.tool, "arguments": arguments()? });
+                ("prompts/get", params.to_string())
+            }
         };
         Ok(Plan {
             target: Target {

@@ -24,6 +24,7 @@ async fn start(response: ResponseMode, sessions: bool) -> std::net::SocketAddr {
             keepalive: Duration::from_secs(15),
             hang_delete: false,
             ask_on_stream: vec![],
+            items: 0,
         },
         0,
         false,

@@ -18,6 +18,7 @@
 //! [`state`] the shared server state.
 
 mod body;
+mod items;
 mod rpc;
 mod server;
 mod sse;
@@ -100,6 +101,10 @@ struct Args {
     /// With `--stdio`: answer the Nth tools/call with a line that is not JSON-RPC.
     #[arg(long, value_name = "N", default_value_t = 0)]
     garbage_after: u64,
+    /// Serve resources and prompts too: N resources `test://doc/<i>`, the template
+    /// `test://doc/{id}` and the prompt `greet` (0: tools only).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    items: usize,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -127,6 +132,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
             hang_delete: args.hang_delete,
             keepalive: Duration::from_secs(args.keepalive_secs),
             ask_on_stream: args.ask_on_stream,
+            items: args.items,
         },
         tools::Catalog::with_process_tools(args.extra_tools, args.raw_echo, args.stdio),
     ));

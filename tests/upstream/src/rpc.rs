@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::state::State;
-use crate::tools;
+use crate::{items, tools};
 
 /// Protocol revisions echoed back by initialize.
 const VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -217,6 +217,11 @@ pub async fn answer(
         "initialize" => initialize(state, params),
         "ping" => Reply::Result("{}".to_owned()),
         "tools/list" => tools_list(state, params),
+        "resources/list" if state.opts.items > 0 => items::resources_list(state.opts.items),
+        "resources/templates/list" if state.opts.items > 0 => items::templates_list(),
+        "resources/read" if state.opts.items > 0 => items::resources_read(params),
+        "prompts/list" if state.opts.items > 0 => items::prompts_list(),
+        "prompts/get" if state.opts.items > 0 => items::prompts_get(params),
         "tools/call" => match call {
             Some(call) => tools::call(state, request, call, headers, events).await,
             None => match call_params(request) {
@@ -241,9 +246,14 @@ fn initialize(state: &State, params: Option<&RawValue>) -> Reply {
         .into_iter()
         .find(|v| requested.as_deref() == Some(*v))
         .unwrap_or(LATEST);
+    let mut capabilities = json!({ "tools": { "listChanged": true } });
+    if state.opts.items > 0 {
+        capabilities["resources"] = json!({});
+        capabilities["prompts"] = json!({});
+    }
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": true } },
+        "capabilities": capabilities,
         "serverInfo": { "name": state.opts.name, "version": env!("CARGO_PKG_VERSION") },
         "instructions": "Portcullis test upstream.",
     });

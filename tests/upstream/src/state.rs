@@ -36,6 +36,8 @@ pub struct Options {
     pub hang_delete: bool,
     /// Requests sent on every GET stream as it opens (`--ask-on-stream`).
     pub ask_on_stream: Vec<String>,
+    /// Resources served (`--items`); 0: no resources or prompts at all.
+    pub items: usize,
 }
 
 /// Everything the handlers share.
