@@ -238,6 +238,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The gateway's child processes (its stdio connectors' programs), sorted.
+    pub fn children(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        let tasks =
+            std::fs::read_dir(format!("/proc/{}/task", self.proc.pid())).expect("gateway tasks");
+        for task in tasks.flatten() {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The admin listener's `/metrics` text (the gateway must run with `.admin()`).
     pub async fn metrics(&self) -> String {
         use http_body_util::BodyExt;

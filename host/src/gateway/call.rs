@@ -294,7 +294,8 @@ impl Gateway {
             };
             session.finish_request(governed.id());
             let end = crate::upstream::span_end(&outcome);
-            telemetry::spans::upstream_done(&up_span, &connector.id, end, sent.elapsed());
+            let took = sent.elapsed();
+            telemetry::spans::upstream_done(&up_span, &connector.id, "tools/call", end, took);
             tell_cancelled(&upstream, upstream_id, connector, &outcome);
             let owned = gateway.owned(&session.identity(), connector, &target.set);
             let end = check(

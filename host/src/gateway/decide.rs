@@ -97,22 +97,33 @@ impl Gateway {
 /// may see; `owned` carries the connector's tools for policies that read them.
 pub(super) async fn filter_items(chain: &Arc<Chain>, owned: Owned, set: Arc<ItemSet>) -> Vec<bool> {
     let kind = set.kind.list_kind();
-    let n = set.items.len();
     if let Some(visible) =
         chain.filter_items_cached(&owned.subject(), kind, &set.items, set.version)
     {
         return visible;
     }
-    let chain = chain.clone();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| chain.filter_items(&owned.subject(), kind, &set.items, set.version))
+    let n = set.items.len();
+    filter_on_pool(chain, n, move |c| {
+        c.filter_items(&owned.subject(), kind, &set.items, set.version)
     })
     .await
-    .unwrap_or_else(|e| {
-        tracing::error!(error = %e, "policy evaluation panicked; hiding the connector's items");
-        vec![false; n]
-    })
+}
+
+/// Runs a list filter on the blocking pool, in the current span; a panic hides all
+/// `n` items.
+async fn filter_on_pool(
+    chain: &Arc<Chain>,
+    n: usize,
+    filter: impl FnOnce(&Chain) -> Vec<bool> + Send + 'static,
+) -> Vec<bool> {
+    let chain = chain.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| filter(&chain)))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "policy evaluation panicked; hiding the connector's items");
+            vec![false; n]
+        })
 }
 
 /// A resource or prompt request, owned for the blocking pool: the item (JSON as
@@ -171,7 +182,7 @@ impl Ask {
 /// checks that kind).
 pub(super) async fn check_item(chain: &Arc<Chain>, owned: Owned, ask: Ask) -> Decision {
     if !chain.checks_items(ask.is_prompt()) {
-        return allowed(chain);
+        return chain.allowed();
     }
     on_blocking_pool(chain, move |c| ask.decide(c, &owned.subject())).await
 }
@@ -192,7 +203,7 @@ pub(super) async fn check_item_result(
     result: String,
 ) -> Decision {
     if !chain.checks_item_results(matches!(hooked, Hooked::Prompt(_))) {
-        return allowed(chain);
+        return chain.allowed();
     }
     on_blocking_pool(chain, move |c| match &hooked {
         Hooked::Resource(item) => c.check_resource_contents(&owned.subject(), item, &result),
@@ -216,29 +227,13 @@ pub(super) async fn check_item_message(
     .await
 }
 
-fn allowed(chain: &Chain) -> Decision {
-    Decision {
-        denial: None,
-        policy: chain.names.clone(),
-        digest: chain.digest.clone(),
-        replacement: None,
-    }
-}
-
 /// Which tools the agent may see.
 pub(super) async fn filter_tools(chain: &Arc<Chain>, owned: Owned) -> Vec<bool> {
-    let n = owned.tools.items.len();
     if let Some(visible) = chain.filter_tools_cached(&owned.subject()) {
         return visible;
     }
-    let chain = chain.clone();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| chain.filter_tools(&owned.subject())))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "policy evaluation panicked; hiding the connector's tools");
-            vec![false; n]
-        })
+    let n = owned.tools.items.len();
+    filter_on_pool(chain, n, move |c| c.filter_tools(&owned.subject())).await
 }
 
 /// Whether a call of `tool` may proceed.

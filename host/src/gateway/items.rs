@@ -348,7 +348,7 @@ impl Gateway {
         };
         session.finish_request(governed.id());
         let end = crate::upstream::span_end(&outcome);
-        telemetry::spans::upstream_done(&span, &r.connector.id, end, sent.elapsed());
+        telemetry::spans::upstream_done(&span, &r.connector.id, r.method, end, sent.elapsed());
         tell_cancelled(&upstream, upstream_id, &r.connector, &outcome);
         let owned = self.owned_for_items(session, &r.connector).await;
         let chain = self.policy.current();

@@ -18,9 +18,13 @@
 //! - a server-to-client request is answered at once (`answer_unrelayed`);
 //! - anything else is dropped.
 //!
-//! A message no GET stream is open for is dropped (the broadcast keeps none); a GET
-//! stream that falls more than [`BUFFER`] behind loses the oldest. Listeners end with
-//! the session. A process shared by every agent session (`share_process`) cannot
+//! When the upstream's stream ends (the upstream lost the session, the process
+//! exited) the listener opens it again (after 1 s, doubling to 30 s while that fails)
+//! and replays the session's subscriptions on that connector and its log level,
+//! which the upstream has forgotten. A message no GET stream is open for is dropped
+//! (the broadcast keeps none); a GET stream that falls more than [`BUFFER`] behind
+//! loses the oldest. Listeners end with the session, or when the session's upstream
+//! session of the connector is replaced (a reload re-targeted it). A process shared by every agent session (`share_process`) cannot
 //! tell agents apart, so subscriptions and levels are refused on it.
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +43,10 @@ use crate::upstream::{Message, UpstreamError, UpstreamSession};
 
 /// Messages a session's GET streams may fall behind by.
 const BUFFER: usize = 256;
+/// The first wait before a listener whose stream ended resumes; it doubles up to
+/// [`MAX_RESUME`] while resuming fails.
+const FIRST_RESUME: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_RESUME: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An agent session's subscriptions, log level and listeners.
 pub(crate) struct Notices {
@@ -87,6 +95,13 @@ impl Notices {
         if let Some(set) = subs.get_mut(connector) {
             set.remove(uri);
         }
+    }
+
+    fn subscriptions_of(&self, connector: &str) -> Vec<String> {
+        let subs = self.subscriptions.lock().expect("subscriptions lock");
+        subs.get(connector)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn subscribed(&self, connector: &str, uri: &str) -> bool {
@@ -155,13 +170,35 @@ impl Gateway {
         let (agent_session, connector_c, upstream_c) =
             (Arc::downgrade(session), connector.clone(), upstream.clone());
         let task = tokio::spawn(async move {
-            while let Ok(Some(msg)) = stream.next().await {
+            let mut backoff = FIRST_RESUME;
+            loop {
+                while let Ok(Some(msg)) = stream.next().await {
+                    let Some(session) = agent_session.upgrade() else {
+                        return;
+                    };
+                    backoff = FIRST_RESUME;
+                    gateway
+                        .notice(&session, &connector_c, &upstream_c, msg)
+                        .await;
+                }
+                // The stream ended: the upstream lost the session, the process
+                // exited, the event stream closed. Resume while the session wants it.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RESUME);
                 let Some(session) = agent_session.upgrade() else {
                     return;
                 };
-                gateway
-                    .notice(&session, &connector_c, &upstream_c, msg)
-                    .await;
+                if !session.listens_on(&connector_c.id, &upstream_c) {
+                    return;
+                }
+                match gateway.resume(&session, &connector_c, &upstream_c).await {
+                    Ok(Some(resumed)) => stream = resumed,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(connector = %connector_c.id, error = %e, "upstream notices not resumed yet");
+                        stream = crate::upstream::ListenStream::ended();
+                    }
+                }
             }
         });
         let listener = Listener {
@@ -178,6 +215,44 @@ impl Gateway {
             old.task.abort();
         }
         Ok(true)
+    }
+
+    /// Opens the upstream's stream again and replays what the session asked of it
+    /// (every subscription of the connector, the log level), which an upstream that
+    /// re-initialised or a restarted process has forgotten.
+    async fn resume(
+        &self,
+        session: &AgentSession,
+        connector: &Connector,
+        upstream: &Arc<UpstreamSession>,
+    ) -> Result<Option<crate::upstream::ListenStream>, UpstreamError> {
+        let limit = connector.timeout;
+        let Some(stream) = tokio::time::timeout(limit, upstream.listen())
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))?
+        else {
+            return Ok(None);
+        };
+        let uris = session.notices.subscriptions_of(&connector.id);
+        let level = session.notices.level.lock().expect("level lock").clone();
+        let mut asks: Vec<(&str, Value)> = uris
+            .into_iter()
+            .map(|uri| ("resources/subscribe", serde_json::json!({ "uri": uri })))
+            .collect();
+        if let Some(level) = level {
+            asks.push(("logging/setLevel", serde_json::json!({ "level": level })));
+        }
+        for (method, params) in &asks {
+            let id = upstream.next_request_id();
+            let ask = upstream.request(id, method, params, |m| {
+                matches!(m, Message::Request { .. }).then_some(m)
+            });
+            tokio::time::timeout(limit, ask)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout))?;
+        }
+        tracing::info!(connector = %connector.id, replayed = asks.len(), "upstream notices resumed");
+        Ok(Some(stream))
     }
 
     /// Routes one message (module doc).

@@ -170,6 +170,16 @@ impl AgentSession {
         Some(made)
     }
 
+    /// Whether `upstream` is still this session's upstream session of `connector`
+    /// (and the session has not ended): a listener on it may carry on.
+    pub(crate) fn listens_on(&self, connector: &str, upstream: &Arc<UpstreamSession>) -> bool {
+        let map = self.upstreams.lock().expect("upstreams lock");
+        !self.has_ended()
+            && map
+                .get(connector)
+                .is_some_and(|(_, open)| Arc::ptr_eq(open, upstream))
+    }
+
     /// Closes this session's upstream session of a connector, if one is open (the
     /// connector was removed or re-targeted); the next call opens a new one.
     pub(crate) async fn drop_upstream(&self, connector: &str) {

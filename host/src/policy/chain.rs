@@ -691,7 +691,8 @@ impl Chain {
         }
     }
 
-    fn allowed(&self) -> Decision {
+    /// The whole chain's allowing decision (what no policy denied).
+    pub(crate) fn allowed(&self) -> Decision {
         Decision {
             denial: None,
             policy: self.names.clone(),

@@ -48,8 +48,9 @@ struct VerdictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectorLabels {
+struct UpstreamLabels {
     connector: String,
+    method: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,7 +89,7 @@ struct Metrics {
     request_duration: HistogramFamily<MethodLabels>,
     policy_evaluations: Family<VerdictLabels, Counter>,
     policy_duration: HistogramFamily<PolicyLabels>,
-    upstream_duration: HistogramFamily<ConnectorLabels>,
+    upstream_duration: HistogramFamily<UpstreamLabels>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     quota_rejections: Family<QuotaLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
@@ -152,7 +153,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register_with_unit(
         "upstream_duration",
-        "Time of a forwarded tools/call at the upstream, by connector",
+        "Time of a forwarded request at the upstream, by connector and method",
         Unit::Seconds,
         m.upstream_duration.clone(),
     );
@@ -222,11 +223,12 @@ pub(crate) fn policy(policy: &str, hook: &str, verdict: &str, elapsed: Duration)
 }
 
 /// One forwarded call's time at the upstream.
-pub(crate) fn upstream_call(connector: &str, elapsed: Duration) {
+pub(crate) fn upstream_call(connector: &str, method: &'static str, elapsed: Duration) {
     METRICS
         .upstream_duration
-        .get_or_create(&ConnectorLabels {
+        .get_or_create(&UpstreamLabels {
             connector: s(connector),
+            method: method.to_string(),
         })
         .observe(elapsed.as_secs_f64());
 }
@@ -331,7 +333,7 @@ mod tests {
             "allow",
             Duration::from_micros(40),
         );
-        upstream_call("conn_a", Duration::from_millis(3));
+        upstream_call("conn_a", "resources/read", Duration::from_millis(3));
         upstream_error("conn_a", "timeout");
         quota_rejection("acme", "exceeded");
         config_reload(true);
@@ -348,7 +350,7 @@ mod tests {
             "portcullis_request_duration_seconds_bucket{",
             r#"portcullis_policy_evaluations_total{policy="blocklist",hook="check_call",verdict="allow"} 1"#,
             "portcullis_policy_duration_seconds_count{",
-            "portcullis_upstream_duration_seconds_sum{",
+            r#"portcullis_upstream_duration_seconds_sum{connector="conn_a",method="resources/read"}"#,
             r#"portcullis_upstream_errors_total{connector="conn_a",kind="timeout"} 1"#,
             r#"portcullis_quota_rejections_total{org="acme",reason="exceeded"} 1"#,
             r#"portcullis_policy_reloads_total{result="ok"} 1"#,

@@ -300,8 +300,14 @@ pub(crate) enum UpstreamEnd {
 }
 
 /// How the forwarded call ended: span attributes and the upstream metrics.
-pub(crate) fn upstream_done(span: &Span, connector: &str, end: UpstreamEnd, elapsed: Duration) {
-    metrics::upstream_call(connector, elapsed);
+pub(crate) fn upstream_done(
+    span: &Span,
+    connector: &str,
+    method: &'static str,
+    end: UpstreamEnd,
+    elapsed: Duration,
+) {
+    metrics::upstream_call(connector, method, elapsed);
     let (what, error): (&str, Option<String>) = match end {
         UpstreamEnd::Result => ("ok", None),
         UpstreamEnd::RpcError(code) => (

@@ -26,6 +26,11 @@ pub(crate) enum ListenStream {
 }
 
 impl ListenStream {
+    /// A stream that has already ended.
+    pub(crate) fn ended() -> ListenStream {
+        ListenStream::Channel(mpsc::channel(1).1)
+    }
+
     /// The next message; `None` when the stream (or the process, or the SSE
     /// connection) ended.
     pub(crate) async fn next(&mut self) -> Result<Option<Message>, UpstreamError> {

@@ -19,7 +19,7 @@ mod stdio;
 mod stream;
 
 pub(crate) use channel::{ChannelSession, PipeSpec};
-pub(crate) use link::UpstreamSession;
+pub(crate) use link::{ListenStream, UpstreamSession};
 pub(crate) use session::{Credential, CredentialProvider, HttpSession, Outcome, answer_unrelayed};
 pub(crate) use sse::SseTarget;
 pub(crate) use stdio::{Launcher, findable, kill_all as kill_processes};

@@ -665,3 +665,52 @@ async fn a_python_mcpserver_resources_and_prompts() {
         assert!(counted, "{method} in /metrics:\n{text}");
     }
 }
+
+/// A stdio server that dies forgets the session's subscriptions: the gateway starts
+/// it again and replays them, so updates keep reaching the agent.
+#[tokio::test]
+async fn subscriptions_are_replayed_to_a_restarted_process() {
+    let everything = everything_bin().to_string_lossy().into_owned();
+    let (key, hash) = new_key();
+    let cfg = Config::new()
+        .agent(Agent::new("reporter", &hash))
+        .connector(Connector::stdio(
+            "conn_stdio",
+            "Stdio",
+            &everything,
+            &["stdio"],
+        ))
+        .render();
+    let mut gw = Gateway::start(&cfg);
+    let mut m = session(&gw.url(None), &key).await;
+    let before = gw.children();
+    let uri = "portcullis://stdio/demo://resource/static/document/features.md";
+    let msg = m
+        .request("resources/subscribe", json!({ "uri": uri }))
+        .await;
+    assert_eq!(msg["result"], json!({}), "{msg}");
+    let mine: Vec<u32> = gw
+        .children()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(mine.len(), 1, "the session's own process: {mine:?}");
+    let mut stream = m.open_stream().await.into_body();
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &mine[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    gw.proc.wait_line(Duration::from_secs(15), |l| {
+        l.contains("upstream notices resumed") && l.contains("conn_stdio")
+    });
+    // The new process has the subscription again; updates need switching on there.
+    let toggled = m.call("stdio.toggle-subscriber-updates", json!({})).await;
+    assert!(toggled.get("result").is_some(), "{toggled}");
+    let updated = wait_stream_message(&mut stream, Duration::from_secs(12), |msg| {
+        msg["method"] == "notifications/resources/updated" && msg["params"]["uri"] == uri
+    })
+    .await;
+    assert!(updated.is_some(), "no update after the restart");
+}

@@ -28,18 +28,7 @@ fn local(extra_args: &[&str]) -> Connector {
 
 /// The processes the gateway started (its direct children).
 fn children(gw: &Gateway) -> Vec<u32> {
-    let mut out = Vec::new();
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", gw.proc.pid())).expect("gateway tasks");
-    for task in tasks.flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    out.sort();
-    out.dedup();
-    out
+    gw.children()
 }
 
 /// Whether `pid` is gone and reaped (no `/proc` entry, so not even a zombie).
