@@ -93,6 +93,43 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Whether the agent may use anything of `connector`: the chain leaves it at
+    /// least one of its tools, prompts, resources or resource templates (lists that
+    /// cannot be had count as empty; reused decisions make this cheap).
+    pub(super) async fn usable(
+        &self,
+        session: &super::sessions::AgentSession,
+        connector: &Arc<Connector>,
+    ) -> bool {
+        use super::catalog::Kind;
+        let chain = self.policy.current();
+        let owned = self.owned_for_items(session, connector).await;
+        for kind in [Kind::Tools, Kind::Prompts, Kind::Resources, Kind::Templates] {
+            if kind != Kind::Tools && !self.catalog.offered(&connector.id, kind.capability()) {
+                continue;
+            }
+            let Ok(set) = self.catalog.list(&connector.id, kind).await else {
+                continue;
+            };
+            if set.items.is_empty() {
+                continue;
+            }
+            let visible = match kind {
+                Kind::Tools => {
+                    let tools = self.owned(&session.identity(), connector, &set);
+                    filter_tools(&chain, tools).await
+                }
+                _ => filter_items(&chain, owned.clone(), set).await,
+            };
+            if visible.contains(&true) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Which items of `set` (a connector's resources, templates or prompts) the agent
 /// may see; `owned` carries the connector's tools for policies that read them.
 pub(super) async fn filter_items(chain: &Arc<Chain>, owned: Owned, set: Arc<ItemSet>) -> Vec<bool> {
@@ -159,6 +196,27 @@ impl Ask {
         matches!(self, Ask::GetPrompt(..) | Ask::CompletePrompt(..))
     }
 
+    /// The decision from reused ones only; `None` when a policy must be evaluated.
+    fn decide_cached(&self, chain: &Chain, subject: &Subject) -> Option<Decision> {
+        match self {
+            Ask::ReadResource(item) => {
+                chain.check_resource_cached(subject, item, ResourceRequest::Read)
+            }
+            Ask::SubscribeResource(item) => {
+                chain.check_resource_cached(subject, item, ResourceRequest::Subscribe)
+            }
+            Ask::CompleteResource(item, c) => {
+                chain.check_resource_cached(subject, item, ResourceRequest::Complete(c.request()))
+            }
+            Ask::GetPrompt(item, arguments) => {
+                chain.check_prompt_cached(subject, item, PromptRequest::Get(arguments))
+            }
+            Ask::CompletePrompt(item, c) => {
+                chain.check_prompt_cached(subject, item, PromptRequest::Complete(c.request()))
+            }
+        }
+    }
+
     fn decide(&self, chain: &Chain, subject: &Subject) -> Decision {
         match self {
             Ask::ReadResource(item) => chain.check_resource(subject, item, ResourceRequest::Read),
@@ -183,6 +241,9 @@ impl Ask {
 pub(super) async fn check_item(chain: &Arc<Chain>, owned: Owned, ask: Ask) -> Decision {
     if !chain.checks_items(ask.is_prompt()) {
         return chain.allowed();
+    }
+    if let Some(decision) = ask.decide_cached(chain, &owned.subject()) {
+        return decision;
     }
     on_blocking_pool(chain, move |c| ask.decide(c, &owned.subject())).await
 }

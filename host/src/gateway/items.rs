@@ -34,6 +34,7 @@ use tracing::Instrument;
 use super::call::{Hook, check, tell_cancelled};
 use super::catalog::{ItemSet, Kind};
 use super::decide::{self, Ask, Completion, Hooked};
+use super::limits::Permit;
 use super::pipeline::{End, Governed, Refusal, Stage};
 use super::sessions::{AgentSession, Endpoint, InFlight};
 use super::{Gateway, Reply, names, uri_template};
@@ -64,32 +65,60 @@ pub(super) enum Named {
 }
 
 impl Gateway {
-    /// `resources/read`, `prompts/get` or `completion/complete`.
+    /// `resources/read`, `prompts/get` or `completion/complete`: every stage in a
+    /// task of its own (`detached`).
     pub(super) async fn item_request(
         self: &Arc<Self>,
         session: &Arc<AgentSession>,
         id: Value,
         method: &'static str,
         params: Params,
+        permit: Option<Permit>,
     ) -> Reply {
-        let mut governed = Governed::start(session, method, id.clone());
-        let resolved = match self
-            .resolve_item(&mut governed, session, method, &params)
-            .await
-        {
+        let governed = Governed::start(session, method, id.clone());
+        let (gateway, session) = (self.clone(), session.clone());
+        self.detached(id, permit, async move {
+            let mut governed = governed;
+            let end = gateway
+                .item_stages(&mut governed, &session, method, &params)
+                .await;
+            (governed, end)
+        })
+        .await
+    }
+
+    async fn item_stages(
+        &self,
+        governed: &mut Governed,
+        session: &Arc<AgentSession>,
+        method: &'static str,
+        params: &Params,
+    ) -> End {
+        let resolved = match self.resolve_item(governed, session, method, params).await {
             Ok(r) => r,
-            Err(refusal) => return governed.reply(&self.audit, End::Refused(refusal)).await,
+            Err(refusal) => return End::Refused(refusal),
         };
         if let Err(refusal) = self.admit(session).await {
-            return governed.reply(&self.audit, End::Refused(refusal)).await;
+            return End::Refused(refusal);
         }
+        self.forward_item(governed, session, resolved).await
+    }
+
+    /// Runs a governed request's stages (`run`, which ends with how it ended) in a
+    /// task of its own, holding the agent's request permit, and writes the reply and
+    /// the audit row: a request whose agent went away still ends upstream, counts
+    /// against the agent's limit until then, and is audited.
+    pub(super) async fn detached(
+        self: &Arc<Self>,
+        id: Value,
+        permit: Option<Permit>,
+        run: impl std::future::Future<Output = (Governed, End)> + Send + 'static,
+    ) -> Reply {
         let gateway = self.clone();
-        let session = session.clone();
         let task = tokio::spawn(
             async move {
-                let end = gateway
-                    .forward_item(&mut governed, &session, resolved)
-                    .await;
+                let _permit = permit;
+                let (governed, end) = run.await;
                 governed.finish(&gateway.audit, end).await
             }
             .in_current_span(),
@@ -98,7 +127,7 @@ impl Gateway {
             Ok(Some(text)) => Reply::Json(text),
             Ok(None) => super::call::cancelled(&id, false),
             Err(e) => {
-                tracing::error!(error = %e, "resource or prompt request task failed");
+                tracing::error!(error = %e, "governed request task failed");
                 let error = RpcError::new(jsonrpc::INTERNAL_ERROR, "Internal error");
                 Reply::Json(jsonrpc::error(Some(&id), &error))
             }
@@ -132,20 +161,15 @@ impl Gateway {
             .offers(&connector.id, capability)
             .await
             .map_err(super::list::list_unavailable)?;
-        if !offers {
-            // On `/mcp` a completion routed to a connector that cannot complete gets
-            // the empty completion, as long as another connector can (else -32601).
-            if capability == "completions" && session.endpoint == Endpoint::All {
-                self.offering(session, capability, method).await?;
-            } else {
-                return Err(method_not_found(method, &connector.id, capability));
-            }
-        }
         let owned = self.owned_for_items(session, &connector).await;
         let chain = self.policy.current();
+        // A kind the upstream does not offer lists nothing: its items are stand-ins,
+        // judged first (scope before existence), then -32601.
         let (ask, hooked) = match (method, &named) {
             ("resources/read", _) => {
-                let item = self.resource_item(&connector, &upstream_key).await;
+                let item = self
+                    .resource_item(&chain, &connector, &upstream_key)
+                    .await?;
                 (
                     Ask::ReadResource(item.clone()),
                     Some(Hooked::Resource(item)),
@@ -156,6 +180,12 @@ impl Gateway {
                     .get("arguments")
                     .map(|a| a.get().to_string())
                     .unwrap_or_else(|| "{}".into());
+                if !offers {
+                    let stand_in = json!({ "name": upstream_key });
+                    let ask = Ask::GetPrompt(stand_in, arguments);
+                    governed.decide(decide::check_item(&chain, owned, ask).await)?;
+                    return Err(method_not_found(method, &connector.id, capability));
+                }
                 let item = self
                     .prompt_item(
                         governed,
@@ -181,7 +211,16 @@ impl Gateway {
             }
         };
         governed.decide(decide::check_item(&chain, owned, ask).await)?;
-        replace_key(&mut members, &named, &upstream_key);
+        if !offers {
+            // On `/mcp` a completion routed to a connector that cannot complete gets
+            // the empty completion, as long as another connector can (else -32601).
+            if capability == "completions" && session.endpoint == Endpoint::All {
+                self.offering(session, capability, method).await?;
+            } else {
+                return Err(method_not_found(method, &connector.id, capability));
+            }
+        }
+        replace_key(&mut members, method, &named, &upstream_key);
         Ok(Resolved {
             connector,
             method,
@@ -229,15 +268,29 @@ impl Gateway {
     }
 
     /// A resource as listed, else the template it matches (with the concrete
-    /// URI), else a stand-in named by the URI. A list that cannot be had counts as
-    /// empty: the upstream decides whether the URI exists.
-    pub(super) async fn resource_item(&self, connector: &Connector, uri: &str) -> Value {
-        if let Ok(set) = self.catalog.list(&connector.id, Kind::Resources).await
+    /// URI), else a stand-in named by the URI (the upstream decides whether it
+    /// exists). When a policy checks resources and a list cannot be had, the request
+    /// is refused: judging a stand-in would let a name-based rule pass.
+    pub(super) async fn resource_item(
+        &self,
+        chain: &crate::policy::Chain,
+        connector: &Connector,
+        uri: &str,
+    ) -> Stage<Value> {
+        let checked = chain.checks_items(false);
+        let list = |kind| async move {
+            match self.catalog.list(&connector.id, kind).await {
+                Ok(set) => Ok(Some(set)),
+                Err(e) if checked => Err(super::list::list_unavailable(e)),
+                Err(_) => Ok(None),
+            }
+        };
+        if let Some(set) = list(Kind::Resources).await?
             && let Some(item) = set.get(uri)
         {
-            return item.clone();
+            return Ok(item.clone());
         }
-        if let Ok(set) = self.catalog.list(&connector.id, Kind::Templates).await
+        if let Some(set) = list(Kind::Templates).await?
             && let Some(t) = set
                 .items
                 .iter()
@@ -248,9 +301,9 @@ impl Gateway {
                 o.remove("uriTemplate");
                 o.insert("uri".into(), json!(uri));
             }
-            return item;
+            return Ok(item);
         }
-        json!({ "uri": uri, "name": uri })
+        Ok(json!({ "uri": uri, "name": uri }))
     }
 
     /// A template as listed (a completion names its template), else a stand-in.
@@ -389,27 +442,20 @@ fn completion(members: &Members) -> Stage<Completion> {
     })
 }
 
-/// The upstream's URI or name in place of the agent's.
-pub(super) fn replace_key(members: &mut Members, named: &Named, key: &str) {
-    match named {
-        Named::Resource(_) if members.contains_key("uri") => {
-            members.insert("uri".into(), params::to_raw(key));
-        }
-        Named::Prompt(_) if members.contains_key("name") => {
-            members.insert("name".into(), params::to_raw(key));
-        }
-        _ => {
-            let Some(mut reference) = params::member::<Value>(members, "ref") else {
-                return;
-            };
-            let field = if matches!(named, Named::Resource(_)) {
-                "uri"
-            } else {
-                "name"
-            };
-            reference[field] = json!(key);
-            members.insert("ref".into(), params::to_raw(&reference));
-        }
+/// The upstream's URI or name in place of the agent's: `uri` or `name`, or for a
+/// completion the `ref`'s.
+pub(super) fn replace_key(members: &mut Members, method: &str, named: &Named, key: &str) {
+    let field = match named {
+        Named::Resource(_) => "uri",
+        Named::Prompt(_) => "name",
+    };
+    if method != "completion/complete" {
+        members.insert(field.into(), params::to_raw(key));
+        return;
+    }
+    if let Some(mut reference) = params::member::<Value>(members, "ref") {
+        reference[field] = json!(key);
+        members.insert("ref".into(), params::to_raw(&reference));
     }
 }
 
@@ -464,7 +510,12 @@ mod tests {
         let mut m =
             members(json!({"ref": {"type": "ref/resource", "uri": "portcullis://d/x/{id}"}}));
         assert!(matches!(completion_ref(&m), Ok(Named::Resource(_))));
-        replace_key(&mut m, &Named::Resource(String::new()), "x/{id}");
+        replace_key(
+            &mut m,
+            "completion/complete",
+            &Named::Resource(String::new()),
+            "x/{id}",
+        );
         let r: Value = params::member(&m, "ref").unwrap();
         assert_eq!(r, json!({"type": "ref/resource", "uri": "x/{id}"}));
         assert!(completion_ref(&members(json!({"ref": {"type": "ref/other"}}))).is_err());

@@ -213,18 +213,17 @@ impl Gateway {
             "prompts/list" => self.list(session, &id, &params, Kind::Prompts).await,
             "resources/subscribe" | "resources/unsubscribe" => {
                 let subscribe = method == "resources/subscribe";
-                self.resource_subscription(session, id, params, subscribe)
+                self.resource_subscription(session, id, params, subscribe, permit)
                     .await
             }
-            "logging/setLevel" => self.set_level(session, id, params).await,
+            "logging/setLevel" => self.set_level(session, id, params, permit).await,
             "resources/read" | "prompts/get" | "completion/complete" => {
                 let method = match method {
                     "resources/read" => "resources/read",
                     "prompts/get" => "prompts/get",
                     _ => "completion/complete",
                 };
-                let _permit = permit;
-                self.item_request(session, id, method, params).await
+                self.item_request(session, id, method, params, permit).await
             }
             "tools/call" => {
                 self.tools_call(session, id, params, accepts_sse, permit)

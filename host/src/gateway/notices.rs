@@ -169,10 +169,16 @@ impl Gateway {
         let gateway = self.clone();
         let (agent_session, connector_c, upstream_c) =
             (Arc::downgrade(session), connector.clone(), upstream.clone());
+        let mut ended = session.ended();
         let task = tokio::spawn(async move {
             let mut backoff = FIRST_RESUME;
             loop {
-                while let Ok(Some(msg)) = stream.next().await {
+                loop {
+                    let next = tokio::select! {
+                        _ = ended.wait_for(|e| *e) => return,
+                        next = stream.next() => next,
+                    };
+                    let Ok(Some(msg)) = next else { break };
                     let Some(session) = agent_session.upgrade() else {
                         return;
                     };
@@ -214,6 +220,10 @@ impl Gateway {
         if let Some(old) = old {
             old.task.abort();
         }
+        // Ended meanwhile: its `stop` ran before this listener was there to stop.
+        if session.has_ended() {
+            session.notices.stop();
+        }
         Ok(true)
     }
 
@@ -223,7 +233,7 @@ impl Gateway {
     async fn resume(
         &self,
         session: &AgentSession,
-        connector: &Connector,
+        connector: &Arc<Connector>,
         upstream: &Arc<UpstreamSession>,
     ) -> Result<Option<crate::upstream::ListenStream>, UpstreamError> {
         let limit = connector.timeout;
@@ -233,7 +243,7 @@ impl Gateway {
         else {
             return Ok(None);
         };
-        let uris = session.notices.subscriptions_of(&connector.id);
+        let uris = self.still_allowed(session, connector).await;
         let level = session.notices.level.lock().expect("level lock").clone();
         let mut asks: Vec<(&str, Value)> = uris
             .into_iter()
@@ -253,6 +263,37 @@ impl Gateway {
         }
         tracing::info!(connector = %connector.id, replayed = asks.len(), "upstream notices resumed");
         Ok(Some(stream))
+    }
+
+    /// The session's subscriptions on `connector` that the chain still allows (a
+    /// reload may have changed the rules since); the others are forgotten.
+    async fn still_allowed(
+        &self,
+        session: &AgentSession,
+        connector: &Arc<Connector>,
+    ) -> Vec<String> {
+        let chain = self.policy.current();
+        let mut kept = Vec::new();
+        for uri in session.notices.subscriptions_of(&connector.id) {
+            let allowed = match self.resource_item(&chain, connector, &uri).await {
+                Ok(item) => {
+                    let owned = self.owned_for_items(session, connector).await;
+                    let ask = decide::Ask::SubscribeResource(item);
+                    decide::check_item(&chain, owned, ask)
+                        .await
+                        .denial
+                        .is_none()
+                }
+                Err(_) => false,
+            };
+            if allowed {
+                kept.push(uri);
+            } else {
+                tracing::info!(connector = %connector.id, "a subscription the policies no longer allow was dropped");
+                session.notices.unsubscribe(&connector.id, &uri);
+            }
+        }
+        kept
     }
 
     /// Routes one message (module doc).

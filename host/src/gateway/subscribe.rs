@@ -8,9 +8,10 @@
 //! - unsubscribe: routed, forwarded, forgotten; never checked (it only ends
 //!   something).
 //! - setLevel: on `/mcp` sent to every connector of the endpoint that offers
-//!   `logging` (one that fails is logged and left out), on `/mcp/<id>` to that
-//!   connector (its failure is the answer); the level also filters what reaches the
-//!   agent. -32601 when no connector offers `logging`.
+//!   `logging` and that the agent may use (`Gateway::usable`: the chain leaves it
+//!   at least one tool, prompt or resource; one that fails is logged and left out),
+//!   on `/mcp/<id>` to that connector (its failure is the answer); the level also
+//!   filters what reaches the agent. -32601 when no such connector offers `logging`.
 //!
 //! None of them counts against the quota; each is audited. On a process shared by
 //! every agent session (`share_process`) they are refused: what it sends outside a
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::decide::{self, Ask};
 use super::items::{Named, Resolved, invalid, method_not_found, replace_key, string};
+use super::limits::Permit;
 use super::pipeline::{End, Governed, Refusal, Stage};
 use super::sessions::{AgentSession, Endpoint};
 use super::{Gateway, Reply};
@@ -38,24 +40,35 @@ impl Gateway {
         id: Value,
         params: Params,
         subscribe: bool,
+        permit: Option<Permit>,
     ) -> Reply {
         let method = if subscribe {
             "resources/subscribe"
         } else {
             "resources/unsubscribe"
         };
-        let mut governed = Governed::start(session, method, id);
-        let end = match self
-            .subscription(&mut governed, session, &params, method, subscribe)
-            .await
-        {
-            Ok(resolved) => self.forward_item(&mut governed, session, resolved).await,
-            Err(refusal) => End::Refused(refusal),
-        };
-        governed.reply(&self.audit, end).await
+        let governed = Governed::start(session, method, id.clone());
+        let (gateway, session) = (self.clone(), session.clone());
+        self.detached(id, permit, async move {
+            let mut governed = governed;
+            let subscription = gateway
+                .subscription(&mut governed, &session, &params, method, subscribe)
+                .await;
+            let end = match subscription {
+                Ok(resolved) => {
+                    gateway
+                        .forward_item(&mut governed, &session, resolved)
+                        .await
+                }
+                Err(refusal) => End::Refused(refusal),
+            };
+            (governed, end)
+        })
+        .await
     }
 
-    /// Resolve, decide, listen and record; what is left is to forward.
+    /// Resolve, decide, listen and record; what is left is to forward. Scope
+    /// before existence: a subscription is judged before the capability is asked.
     async fn subscription(
         self: &Arc<Self>,
         governed: &mut Governed,
@@ -69,6 +82,13 @@ impl Gateway {
         };
         let named = Named::Resource(string(&members, "uri")?);
         let (connector, uri) = self.route_item(governed, session, &named)?;
+        if subscribe {
+            let chain = self.policy.current();
+            let item = self.resource_item(&chain, &connector, &uri).await?;
+            let owned = self.owned_for_items(session, &connector).await;
+            let ask = Ask::SubscribeResource(item);
+            governed.decide(decide::check_item(&chain, owned, ask).await)?;
+        }
         let offers = self
             .catalog
             .offers_feature(&connector.id, "/resources/subscribe")
@@ -83,11 +103,6 @@ impl Gateway {
         }
         let upstream = self.shared_refused(session, &connector, method)?;
         if subscribe {
-            let item = self.resource_item(&connector, &uri).await;
-            let owned = self.owned_for_items(session, &connector).await;
-            let chain = self.policy.current();
-            governed
-                .decide(decide::check_item(&chain, owned, Ask::SubscribeResource(item)).await)?;
             self.listen_for(session, &connector, &upstream)
                 .await
                 .map_err(super::list::list_unavailable)?;
@@ -95,7 +110,7 @@ impl Gateway {
         } else {
             session.notices.unsubscribe(&connector.id, &uri);
         }
-        replace_key(&mut members, &named, &uri);
+        replace_key(&mut members, method, &named, &uri);
         Ok(Resolved {
             connector,
             method,
@@ -134,10 +149,18 @@ impl Gateway {
         session: &Arc<AgentSession>,
         id: Value,
         params: Params,
+        permit: Option<Permit>,
     ) -> Reply {
-        let mut governed = Governed::start(session, "logging/setLevel", id);
-        let end = self.set_level_stage(&mut governed, session, &params).await;
-        governed.reply(&self.audit, end).await
+        let governed = Governed::start(session, "logging/setLevel", id.clone());
+        let (gateway, session) = (self.clone(), session.clone());
+        self.detached(id, permit, async move {
+            let mut governed = governed;
+            let end = gateway
+                .set_level_stage(&mut governed, &session, &params)
+                .await;
+            (governed, end)
+        })
+        .await
     }
 
     async fn set_level_stage(
@@ -153,7 +176,7 @@ impl Gateway {
             Some(l) if super::notices::severity(&l).is_some() => l,
             _ => return End::Refused(invalid("\"level\" must be an MCP logging level")),
         };
-        let connectors = match self.offering(session, "logging", "logging/setLevel").await {
+        let connectors = match self.level_targets(session).await {
             Ok(c) => c,
             Err(refusal) => return End::Refused(refusal),
         };
@@ -169,6 +192,32 @@ impl Gateway {
             (Endpoint::One(_), Some(Err(end))) => end,
             _ => End::Result("{}".into()),
         }
+    }
+
+    /// The endpoint's connectors that offer `logging` and that the agent may use
+    /// (`Gateway::usable`); none is -32601.
+    async fn level_targets(&self, session: &AgentSession) -> Stage<Vec<Arc<Connector>>> {
+        let connectors = self
+            .offering(session, "logging", "logging/setLevel")
+            .await?;
+        let usable =
+            futures_util::future::join_all(connectors.iter().map(|c| self.usable(session, c)))
+                .await;
+        let targets: Vec<Arc<Connector>> = connectors
+            .into_iter()
+            .zip(usable)
+            .filter_map(|(c, ok)| ok.then_some(c))
+            .collect();
+        if targets.is_empty() {
+            let error = RpcError::new(
+                jsonrpc::METHOD_NOT_FOUND,
+                "Method not found: logging/setLevel",
+            );
+            return Err(
+                Refusal::new(error, 404).because("no connector the agent may use offers logging")
+            );
+        }
+        Ok(targets)
     }
 
     /// Sends the level to one connector with a listener in place; on `/mcp` a

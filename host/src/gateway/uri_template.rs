@@ -9,12 +9,24 @@
 //! its operator. Good enough to pick a template's metadata; the upstream decides what
 //! the URI means.
 
+/// Longest URI matched (longer ones match no template); with at most
+/// [`MAX_EXPRESSIONS`] expressions per template this bounds the backtracking.
+const MAX_URI: usize = 2048;
+const MAX_EXPRESSIONS: usize = 8;
+
 /// Whether `uri` matches `template`.
 pub(crate) fn matches(template: &str, uri: &str) -> bool {
+    if uri.len() > MAX_URI {
+        return false;
+    }
     let Some(parts) = parse(template) else {
         return false;
     };
-    match_from(&parts, uri)
+    let expressions = parts
+        .iter()
+        .filter(|p| matches!(p, Part::Expression(_)))
+        .count();
+    expressions <= MAX_EXPRESSIONS && match_from(&parts, uri)
 }
 
 #[derive(Debug, PartialEq)]
@@ -81,7 +93,7 @@ fn match_from(parts: &[Part], uri: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{MAX_URI, matches};
 
     #[test]
     fn simple_expressions_match_one_segment() {
@@ -102,6 +114,14 @@ mod tests {
         ));
         assert!(matches("logs://{day}{?level,limit}", "logs://monday"));
         assert!(!matches("logs://{day}{?level}", "logs://monday/x"));
+    }
+
+    #[test]
+    fn long_uris_and_busy_templates_match_nothing() {
+        let long = format!("x://{}", "a-".repeat(MAX_URI));
+        assert!(!matches("x://{a}-{b}-{c}", &long));
+        let busy = "x://{a}{b}{c}{d}{e}{f}{g}{h}{i}";
+        assert!(!matches(busy, "x://abcdefghi"));
     }
 
     #[test]

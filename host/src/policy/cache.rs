@@ -5,8 +5,9 @@
 //! and the connector with their rules (named by a digest of them, so a reloaded
 //! scope, declaration or blocklist never meets an old decision), the connector's
 //! list of each kind (named by the catalog's version), the tool, and the arguments
-//! when it reads them. Resource and prompt request checks are not reused: they are
-//! evaluated every time. Every evaluation still runs in a fresh store; the cache only
+//! when it reads them; for resource and prompt checks, the item as judged and
+//! the action with everything it carries (a prompt's arguments, what a completion
+//! typed). Every evaluation still runs in a fresh store; the cache only
 //! skips evaluations whose answer is already known. It belongs to one chain, so a
 //! reload starts with an empty cache, and a new tool list has a new version.
 //!
@@ -110,11 +111,52 @@ pub(super) struct ListKey {
     pub connector: String,
     /// The catalog's version of the connector's list of that kind.
     pub version: u64,
+    /// And of its tool list, which every filter's context carries.
+    pub tools_version: u64,
+}
+
+/// What a resource or prompt check depends on: the inputs ([`Asked`]) and which
+/// policy asks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ItemKey {
+    pub policy: usize,
+    pub asked: Asked,
+}
+
+/// The inputs of one resource or prompt check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Asked {
+    agent: String,
+    rules: u64,
+    connector: String,
+    tools_version: u64,
+    /// The item's JSON text as judged.
+    item: String,
+    /// The action with everything it carries.
+    action: String,
+}
+
+impl Asked {
+    pub(super) fn new(
+        subject: &super::chain::Subject,
+        item: &serde_json::Value,
+        action: String,
+    ) -> Asked {
+        Asked {
+            agent: subject.identity.agent.clone(),
+            rules: subject.rules_stamp(),
+            connector: subject.connector.id.clone(),
+            tools_version: subject.tools_version,
+            item: item.to_string(),
+            action,
+        }
+    }
 }
 
 #[derive(Default)]
 pub(super) struct DecisionCache {
     calls: Mutex<HashMap<CallKey, Verdict>>,
+    items: Mutex<HashMap<ItemKey, Verdict>>,
     lists: Mutex<HashMap<ListKey, Arc<Vec<Verdict>>>>,
 }
 
@@ -129,6 +171,18 @@ impl DecisionCache {
             calls.clear();
         }
         calls.insert(key, verdict);
+    }
+
+    pub(super) fn item(&self, key: &ItemKey) -> Option<Verdict> {
+        self.items.lock().expect("decision cache").get(key).cloned()
+    }
+
+    pub(super) fn put_item(&self, key: ItemKey, verdict: Verdict) {
+        let mut items = self.items.lock().expect("decision cache");
+        if items.len() >= MAX_CALLS {
+            items.clear();
+        }
+        items.insert(key, verdict);
     }
 
     pub(super) fn list(&self, key: &ListKey) -> Option<Arc<Vec<Verdict>>> {

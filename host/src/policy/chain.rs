@@ -41,7 +41,7 @@ fn redacts_messages(p: &Loaded) -> bool {
 
 impl Loaded {
     /// Whether this policy's decisions may be reused.
-    fn cached(&self) -> bool {
+    pub(super) fn cached(&self) -> bool {
         self.manifest.deterministic && self.spec.cache_decisions
     }
 }
@@ -253,6 +253,11 @@ impl Chain {
         &self.policies
     }
 
+    /// The chain's reused decisions.
+    pub(super) fn cache(&self) -> &DecisionCache {
+        &self.cache
+    }
+
     /// Which of `subject.tools` the agent may see (same order).
     pub(crate) fn filter_tools(&self, subject: &Subject) -> Vec<bool> {
         self.filter_with(subject, &tools(subject), true)
@@ -289,6 +294,7 @@ impl Chain {
                 rules: subject.rules_stamp(),
                 connector: subject.connector.id.clone(),
                 version: list.version,
+                tools_version: subject.tools_version,
             });
             let verdicts = match key.as_ref().and_then(|k| self.cache.list(k)) {
                 Some(v) => {

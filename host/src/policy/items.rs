@@ -1,13 +1,22 @@
 //! Resources and prompts through the chain: their list filters, request checks
 //! (read, subscribe, get, completion) and result hooks, on the loops of `chain`.
 //! Only 0.2 components implement these hooks; a 0.1 component's manifest declares
-//! them absent, so it is never asked. Request checks are evaluated every time
-//! (the decision cache keeps list filters and tool calls only).
+//! them absent, so it is never asked. A deterministic policy's request checks are
+//! reused like tool calls (`cache::ItemKey`: the agent, the rules, the connector,
+//! the tool list's version, the item as judged and the action with its
+//! arguments).
 
 use serde_json::Value;
 
-use super::bindings::{self, Completion, Manifest, PromptAction, ResourceAction, ResourceKind};
-use super::chain::{Chain, Decision, List, ListKind, Subject};
+use super::bindings::{
+    self, Completion, Context, Manifest, PromptAction, ResourceAction, ResourceKind, Verdict,
+};
+use super::cache::{Asked, ItemKey};
+use super::chain::{Chain, Decision, List, ListKind, Loaded, Subject};
+use super::runtime::EvalError;
+
+/// A request check's hook: its export name and whether a manifest implements it.
+type Hook = (&'static str, fn(&Manifest) -> bool);
 
 /// A `completion/complete` request: the argument, what was typed, and the
 /// arguments already resolved (JSON object text).
@@ -105,26 +114,42 @@ impl Chain {
         item: &Value,
         request: ResourceRequest,
     ) -> Decision {
-        let record = resource_record(item);
+        self.check_resource_with(subject, item, request, true)
+            .expect("evaluating chains always decide")
+    }
+
+    /// [`Chain::check_resource`] from reused decisions only: `None` when a policy
+    /// would have to be evaluated.
+    pub(crate) fn check_resource_cached(
+        &self,
+        subject: &Subject,
+        item: &Value,
+        request: ResourceRequest,
+    ) -> Option<Decision> {
+        self.check_resource_with(subject, item, request, false)
+    }
+
+    fn check_resource_with(
+        &self,
+        subject: &Subject,
+        item: &Value,
+        request: ResourceRequest,
+        evaluate: bool,
+    ) -> Option<Decision> {
         let action = match request {
             ResourceRequest::Read => ResourceAction::Read,
             ResourceRequest::Subscribe => ResourceAction::Subscribe,
             ResourceRequest::Complete(c) => ResourceAction::Complete(c.record()),
         };
-        self.decide(
-            subject,
-            "check-resource",
-            |m: &Manifest| m.check_resource,
-            |_, p, contexts| {
-                let ctx = contexts.get(subject, &p.manifest);
-                Some(
-                    self.run_check(p, "check_resource", |policy, store, settings| {
-                        policy.check_resource(store, settings, ctx, &record, &action)
-                    }),
-                )
-            },
-        )
-        .expect("evaluating chains always decide")
+        let asked = Asked::new(subject, item, format!("resource {action:?}"));
+        let mut record = None;
+        let hook: Hook = ("check-resource", |m| m.check_resource);
+        self.check_item_with(subject, &asked, evaluate, hook, |p, ctx| {
+            let record = record.get_or_insert_with(|| resource_record(item));
+            self.run_check(p, "check_resource", |policy, store, settings| {
+                policy.check_resource(store, settings, ctx, record, &action)
+            })
+        })
     }
 
     /// Whether a `prompts/get` or a completion of a prompt may proceed.
@@ -134,25 +159,76 @@ impl Chain {
         item: &Value,
         request: PromptRequest,
     ) -> Decision {
-        let record = bindings::prompt(item);
+        self.check_prompt_with(subject, item, request, true)
+            .expect("evaluating chains always decide")
+    }
+
+    /// [`Chain::check_prompt`] from reused decisions only.
+    pub(crate) fn check_prompt_cached(
+        &self,
+        subject: &Subject,
+        item: &Value,
+        request: PromptRequest,
+    ) -> Option<Decision> {
+        self.check_prompt_with(subject, item, request, false)
+    }
+
+    fn check_prompt_with(
+        &self,
+        subject: &Subject,
+        item: &Value,
+        request: PromptRequest,
+        evaluate: bool,
+    ) -> Option<Decision> {
         let action = match request {
             PromptRequest::Get(arguments) => PromptAction::Get(arguments.to_string()),
             PromptRequest::Complete(c) => PromptAction::Complete(c.record()),
         };
-        self.decide(
-            subject,
-            "check-prompt",
-            |m: &Manifest| m.check_prompt,
-            |_, p, contexts| {
-                let ctx = contexts.get(subject, &p.manifest);
-                Some(
-                    self.run_check(p, "check_prompt", |policy, store, settings| {
-                        policy.check_prompt(store, settings, ctx, &record, &action)
-                    }),
-                )
-            },
-        )
-        .expect("evaluating chains always decide")
+        let asked = Asked::new(subject, item, format!("prompt {action:?}"));
+        let mut record = None;
+        let hook: Hook = ("check-prompt", |m| m.check_prompt);
+        self.check_item_with(subject, &asked, evaluate, hook, |p, ctx| {
+            let record = record.get_or_insert_with(|| bindings::prompt(item));
+            self.run_check(p, "check_prompt", |policy, store, settings| {
+                policy.check_prompt(store, settings, ctx, record, &action)
+            })
+        })
+    }
+
+    /// The request-check loop for a resource or prompt, reusing the decisions of
+    /// deterministic policies for the same agent, rules, connector, item and action.
+    fn check_item_with(
+        &self,
+        subject: &Subject,
+        asked: &Asked,
+        evaluate: bool,
+        (export, implements): Hook,
+        mut run: impl FnMut(&Loaded, &Context) -> Result<Verdict, EvalError>,
+    ) -> Option<Decision> {
+        let mut hits = 0;
+        let decision = self.decide(subject, export, implements, |i, p, contexts| {
+            let key = p.cached().then(|| ItemKey {
+                policy: i,
+                asked: asked.clone(),
+            });
+            if let Some(v) = key.as_ref().and_then(|k| self.cache().item(k)) {
+                hits += 1;
+                return Some(Ok(v));
+            }
+            if !evaluate {
+                return None;
+            }
+            let ctx = contexts.get(subject, &p.manifest);
+            let result = run(p, ctx);
+            if let (Some(k), Ok(v)) = (key, &result) {
+                self.cache().put_item(k, v.clone());
+            }
+            Some(result)
+        });
+        if decision.is_some() {
+            super::cache::count_hits(hits);
+        }
+        decision
     }
 
     /// The `resources/read` result hook over a ReadResourceResult (JSON text).
@@ -389,6 +465,45 @@ mod tests {
         let masked = d.replacement.expect("the key is masked");
         assert!(!masked.contains(secret), "{masked}");
         assert!(masked.contains("\"role\":\"user\""), "{masked}");
+    }
+
+    #[test]
+    fn deterministic_item_decisions_are_reused_only_for_the_same_item_and_action() {
+        let chain = chain(&["slug-scope", "blocklist"]);
+        let (identity, connector) = (scoped(&["mcp:call"]), connector());
+        let s = subject(&identity, &connector);
+        let doc = json!({"uri": "file:///a.txt", "name": "a"});
+        assert!(
+            chain
+                .check_resource_cached(&s, &doc, ResourceRequest::Read)
+                .is_none()
+        );
+        let first = chain.check_resource(&s, &doc, ResourceRequest::Read);
+        let again = chain
+            .check_resource_cached(&s, &doc, ResourceRequest::Read)
+            .expect("reused");
+        assert_eq!(first.denial, again.denial);
+        assert!(
+            chain
+                .check_resource_cached(&s, &doc, ResourceRequest::Subscribe)
+                .is_none(),
+            "another action is evaluated"
+        );
+        let other = json!({"uri": "file:///b.txt", "name": "b"});
+        assert!(
+            chain
+                .check_resource_cached(&s, &other, ResourceRequest::Read)
+                .is_none()
+        );
+        let secret = json!({"name": "internal-x"});
+        let denied = chain.check_prompt(&s, &secret, PromptRequest::Get("{}"));
+        let reused = chain
+            .check_prompt_cached(&s, &secret, PromptRequest::Get("{}"))
+            .expect("reused");
+        assert_eq!(denied.denial, reused.denial);
+        assert!(reused.denial.is_some());
+        let args = chain.check_prompt_cached(&s, &secret, PromptRequest::Get(r#"{"x":1}"#));
+        assert!(args.is_none(), "other arguments are evaluated");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `notifications/progress` goes to the request whose progress token it names:
 //!   outgoing tokens are replaced by session-unique ones (`portcullis-<id>`) and
 //!   restored on the way back, so agents sharing a process never see each other's;
-//! - `list_changed` goes to the listener ([`ChannelSession::listen`]) if one is open;
+//! - `list_changed` and `resources/updated` go to the listener
+//!   ([`ChannelSession::listen`]) if one is open;
 //! - anything else (logging, server-to-client requests) goes to the most recent
 //!   request in flight, else to the listener; a request nobody takes is answered
 //!   at once ([`super::answer_unrelayed`]). A process shared by every agent
@@ -512,7 +513,9 @@ impl Routes {
             }
             other => other,
         };
-        let list_changed = matches!(&msg, Message::Notification { method, .. } if method.ends_with("/list_changed"));
+        // Announcements about the session, not a request: the listener's if one is open.
+        let list_changed = matches!(&msg, Message::Notification { method, .. }
+            if method.ends_with("/list_changed") || method == "notifications/resources/updated");
         if self.shared {
             let unheard = self.to_listener(msg);
             if unheard.is_some() {

@@ -374,6 +374,16 @@ async fn scope_quota_and_methods_no_connector_offers() {
         .request("resources/read", json!({ "uri": uri }))
         .await;
     assert_eq!(error_of(&msg).0, -32003, "{msg}");
+    // Scope before existence: the same for a subscription; and the connector it may
+    // not use is not told its log level (none left that offers logging: -32601).
+    let msg = narrow
+        .request("resources/subscribe", json!({ "uri": uri }))
+        .await;
+    assert_eq!(error_of(&msg).0, -32003, "{msg}");
+    let msg = narrow
+        .request("logging/setLevel", json!({"level": "info"}))
+        .await;
+    assert_eq!(error_of(&msg).0, -32601, "{msg}");
 
     // Quota: three reads pass, the fourth is refused with the quota error.
     let mut m = session(&gw.url(None), &key).await;
