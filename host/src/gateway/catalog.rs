@@ -776,3 +776,46 @@ async fn fetch_all(session: &UpstreamSession, kind: Kind) -> Result<Vec<Value>, 
         "{method} has more than {MAX_PAGES} pages"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_list_changed_names_its_kinds() {
+        let note = |m: &str| Message::Notification {
+            method: m.into(),
+            params: None,
+        };
+        assert_eq!(
+            list_changed(&note("notifications/tools/list_changed")),
+            Some(&[Kind::Tools][..])
+        );
+        assert_eq!(
+            list_changed(&note("notifications/resources/list_changed")),
+            Some(&[Kind::Resources, Kind::Templates][..])
+        );
+        assert_eq!(
+            list_changed(&note("notifications/prompts/list_changed")),
+            Some(&[Kind::Prompts][..])
+        );
+        assert_eq!(list_changed(&note("notifications/message")), None);
+    }
+
+    #[test]
+    fn items_are_keyed_and_renamed_by_kind() {
+        let set = ItemSet::new(
+            Kind::Templates,
+            vec![json!({"uriTemplate": "file:///{x}", "name": "x", "extra": 1})],
+            1,
+            [0; 32],
+        );
+        assert!(set.get("file:///{x}").is_some());
+        let texts = set.renamed_json("d", |uri| format!("q:{uri}"), |_| ());
+        let v: Value = serde_json::from_str(&texts[0]).unwrap();
+        assert_eq!(
+            v,
+            json!({"uriTemplate": "q:file:///{x}", "name": "x", "extra": 1})
+        );
+    }
+}

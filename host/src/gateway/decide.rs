@@ -84,12 +84,16 @@ impl Gateway {
         session: &super::sessions::AgentSession,
         connector: &Arc<Connector>,
     ) -> Owned {
+        self.owned_for(&session.identity(), connector).await
+    }
+
+    async fn owned_for(&self, identity: &Arc<Identity>, connector: &Arc<Connector>) -> Owned {
         let tools = match self.catalog.offered(&connector.id, "tools") {
             true => self.catalog.tools(&connector.id).await.ok(),
             false => None,
         };
         let tools = tools.unwrap_or_else(|| Arc::new(ItemSet::empty(super::catalog::Kind::Tools)));
-        self.owned(&session.identity(), connector, &tools)
+        self.owned(identity, connector, &tools)
     }
 }
 
@@ -102,9 +106,18 @@ impl Gateway {
         session: &super::sessions::AgentSession,
         connector: &Arc<Connector>,
     ) -> bool {
+        self.usable_by(&session.identity(), connector).await
+    }
+
+    /// [`Gateway::usable`] for an agent without a session yet (`initialize`).
+    pub(crate) async fn usable_by(
+        &self,
+        identity: &Arc<Identity>,
+        connector: &Arc<Connector>,
+    ) -> bool {
         use super::catalog::Kind;
         let chain = self.policy.current();
-        let owned = self.owned_for_items(session, connector).await;
+        let owned = self.owned_for(identity, connector).await;
         for kind in [Kind::Tools, Kind::Prompts, Kind::Resources, Kind::Templates] {
             if kind != Kind::Tools && !self.catalog.offered(&connector.id, kind.capability()) {
                 continue;
@@ -116,10 +129,7 @@ impl Gateway {
                 continue;
             }
             let visible = match kind {
-                Kind::Tools => {
-                    let tools = self.owned(&session.identity(), connector, &set);
-                    filter_tools(&chain, tools).await
-                }
+                Kind::Tools => filter_tools(&chain, self.owned(identity, connector, &set)).await,
                 _ => filter_items(&chain, owned.clone(), set).await,
             };
             if visible.contains(&true) {

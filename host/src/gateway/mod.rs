@@ -187,7 +187,7 @@ impl Gateway {
         self.learn_capabilities(&endpoint).await;
         let result = json!({
             "protocolVersion": version,
-            "capabilities": self.advertised(&endpoint),
+            "capabilities": self.advertised(&session.identity(), &endpoint).await,
             "serverInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
             "instructions": instructions,
         });
@@ -358,13 +358,31 @@ impl Gateway {
         futures_util::future::join_all(asks).await;
     }
 
-    /// The capabilities `initialize` advertises on `endpoint`: tools always; each
-    /// of resources (with `subscribe`), prompts, completions and logging when one of
-    /// the endpoint's connectors
-    /// is known to offer it (the catalog learns an upstream's capabilities when its
-    /// session first initialises, at start-up or first use).
-    pub(crate) fn advertised(&self, endpoint: &Endpoint) -> Value {
-        let connectors = self.endpoint_connectors(endpoint);
+    /// The capabilities `initialize` advertises to an agent on `endpoint`: tools
+    /// always; each of resources (with `subscribe`), prompts, completions and logging
+    /// when a connector of the endpoint that the agent may use (`Gateway::usable`: its
+    /// policies leave it a tool, prompt or resource there) is known to offer it (the
+    /// catalog learns an upstream's capabilities when its session first initialises,
+    /// at start-up or first use).
+    pub(crate) async fn advertised(&self, identity: &Arc<Identity>, endpoint: &Endpoint) -> Value {
+        let beyond_tools = ["resources", "prompts", "completions", "logging"];
+        let offering: Vec<Arc<Connector>> = self
+            .endpoint_connectors(endpoint)
+            .into_iter()
+            .filter(|c| {
+                beyond_tools
+                    .iter()
+                    .any(|cap| self.catalog.offered(&c.id, cap))
+            })
+            .collect();
+        let usable =
+            futures_util::future::join_all(offering.iter().map(|c| self.usable_by(identity, c)))
+                .await;
+        let connectors: Vec<Arc<Connector>> = offering
+            .into_iter()
+            .zip(usable)
+            .filter_map(|(c, ok)| ok.then_some(c))
+            .collect();
         let offered = |capability: &str| {
             connectors
                 .iter()

@@ -46,12 +46,14 @@ pub(super) fn open(
     let mut ended = session.ended();
     let (tx, rx) = mpsc::channel(16);
     let endpoint = session.endpoint.clone();
-    let advertised = gw.advertised(&endpoint);
+    let identity = session.identity();
     let agent = session.agent.clone();
+    let gateway = gw.clone();
     let stream = session.next_stream();
     drop(session);
     tokio::spawn(async move {
         let _permit = permit;
+        let advertised = gateway.advertised(&identity, &endpoint).await;
         loop {
             let out: Vec<String> = tokio::select! {
                 _ = ended.wait_for(|e| *e) => return,
@@ -105,4 +107,42 @@ fn notes(kind: Option<Kind>, advertised: &Value) -> Vec<String> {
         .filter(|c| advertised.get(**c).is_some())
         .map(|c| jsonrpc::notification(&format!("notifications/{c}/list_changed"), None))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_advertised_kinds_are_announced() {
+        let advertised = json!({"tools": {}, "prompts": {}});
+        let methods = |kind| -> Vec<String> {
+            notes(kind, &advertised)
+                .iter()
+                .map(|t| {
+                    serde_json::from_str::<Value>(t).unwrap()["method"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(
+            methods(None),
+            [
+                "notifications/tools/list_changed",
+                "notifications/prompts/list_changed"
+            ]
+        );
+        assert_eq!(
+            methods(Some(Kind::Templates)),
+            Vec::<String>::new(),
+            "resources not advertised"
+        );
+        assert_eq!(
+            methods(Some(Kind::Prompts)),
+            ["notifications/prompts/list_changed"]
+        );
+    }
 }

@@ -365,8 +365,22 @@ async fn scope_quota_and_methods_no_connector_offers() {
         assert_eq!(error_of(&msg).0, -32601, "{method}: {msg}");
     }
 
-    // The narrow agent sees none of conn_http's items and may not read them.
+    // The narrow agent sees none of conn_http's items and may not read them; it is
+    // not even told there are resources or prompts (its policies leave it none).
     let mut narrow = session(&gw.url(None), &narrow_key).await;
+    let init = narrow.request("initialize", json!({})).await;
+    let caps = &init["result"]["capabilities"];
+    assert!(
+        caps.get("resources").is_none() && caps.get("prompts").is_none(),
+        "{init}"
+    );
+    let mut wide = session(&gw.url(None), &key).await;
+    let init = wide.request("initialize", json!({})).await;
+    let caps = &init["result"]["capabilities"];
+    assert!(
+        caps.get("resources").is_some() && caps.get("prompts").is_some(),
+        "{init}"
+    );
     let msg = narrow.request("resources/list", json!({})).await;
     assert_eq!(msg["result"]["resources"], json!([]), "{msg}");
     let uri = "portcullis://http/demo://resource/static/document/features.md";
@@ -505,6 +519,7 @@ async fn uris_handed_out_by_tools_resolve_through_the_gateway() {
 #[tokio::test]
 async fn subscriptions_and_log_messages_reach_the_session_that_asked() {
     let http = Upstream::everything();
+    let sse = Upstream::everything_sse();
     let tools_only = Upstream::rust(&[]);
     let everything = everything_bin().to_string_lossy().into_owned();
     let (key, hash) = new_key();
@@ -517,6 +532,7 @@ async fn subscriptions_and_log_messages_reach_the_session_that_asked() {
             &everything,
             &["stdio"],
         ))
+        .connector(Connector::new("conn_sse", "Sse", &sse.url).extra("transport = \"sse\""))
         .connector(Connector::new("conn_tools", "Tools", &tools_only.url))
         .render();
     let gw = Gateway::start(&cfg);
@@ -535,7 +551,7 @@ async fn subscriptions_and_log_messages_reach_the_session_that_asked() {
     let mut b_stream = b.open_stream().await.into_body();
 
     let mut subscribed = Vec::new();
-    for slug in ["http", "stdio"] {
+    for slug in ["http", "stdio", "sse"] {
         let uri = format!("portcullis://{slug}/demo://resource/static/document/architecture.md");
         let msg = a
             .request("resources/subscribe", json!({ "uri": uri }))
@@ -723,4 +739,80 @@ async fn subscriptions_are_replayed_to_a_restarted_process() {
     })
     .await;
     assert!(updated.is_some(), "no update after the restart");
+}
+
+/// A Wasm policy built with the guest SDK governs resources in the gateway: the
+/// uri-guard fixture refuses URIs containing `secret` exactly like an unknown
+/// resource, and `builtin:redact-secrets` masks a secret in a read's contents.
+#[tokio::test]
+async fn a_wasm_policy_guards_uris_and_redaction_covers_read_contents() {
+    let up = Upstream::rust(&["--items", "3"]);
+    let (key, hash) = new_key();
+    let guard = portcullis_tests::fixture_policy("policy-test-uri-guard");
+    let cfg = Config::new()
+        .agent(Agent::new("reporter", &hash))
+        .connector(Connector::new("conn_docs", "Docs", &up.url))
+        .policy(Policy::file(&guard).name("uri-guard"))
+        .policy(Policy::new("builtin:redact-secrets"))
+        .render();
+    let gw = Gateway::start(&cfg);
+    let mut m = session(&gw.url(None), &key).await;
+    let ok = m
+        .request(
+            "resources/read",
+            json!({"uri": "portcullis://docs/test://doc/1"}),
+        )
+        .await;
+    assert_eq!(ok["result"]["contents"][0]["text"], "document 1", "{ok}");
+    let guarded = m
+        .request(
+            "resources/read",
+            json!({"uri": "portcullis://docs/test://doc/secret-plan"}),
+        )
+        .await;
+    assert_eq!(
+        error_of(&guarded),
+        (-32002, "Resource not found".to_string()),
+        "{guarded}"
+    );
+    let row = wait_audit(&gw, Duration::from_secs(10), |l| {
+        let f = fields(l);
+        f.get("method").map(String::as_str) == Some("resources/read")
+            && f.get("status").map(String::as_str) == Some("404")
+    });
+    assert_eq!(fields(&row)["policy"], "uri-guard", "{row}");
+    let masked = m
+        .request(
+            "resources/read",
+            json!({"uri": "portcullis://docs/test://doc/AKIAIOSFODNN7EXAMPLE"}),
+        )
+        .await;
+    let text = masked["result"]["contents"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("[redacted secret]") && !text.contains("AKIA"),
+        "{masked}"
+    );
+}
+
+/// Every upstream page of a resource list is followed, and the merged list is paged
+/// again towards the agent: 25 resources served 10 a page, listed 4 a page.
+#[tokio::test]
+async fn every_upstream_page_of_resources_is_followed() {
+    let up = Upstream::rust(&["--items", "25", "--page-size", "10"]);
+    let (key, hash) = new_key();
+    let cfg = Config::new()
+        .server("list_page_size = 4")
+        .agent(Agent::new("reporter", &hash))
+        .connector(Connector::new("conn_docs", "Docs", &up.url))
+        .render();
+    let gw = Gateway::start(&cfg);
+    let mut m = session(&gw.url(None), &key).await;
+    let uris = keys(
+        &list_all(&mut m, "resources/list", "resources").await,
+        "uri",
+    );
+    assert_eq!(uris.len(), 25, "{uris:?}");
+    assert_eq!(uris[24], "portcullis://docs/test://doc/24");
 }

@@ -8,12 +8,30 @@ use serde_json::{Value, json};
 
 use crate::rpc::{INVALID_PARAMS, Reply};
 
-/// `resources/list`: every resource in one page.
-pub fn resources_list(count: usize) -> Reply {
-    let resources: Vec<Value> = (0..count)
+/// `resources/list`: `page_size` resources a page (every one without it); the
+/// cursor is the next offset.
+pub fn resources_list(count: usize, page_size: Option<usize>, params: Option<&RawValue>) -> Reply {
+    #[derive(Deserialize)]
+    struct Params {
+        cursor: Option<String>,
+    }
+    let cursor = params
+        .and_then(|p| serde_json::from_str::<Params>(p.get()).ok())
+        .and_then(|p| p.cursor);
+    let start = match cursor.map(|c| c.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) if n <= count => n,
+        Some(_) => return Reply::error(INVALID_PARAMS, "Invalid cursor"),
+    };
+    let end = page_size.map_or(count, |n| (start + n).min(count));
+    let resources: Vec<Value> = (start..end)
         .map(|i| json!({"uri": format!("test://doc/{i}"), "name": format!("doc-{i}"), "mimeType": "text/plain"}))
         .collect();
-    Reply::Result(json!({ "resources": resources }).to_string())
+    let mut result = json!({ "resources": resources });
+    if end < count {
+        result["nextCursor"] = json!(end.to_string());
+    }
+    Reply::Result(result.to_string())
 }
 
 /// `resources/templates/list`.
@@ -73,4 +91,28 @@ pub fn prompts_get(params: Option<&RawValue>) -> Reply {
     let messages =
         [json!({"role": "user", "content": {"type": "text", "text": format!("Hello, {who}!")}})];
     Reply::Result(json!({ "messages": messages }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(cursor: Option<&str>) -> Value {
+        let params =
+            cursor.map(|c| serde_json::value::to_raw_value(&json!({ "cursor": c })).unwrap());
+        match resources_list(25, Some(10), params.as_deref()) {
+            Reply::Result(text) => serde_json::from_str(&text).unwrap(),
+            _ => panic!("a result"),
+        }
+    }
+
+    #[test]
+    fn resources_come_in_pages_with_a_cursor() {
+        let first = page(None);
+        assert_eq!(first["resources"].as_array().unwrap().len(), 10);
+        assert_eq!(first["nextCursor"], "10");
+        let last = page(Some("20"));
+        assert_eq!(last["resources"].as_array().unwrap().len(), 5);
+        assert!(last.get("nextCursor").is_none());
+    }
 }

@@ -217,7 +217,9 @@ pub async fn answer(
         "initialize" => initialize(state, params),
         "ping" => Reply::Result("{}".to_owned()),
         "tools/list" => tools_list(state, params),
-        "resources/list" if state.opts.items > 0 => items::resources_list(state.opts.items),
+        "resources/list" if state.opts.items > 0 => {
+            items::resources_list(state.opts.items, state.opts.page_size, params)
+        }
         "resources/templates/list" if state.opts.items > 0 => items::templates_list(),
         "resources/read" if state.opts.items > 0 => items::resources_read(params),
         "prompts/list" if state.opts.items > 0 => items::prompts_list(),
