@@ -484,3 +484,57 @@ mod compat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_tool_definition_is_passed_only_when_read() {
+        let listed = json!({
+            "name": "query",
+            "description": "Runs SQL",
+            "inputSchema": {"type": "object"},
+            "annotations": {"readOnlyHint": true}
+        });
+        let read = tool(&listed, true);
+        let parsed: Value = serde_json::from_str(read.definition.as_deref().unwrap()).unwrap();
+        assert_eq!(parsed, listed, "the whole Tool object, as listed");
+        assert_eq!(read.annotations.read_only, Some(true));
+        assert_eq!(
+            read.annotations.destructive, None,
+            "unannotated stays unknown"
+        );
+        assert!(tool(&listed, false).definition.is_none());
+    }
+
+    #[test]
+    fn resources_and_prompts_become_records_with_their_metadata() {
+        let r = resource(
+            &json!({"uri": "file:///a", "name": "a", "mimeType": "text/plain",
+                    "annotations": {"audience": ["user"], "priority": 0.5}}),
+            ResourceKind::Resource,
+        );
+        assert_eq!(
+            (r.uri.as_str(), r.mime_type.as_deref()),
+            ("file:///a", Some("text/plain"))
+        );
+        let a = r.annotations.unwrap();
+        assert_eq!(
+            (a.audience, a.priority),
+            (vec!["user".to_string()], Some(0.5))
+        );
+        let t = resource(
+            &json!({"uriTemplate": "file:///{x}", "name": "x"}),
+            ResourceKind::Template,
+        );
+        assert_eq!(t.uri, "file:///{x}");
+        let p = prompt(
+            &json!({"name": "p", "arguments": [{"name": "q", "required": true}, {"name": "r"}]}),
+        );
+        let required: Vec<bool> = p.arguments.iter().map(|a| a.required).collect();
+        assert_eq!(required, [true, false]);
+    }
+}

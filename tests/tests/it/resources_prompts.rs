@@ -1,6 +1,7 @@
-//! Resources, resource templates, prompts and completions through the gateway
-//! (issue 23 steps a and b), against server-everything over Streamable HTTP, SSE
-//! and stdio:
+//! Resources, resource templates, prompts, completions, subscriptions and logging
+//! through the gateway (issue 23), against server-everything over Streamable HTTP,
+//! SSE and stdio, a Python MCPServer, the MCP Apps example server and the in-repo
+//! upstream:
 //! - the lists merged across connectors on `/mcp` (URIs qualified
 //!   `portcullis://<slug>/...`, prompt names prefixed) and the upstream's own on
 //!   `/mcp/<id>`, paginated towards the agent with a small page size;
@@ -9,7 +10,11 @@
 //! - governance: the blocklist's `disabled_prompts` and `disabled_resources`
 //!   answer as for unknown items, slug-scope refuses other connectors' items;
 //! - an audit row per read, get and completion, counted against the org's quota;
-//! - -32601 for a method no connector offers.
+//! - -32601 for a method no connector offers, and `initialize` advertising only
+//!   what a connector the agent may use offers;
+//! - URIs handed out in tool results and MCP Apps UI references qualified and
+//!   resolvable; subscriptions and log messages for the session that asked, replayed
+//!   to a restarted process; a Wasm policy guarding URIs; upstream pages followed.
 
 use std::time::Duration;
 
@@ -513,8 +518,8 @@ async fn uris_handed_out_by_tools_resolve_through_the_gateway() {
 }
 
 /// Subscriptions and logging: the GET stream of the session that subscribed gets
-/// `notifications/resources/updated` (qualified) from a Streamable HTTP and a stdio
-/// upstream, another session does not; `logging/setLevel` reaches the upstream and
+/// `notifications/resources/updated` (qualified) from a Streamable HTTP, an HTTP+SSE
+/// and a stdio upstream, another session does not; `logging/setLevel` reaches the upstream and
 /// its log messages reach the agent; -32601 where the upstream offers neither.
 #[tokio::test]
 async fn subscriptions_and_log_messages_reach_the_session_that_asked() {
