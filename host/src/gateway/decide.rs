@@ -98,18 +98,26 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The connectors of `connectors` the agent may use ([`Gateway::usable_by`]),
+    /// asked concurrently, in order.
+    pub(super) async fn usable_of(
+        &self,
+        identity: &Arc<Identity>,
+        connectors: Vec<Arc<Connector>>,
+    ) -> Vec<Arc<Connector>> {
+        let usable =
+            futures_util::future::join_all(connectors.iter().map(|c| self.usable_by(identity, c)))
+                .await;
+        connectors
+            .into_iter()
+            .zip(usable)
+            .filter_map(|(c, ok)| ok.then_some(c))
+            .collect()
+    }
+
     /// Whether the agent may use anything of `connector`: the chain leaves it at
     /// least one of its tools, prompts, resources or resource templates (lists that
     /// cannot be had count as empty; reused decisions make this cheap).
-    pub(super) async fn usable(
-        &self,
-        session: &super::sessions::AgentSession,
-        connector: &Arc<Connector>,
-    ) -> bool {
-        self.usable_by(&session.identity(), connector).await
-    }
-
-    /// [`Gateway::usable`] for an agent without a session yet (`initialize`).
     pub(crate) async fn usable_by(
         &self,
         identity: &Arc<Identity>,
@@ -206,42 +214,19 @@ impl Ask {
         matches!(self, Ask::GetPrompt(..) | Ask::CompletePrompt(..))
     }
 
-    /// The decision from reused ones only; `None` when a policy must be evaluated.
-    fn decide_cached(&self, chain: &Chain, subject: &Subject) -> Option<Decision> {
+    /// The chain's decision; with `evaluate: false` from reused decisions only
+    /// (`None` when a policy would have to be evaluated).
+    fn judge(&self, chain: &Chain, subject: &Subject, evaluate: bool) -> Option<Decision> {
+        let resource = |item, request| chain.check_resource_with(subject, item, request, evaluate);
+        let prompt = |item, request| chain.check_prompt_with(subject, item, request, evaluate);
         match self {
-            Ask::ReadResource(item) => {
-                chain.check_resource_cached(subject, item, ResourceRequest::Read)
-            }
-            Ask::SubscribeResource(item) => {
-                chain.check_resource_cached(subject, item, ResourceRequest::Subscribe)
-            }
+            Ask::ReadResource(item) => resource(item, ResourceRequest::Read),
+            Ask::SubscribeResource(item) => resource(item, ResourceRequest::Subscribe),
             Ask::CompleteResource(item, c) => {
-                chain.check_resource_cached(subject, item, ResourceRequest::Complete(c.request()))
+                resource(item, ResourceRequest::Complete(c.request()))
             }
-            Ask::GetPrompt(item, arguments) => {
-                chain.check_prompt_cached(subject, item, PromptRequest::Get(arguments))
-            }
-            Ask::CompletePrompt(item, c) => {
-                chain.check_prompt_cached(subject, item, PromptRequest::Complete(c.request()))
-            }
-        }
-    }
-
-    fn decide(&self, chain: &Chain, subject: &Subject) -> Decision {
-        match self {
-            Ask::ReadResource(item) => chain.check_resource(subject, item, ResourceRequest::Read),
-            Ask::SubscribeResource(item) => {
-                chain.check_resource(subject, item, ResourceRequest::Subscribe)
-            }
-            Ask::CompleteResource(item, c) => {
-                chain.check_resource(subject, item, ResourceRequest::Complete(c.request()))
-            }
-            Ask::GetPrompt(item, arguments) => {
-                chain.check_prompt(subject, item, PromptRequest::Get(arguments))
-            }
-            Ask::CompletePrompt(item, c) => {
-                chain.check_prompt(subject, item, PromptRequest::Complete(c.request()))
-            }
+            Ask::GetPrompt(item, arguments) => prompt(item, PromptRequest::Get(arguments)),
+            Ask::CompletePrompt(item, c) => prompt(item, PromptRequest::Complete(c.request())),
         }
     }
 }
@@ -252,10 +237,14 @@ pub(super) async fn check_item(chain: &Arc<Chain>, owned: Owned, ask: Ask) -> De
     if !chain.checks_items(ask.is_prompt()) {
         return chain.allowed();
     }
-    if let Some(decision) = ask.decide_cached(chain, &owned.subject()) {
+    if let Some(decision) = ask.judge(chain, &owned.subject(), false) {
         return decision;
     }
-    on_blocking_pool(chain, move |c| ask.decide(c, &owned.subject())).await
+    on_blocking_pool(chain, move |c| {
+        ask.judge(c, &owned.subject(), true)
+            .expect("evaluating chains always decide")
+    })
+    .await
 }
 
 /// What a result hook is about: a read resource or a got prompt (JSON as listed, or

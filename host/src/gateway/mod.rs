@@ -360,7 +360,7 @@ impl Gateway {
 
     /// The capabilities `initialize` advertises to an agent on `endpoint`: tools
     /// always; each of resources (with `subscribe`), prompts, completions and logging
-    /// when a connector of the endpoint that the agent may use (`Gateway::usable`: its
+    /// when a connector of the endpoint that the agent may use (`Gateway::usable_by`: its
     /// policies leave it a tool, prompt or resource there) is known to offer it (the
     /// catalog learns an upstream's capabilities when its session first initialises,
     /// at start-up or first use).
@@ -375,14 +375,7 @@ impl Gateway {
                     .any(|cap| self.catalog.offered(&c.id, cap))
             })
             .collect();
-        let usable =
-            futures_util::future::join_all(offering.iter().map(|c| self.usable_by(identity, c)))
-                .await;
-        let connectors: Vec<Arc<Connector>> = offering
-            .into_iter()
-            .zip(usable)
-            .filter_map(|(c, ok)| ok.then_some(c))
-            .collect();
+        let connectors = self.usable_of(identity, offering).await;
         let offered = |capability: &str| {
             connectors
                 .iter()

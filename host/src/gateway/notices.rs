@@ -253,13 +253,7 @@ impl Gateway {
             asks.push(("logging/setLevel", serde_json::json!({ "level": level })));
         }
         for (method, params) in &asks {
-            let id = upstream.next_request_id();
-            let ask = upstream.request(id, method, params, |m| {
-                matches!(m, Message::Request { .. }).then_some(m)
-            });
-            tokio::time::timeout(limit, ask)
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout))?;
+            ask(upstream, method, params, limit).await?;
         }
         tracing::info!(connector = %connector.id, replayed = asks.len(), "upstream notices resumed");
         Ok(Some(stream))
@@ -391,6 +385,23 @@ impl Gateway {
         let raw = crate::mcp::params::to_raw(&params);
         Some(jsonrpc::notification("notifications/message", Some(&raw)))
     }
+}
+
+/// One request of the gateway's own to an upstream session (not an agent's): bounded
+/// by `limit`; a server-to-client request meanwhile is answered as unrelayed.
+pub(super) async fn ask(
+    upstream: &UpstreamSession,
+    method: &str,
+    params: &Value,
+    limit: std::time::Duration,
+) -> Result<crate::upstream::Outcome, UpstreamError> {
+    let id = upstream.next_request_id();
+    let request = upstream.request(id, method, params, |m| {
+        matches!(m, Message::Request { .. }).then_some(m)
+    });
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout))
 }
 
 /// The syslog severities of MCP logging, least severe first.

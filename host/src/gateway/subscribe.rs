@@ -8,7 +8,7 @@
 //! - unsubscribe: routed, forwarded, forgotten; never checked (it only ends
 //!   something).
 //! - setLevel: on `/mcp` sent to every connector of the endpoint that offers
-//!   `logging` and that the agent may use (`Gateway::usable`: the chain leaves it
+//!   `logging` and that the agent may use (`Gateway::usable_by`: the chain leaves it
 //!   at least one tool, prompt or resource; one that fails is logged and left out),
 //!   on `/mcp/<id>` to that connector (its failure is the answer); the level also
 //!   filters what reaches the agent. -32601 when no such connector offers `logging`.
@@ -30,7 +30,7 @@ use super::{Gateway, Reply};
 use crate::config::Connector;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::params::{self, Params};
-use crate::upstream::{Outcome, UpstreamError, UpstreamSession};
+use crate::upstream::{Outcome, UpstreamSession};
 
 impl Gateway {
     /// `resources/subscribe` (`subscribe`) or `resources/unsubscribe`.
@@ -195,19 +195,12 @@ impl Gateway {
     }
 
     /// The endpoint's connectors that offer `logging` and that the agent may use
-    /// (`Gateway::usable`); none is -32601.
+    /// (`Gateway::usable_by`); none is -32601.
     async fn level_targets(&self, session: &AgentSession) -> Stage<Vec<Arc<Connector>>> {
         let connectors = self
             .offering(session, "logging", "logging/setLevel")
             .await?;
-        let usable =
-            futures_util::future::join_all(connectors.iter().map(|c| self.usable(session, c)))
-                .await;
-        let targets: Vec<Arc<Connector>> = connectors
-            .into_iter()
-            .zip(usable)
-            .filter_map(|(c, ok)| ok.then_some(c))
-            .collect();
+        let targets = self.usable_of(&session.identity(), connectors).await;
         if targets.is_empty() {
             let error = RpcError::new(
                 jsonrpc::METHOD_NOT_FOUND,
@@ -239,15 +232,10 @@ impl Gateway {
             .await
             .map_err(|e| fail(super::list::list_unavailable(e)))?;
         let params = json!({ "level": level });
-        let request = upstream.request(
-            upstream.next_request_id(),
-            "logging/setLevel",
-            &params,
-            |m| matches!(m, crate::upstream::Message::Request { .. }).then_some(m),
-        );
-        match tokio::time::timeout(connector.timeout, request).await {
-            Ok(Ok(Outcome::Result(_))) => Ok(()),
-            Ok(Ok(Outcome::Error(e))) => Err(fail(Refusal::new(
+        let asked = super::notices::ask(&upstream, "logging/setLevel", &params, connector.timeout);
+        match asked.await {
+            Ok(Outcome::Result(_)) => Ok(()),
+            Ok(Outcome::Error(e)) => Err(fail(Refusal::new(
                 RpcError::new(
                     e["code"].as_i64().unwrap_or(jsonrpc::INTERNAL_ERROR),
                     e["message"]
@@ -257,8 +245,7 @@ impl Gateway {
                 ),
                 502,
             ))),
-            Ok(Err(e)) => Err(fail(super::list::list_unavailable(e))),
-            Err(_) => Err(fail(super::list::list_unavailable(UpstreamError::Timeout))),
+            Err(e) => Err(fail(super::list::list_unavailable(e))),
         }
     }
 }

@@ -118,18 +118,9 @@ impl Chain {
             .expect("evaluating chains always decide")
     }
 
-    /// [`Chain::check_resource`] from reused decisions only: `None` when a policy
-    /// would have to be evaluated.
-    pub(crate) fn check_resource_cached(
-        &self,
-        subject: &Subject,
-        item: &Value,
-        request: ResourceRequest,
-    ) -> Option<Decision> {
-        self.check_resource_with(subject, item, request, false)
-    }
-
-    fn check_resource_with(
+    /// [`Chain::check_resource`]; with `evaluate: false` from reused decisions only
+    /// (`None` when a policy would have to be evaluated).
+    pub(crate) fn check_resource_with(
         &self,
         subject: &Subject,
         item: &Value,
@@ -163,17 +154,9 @@ impl Chain {
             .expect("evaluating chains always decide")
     }
 
-    /// [`Chain::check_prompt`] from reused decisions only.
-    pub(crate) fn check_prompt_cached(
-        &self,
-        subject: &Subject,
-        item: &Value,
-        request: PromptRequest,
-    ) -> Option<Decision> {
-        self.check_prompt_with(subject, item, request, false)
-    }
-
-    fn check_prompt_with(
+    /// [`Chain::check_prompt`]; with `evaluate: false` from reused decisions only
+    /// (`None` when a policy would have to be evaluated).
+    pub(crate) fn check_prompt_with(
         &self,
         subject: &Subject,
         item: &Value,
@@ -475,34 +458,34 @@ mod tests {
         let doc = json!({"uri": "file:///a.txt", "name": "a"});
         assert!(
             chain
-                .check_resource_cached(&s, &doc, ResourceRequest::Read)
+                .check_resource_with(&s, &doc, ResourceRequest::Read, false)
                 .is_none()
         );
         let first = chain.check_resource(&s, &doc, ResourceRequest::Read);
         let again = chain
-            .check_resource_cached(&s, &doc, ResourceRequest::Read)
+            .check_resource_with(&s, &doc, ResourceRequest::Read, false)
             .expect("reused");
         assert_eq!(first.denial, again.denial);
         assert!(
             chain
-                .check_resource_cached(&s, &doc, ResourceRequest::Subscribe)
+                .check_resource_with(&s, &doc, ResourceRequest::Subscribe, false)
                 .is_none(),
             "another action is evaluated"
         );
         let other = json!({"uri": "file:///b.txt", "name": "b"});
         assert!(
             chain
-                .check_resource_cached(&s, &other, ResourceRequest::Read)
+                .check_resource_with(&s, &other, ResourceRequest::Read, false)
                 .is_none()
         );
         let secret = json!({"name": "internal-x"});
         let denied = chain.check_prompt(&s, &secret, PromptRequest::Get("{}"));
         let reused = chain
-            .check_prompt_cached(&s, &secret, PromptRequest::Get("{}"))
+            .check_prompt_with(&s, &secret, PromptRequest::Get("{}"), false)
             .expect("reused");
         assert_eq!(denied.denial, reused.denial);
         assert!(reused.denial.is_some());
-        let args = chain.check_prompt_cached(&s, &secret, PromptRequest::Get(r#"{"x":1}"#));
+        let args = chain.check_prompt_with(&s, &secret, PromptRequest::Get(r#"{"x":1}"#), false);
         assert!(args.is_none(), "other arguments are evaluated");
     }
 
